@@ -1,0 +1,184 @@
+"""The virtual device's filesystem: a folder on the host that holds the device's ``/``.
+
+Every device path goes through :meth:`Sandbox.host_path`, which refuses anything that would
+resolve outside the sandbox, so nothing the device does is ever written outside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEVICE_FILE = "device.json"
+# Writable areas that count against the storage quota (as /data and /sdcard on a phone).
+QUOTA_ROOTS = ("/data", "/sdcard")
+
+
+@dataclass
+class VirtualDeviceConfig:
+    """What a virtual device is; written to ``<state_dir>/device.json`` by ``bench lab up``."""
+
+    serial: str
+    port: int
+    state_dir: str
+    model: str = "Virtual x86_64 (host CPU, bench)"
+    product: str = "bench_virtual_x86_64"
+    device: str = "virtual_x86_64"
+    sdk: int = 34
+    release: str = "14"
+    board_platform: str = "virtual"
+    extra_props: dict = field(default_factory=dict)
+
+    def props(self) -> dict[str, str]:
+        props = {
+            "ro.product.cpu.abi": "x86_64",
+            "ro.product.cpu.abilist": "x86_64",
+            "ro.product.cpu.abilist64": "x86_64",
+            "ro.build.version.sdk": str(self.sdk),
+            "ro.build.version.release": self.release,
+            "ro.build.type": "userdebug",
+            "ro.build.fingerprint": f"bench/{self.product}/{self.device}:{self.release}/VIRTUAL/1:userdebug/dev-keys",
+            "ro.product.model": self.model,
+            "ro.product.name": self.product,
+            "ro.product.device": self.device,
+            "ro.product.manufacturer": "bench",
+            "ro.product.brand": "bench",
+            "ro.board.platform": self.board_platform,
+            "ro.hardware": "virtual",
+            "ro.serialno": self.serial,
+            "ro.kernel.qemu": "0",
+            # Says plainly, for any reader of the props, what the numbers measured here are.
+            "bench.virtual.measures": "host-cpu",
+        }
+        props.update({k: str(v) for k, v in self.extra_props.items()})
+        return props
+
+    def save(self) -> None:
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.state_dir) / DEVICE_FILE).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> "VirtualDeviceConfig":
+        return cls(**json.loads((Path(state_dir) / DEVICE_FILE).read_text()))
+
+
+class SandboxEscape(PermissionError):
+    pass
+
+
+class Sandbox:
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir).resolve()
+        self.root = self.state_dir / "fs"
+
+    # -- paths -------------------------------------------------------------------------------
+    def host_path(self, device_path: str, cwd: str = "/") -> Path:
+        """Host path of a device path (absolute, or relative to ``cwd``); never outside root."""
+        if not device_path.startswith("/"):
+            device_path = posixpath.join(cwd, device_path)
+        normal = posixpath.normpath(device_path)
+        if normal.startswith("//"):
+            normal = normal[1:]
+        host = self.root / normal.lstrip("/")
+        # Resolve symlinks too: a link inside the sandbox must not point out of it.
+        resolved = host.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise SandboxEscape(f"{device_path}: Permission denied")
+        return host
+
+    def device_path(self, host_path: Path) -> str:
+        rel = Path(host_path).resolve().relative_to(self.root)
+        return "/" + rel.as_posix() if str(rel) != "." else "/"
+
+    # -- storage -----------------------------------------------------------------------------
+    def used_bytes(self) -> int:
+        total = 0
+        for top in QUOTA_ROOTS:
+            base = self.root / top.lstrip("/")
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(dirpath, name)).st_size
+                    except OSError:
+                        pass
+        return total
+
+    def free_bytes(self, quota_bytes: int | None) -> int:
+        host_free = shutil.disk_usage(self.root).free
+        if quota_bytes is None:
+            return host_free
+        return max(0, min(host_free, quota_bytes - self.used_bytes()))
+
+    def size_bytes(self, quota_bytes: int | None) -> int:
+        if quota_bytes is None:
+            return shutil.disk_usage(self.root).total
+        return quota_bytes
+
+    # -- layout ------------------------------------------------------------------------------
+    def create_layout(self, config: VirtualDeviceConfig) -> None:
+        """Make the Android folders and the read-only system files the device serves."""
+        for d in ("data/local/tmp", "sdcard", "system/bin", "proc", "dev", "vendor"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        self._write_cpu_files()
+        self._write_thermal_files(temperature_c=None)
+        (self.root / "system" / "build.prop").write_text(
+            "".join(f"{k}={v}\n" for k, v in config.props().items())
+        )
+
+    def _write_cpu_files(self) -> None:
+        # The device runs on the host CPU, so it reports the host's cores and frequencies.
+        ncpu = os.cpu_count() or 1
+        host_cpuinfo = Path("/proc/cpuinfo")
+        cpuinfo = host_cpuinfo.read_text() if host_cpuinfo.exists() else ""
+        (self.root / "proc" / "cpuinfo").write_text(cpuinfo)
+        mhz = _host_mhz(cpuinfo)
+        cpu_root = self.root / "sys/devices/system/cpu"
+        for i in range(ncpu):
+            freq_dir = cpu_root / f"cpu{i}" / "cpufreq"
+            freq_dir.mkdir(parents=True, exist_ok=True)
+            host_freq = Path(f"/sys/devices/system/cpu/cpu{i}/cpufreq")
+            for name in ("cpuinfo_max_freq", "cpuinfo_min_freq", "scaling_cur_freq",
+                         "scaling_max_freq", "scaling_min_freq"):
+                value = None
+                try:
+                    value = (host_freq / name).read_text().strip()
+                except OSError:
+                    pass
+                if not value:
+                    value = str(mhz * 1000)
+                (freq_dir / name).write_text(value + "\n")
+            (freq_dir / "scaling_governor").write_text("schedutil\n")
+        (cpu_root / "possible").write_text(f"0-{ncpu - 1}\n")
+        (cpu_root / "online").write_text(f"0-{ncpu - 1}\n")
+
+    THERMAL_ZONES = ("cpu-0-0-usr", "battery", "skin-therm")
+
+    def _write_thermal_files(self, temperature_c: float | None) -> None:
+        base = self.root / "sys/class/thermal"
+        for i, kind in enumerate(self.THERMAL_ZONES):
+            zone = base / f"thermal_zone{i}"
+            zone.mkdir(parents=True, exist_ok=True)
+            (zone / "type").write_text(kind + "\n")
+            celsius = temperature_c if temperature_c is not None else _normal_temperature(kind)
+            (zone / "temp").write_text(f"{int(round(celsius * 1000))}\n")
+
+    def apply_temperature(self, temperature_c: float | None) -> None:
+        """Make the thermal zone files say the (faulted or normal) temperature."""
+        self._write_thermal_files(temperature_c)
+
+
+def _normal_temperature(kind: str) -> float:
+    return {"battery": 29.0, "skin-therm": 31.0}.get(kind, 35.0)
+
+
+def _host_mhz(cpuinfo: str) -> int:
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith("cpu mhz"):
+            try:
+                return int(float(line.split(":", 1)[1]))
+            except ValueError:
+                break
+    return 2000

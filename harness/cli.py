@@ -1,0 +1,271 @@
+"""The `bench` command: a thin layer that turns flags into library calls.
+
+Only this module turns bench's errors into messages and exit codes: UserError -> 2,
+DeviceError/BenchmarkError -> 1, each as one line on stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from harness.errors import BenchError, UserError
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+@click.version_option(package_name="bench", prog_name="bench")
+def cli() -> None:
+    """bench: prune, quantize, convert and benchmark models on Android devices (real or virtual)."""
+
+
+# -- run ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--devices", default=None, help="all, or SERIAL[,SERIAL...] (default: all).")
+@click.option("--model", default=None, help="Model to benchmark (default: digits_cnn).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML config file (default: ./bench.toml when present).")
+@click.option("--binary", "binaries", multiple=True, metavar="ABI=PATH",
+              help="benchmark_model binary for an ABI, e.g. arm64-v8a=./benchmark_model.")
+@click.option("--num-runs", type=click.IntRange(min=1), default=None, help="benchmark_model --num_runs.")
+@click.option("--warmup-runs", type=click.IntRange(min=0), default=None, help="--warmup_runs.")
+@click.option("--min-secs", type=click.FloatRange(min=0), default=None, help="--min_secs.")
+@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=None, help="--max_secs.")
+@click.option("--threads", type=int, default=None, help="--num_threads (-1: the tool's default).")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="SQLite results store (default: reports/bench.db).")
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
+              help="Where reports/<run-id>/ goes (default: reports).")
+@click.option("--quiet", is_flag=True, help="Only the table and summary.")
+def run(devices, model, config_path, binaries, num_runs, warmup_runs, min_secs, max_secs,
+        threads, store_path, reports_dir, quiet):
+    """Benchmark the model on every selected device concurrently, store and report."""
+    from harness.binaries import parse_binary_options
+    from harness.config import load_config
+    from harness.report import format_table, latency_table, failures_table
+    from harness.run import run_benchmarks
+
+    config = load_config(config_path)
+    if devices is not None:
+        config.devices = devices
+    if model is not None:
+        config.model = model
+    config.binaries.update(parse_binary_options(binaries))
+    for name, value in (("num_runs", num_runs), ("warmup_runs", warmup_runs),
+                        ("min_secs", min_secs), ("max_secs", max_secs), ("num_threads", threads)):
+        if value is not None:
+            setattr(config.benchmark, name, value)
+    if store_path is not None:
+        config.store_path = store_path
+    if reports_dir is not None:
+        config.reports_dir = reports_dir
+    log = (lambda _m: None) if quiet else (lambda m: click.echo(f"  {m}", err=True))
+    result = run_benchmarks(config, log=log)
+    click.echo(f"\nrun {result.run_id}: latency (benchmark_model, timed runs)")
+    click.echo(format_table(latency_table(result.measurements)))
+    failures = failures_table(result.measurements)
+    if not failures.empty:
+        click.echo("\nfailed:")
+        for row in failures.itertuples(index=False):
+            click.echo(f"  {row.device} [{row.variant}] {row.kind}: {row.reason}")
+    ok = len(result.measurements) - len(result.failed)
+    click.echo(f"\n{ok} of {len(result.measurements)} device(s) measured; "
+               f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
+               f"report: {result.report_dir}/report.md; store: {config.store_path}")
+    sys.exit(result.exit_code)
+
+
+# -- devices ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON list instead of a table.")
+def devices(as_json):
+    """List devices of every known adb server (the virtual lab's when one is up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from harness.devices.discovery import known_servers, list_targets
+    from harness.devices.session import DeviceInfo, DeviceSession
+    from harness.errors import DeviceError
+
+    targets, unreachable = list_targets(known_servers())
+
+    def describe(t):
+        if t.state != "device":
+            return DeviceInfo(t.serial, t.server.name, t.state)
+        try:
+            return DeviceSession(t.serial, t.server, timeout_s=10).info()
+        except DeviceError:
+            return DeviceInfo(t.serial, t.server.name, "unresponsive")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        infos = [i.to_dict() for i in pool.map(describe, targets)]
+    for name, why in unreachable.items():
+        _echo_err(f"warning: {why}")
+    if as_json:
+        click.echo(json.dumps(infos, indent=1))
+        return
+    if not infos:
+        click.echo("no devices (start a virtual lab with `bench lab up --virtual 2`)")
+        return
+    frame = pd.DataFrame(infos).rename(columns={"battery_pct": "battery %",
+                                                "temperature_c": "temperature °C"})
+    click.echo(frame.to_string(index=False, na_rep="-"))
+
+
+# -- parse --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("log_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="JSON list, one object per benchmark run.")
+def parse(log_file, as_json):
+    """Parse a benchmark_model log (any version, plain, INFO:-prefixed or logcat)."""
+    from harness.benchmark.parser import parse_log
+
+    try:
+        text = log_file.read_text(errors="replace")
+    except FileNotFoundError:
+        raise UserError(f"{log_file}: no such file; give the path of a benchmark_model log") from None
+    except IsADirectoryError:
+        raise UserError(f"{log_file}: is a directory; give the path of a benchmark_model log") from None
+    runs = [r.to_dict() for r in parse_log(text)]
+    if as_json:
+        click.echo(json.dumps(runs, indent=1))
+        return
+    if not runs:
+        click.echo("no benchmark run found")
+        return
+    for i, r in enumerate(runs, 1):
+        fields = ", ".join(f"{k}={v}" for k, v in r.items() if v not in (None, []) and k != "ops")
+        ops = f", {len(r['ops'])} op rows" if r.get("ops") else ""
+        click.echo(f"run {i}: {fields}{ops}")
+
+
+# -- report -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_id")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=Path("reports/bench.db"))
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"))
+def report(run_id, store_path, reports_dir):
+    """(Re)write reports/<RUN_ID>/ from the store and print the latency table."""
+    from harness.report import format_table, latency_table, write_report
+    from harness.store import Store
+
+    if not store_path.exists():
+        raise UserError(f"--store {store_path}: no results store there; run `bench run` first")
+    store = Store(store_path)
+    if store.run(run_id) is None:
+        known = [r["run_id"] for r in store.runs()][-5:]
+        raise UserError(f"run {run_id}: not in {store_path}; recent runs: {', '.join(known) or 'none'}")
+    out = write_report(store, run_id, reports_dir)
+    click.echo(format_table(latency_table(store.measurements(run_id))))
+    click.echo(f"report: {out}/report.md")
+
+
+# -- lab ----------------------------------------------------------------------------------------
+@cli.group()
+def lab():
+    """A lab of virtual Android devices with an adb server of its own."""
+
+
+@lab.command("up")
+@click.option("--virtual", "n", type=int, required=True, help="Number of virtual devices.")
+def lab_up_cmd(n):
+    """Start N virtual devices and their adb server; returns when all are `device`."""
+    from harness.lab.virtual_lab import lab_up
+
+    state = lab_up(n)
+    click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
+               f"(adb -P {state.adb_port} devices -l)")
+    for d in state.devices:
+        click.echo(f"  {d.serial}  device  (pid {d.pid}, sandbox {d.state_dir}/fs)")
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def lab_status_cmd(as_json):
+    """Show the lab's adb server and devices."""
+    from harness.lab.virtual_lab import lab_status
+
+    status = lab_status()
+    if as_json:
+        click.echo(json.dumps(status, indent=1))
+        return
+    if not status["up"]:
+        click.echo("no virtual lab is up")
+        return
+    alive = "running" if status["adb_server_alive"] else "NOT running"
+    click.echo(f"adb server {status['adb_server']} ({alive})")
+    for d in status["devices"]:
+        proc = "running" if d["process_alive"] else "stopped"
+        click.echo(f"  {d['serial']}  {d['adb_state']}  (process {proc}, pid {d['pid']})")
+
+
+@lab.command("down")
+def lab_down_cmd():
+    """Stop exactly the processes `bench lab up` started."""
+    from harness.lab.virtual_lab import lab_down
+
+    click.echo(f"virtual lab down ({lab_down()} process(es) stopped)")
+
+
+@lab.command("fault")
+@click.argument("serial")
+@click.argument("settings", nargs=-1, metavar="NAME=VALUE...")
+@click.option("--clear", is_flag=True, help="Switch every fault off first.")
+def lab_fault_cmd(serial, settings, clear):
+    """Switch faults of a running virtual device, e.g. battery_level=10 or benchmark_hang=true."""
+    from harness.lab.virtual_lab import lab_fault
+
+    changes = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            raise UserError(f"{setting}: expected NAME=VALUE, e.g. temperature_c=48")
+        changes[name] = _fault_value(value)
+    active = lab_fault(serial, changes, clear=clear)
+    click.echo(f"{serial}: faults now {active or 'none'}")
+
+
+def _fault_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "off"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    raise UserError(f"{text}: fault values are numbers, true/false or none")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _echo_err("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(2)
+    except BenchError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _echo_err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line by default, the traceback on request
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        _echo_err(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for the traceback)")
+        sys.exit(1)

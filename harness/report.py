@@ -1,0 +1,111 @@
+"""Run report: `reports/<run-id>/report.md` and `results.csv`, and the same latency table for the terminal."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results import Measurement
+from harness.store import Store
+
+LATENCY_COLUMNS = {
+    "device": "device",
+    "variant": "variant",
+    "avg_ms": "avg ms",
+    "std_ms": "std ms",
+    "init_ms": "init ms",
+    "first_ms": "first ms",
+    "memory_mb": "memory MB",
+    "model_size_mb": "model MB",
+}
+
+
+def measurements_frame(measurements: list[Measurement]) -> pd.DataFrame:
+    return pd.DataFrame([m.to_dict() for m in measurements])
+
+
+def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
+    """Device x variant: avg, std, init, first inference (ms), memory (MB), model size (MB)."""
+    rows = []
+    for m in measurements:
+        if m.status != "ok":
+            continue
+        memory = m.peak_memory_mb if m.peak_memory_mb is not None else m.memory_overall_mb
+        rows.append({
+            "device": f"{m.device_serial} ({m.device_model})" if m.device_model else m.device_serial,
+            "variant": m.variant,
+            "avg_ms": _ms(m.inference_avg_us), "std_ms": _ms(m.inference_std_us),
+            "init_ms": _ms(m.init_us), "first_ms": _ms(m.first_inference_us),
+            "memory_mb": memory,
+            "model_size_mb": m.model_size_bytes / 1e6 if m.model_size_bytes else None,
+        })
+    frame = pd.DataFrame(rows, columns=list(LATENCY_COLUMNS))
+    return frame.rename(columns=LATENCY_COLUMNS)
+
+
+def failures_table(measurements: list[Measurement]) -> pd.DataFrame:
+    rows = [{"device": m.device_serial, "variant": m.variant, "kind": m.failure_kind,
+             "reason": m.error} for m in measurements if m.status != "ok"]
+    return pd.DataFrame(rows, columns=["device", "variant", "kind", "reason"])
+
+
+def _ms(us):
+    return None if us is None else us / 1000.0
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no successful measurements)"
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured table without the optional `tabulate` dependency."""
+    if frame.empty:
+        return "_none_\n"
+    def cell(v):
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return "-"
+        text = f"{v:.3f}" if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
+    run = store.run(run_id)
+    measurements = store.measurements(run_id)
+    out = Path(reports_dir) / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    measurements_frame(measurements).to_csv(out / "results.csv", index=False)
+    latency, failures = latency_table(measurements), failures_table(measurements)
+    lines = [
+        f"# bench run {run_id}",
+        "",
+        f"- started: {run['started_at']}, finished: {run['finished_at']}, status: **{run['status']}**",
+        f"- tool: bench {run['tool_version']} on {run['host']}",
+        f"- bytes pushed: {run['bytes_pushed']}",
+        "",
+        "## Latency",
+        "",
+        _markdown(latency),
+        "## Failed devices",
+        "",
+        _markdown(failures),
+        "## Provenance",
+        "",
+    ]
+    for m in measurements:
+        lines.append(f"- {m.device_serial} ({m.adb_server}): model {m.device_model}, ABI "
+                     f"{m.device_abi}, SDK {m.device_sdk}, battery {m.battery_pct} %, "
+                     f"temperature {m.temperature_c} °C; artifact {m.model_name}-{m.variant} "
+                     f"sha256 {m.artifact_sha256}; benchmark_model sha256 {m.binary_sha256}")
+    virtual = [m for m in measurements if m.device_abi == "x86_64" and m.device_model
+               and "virtual" in m.device_model.lower()]
+    if virtual:
+        lines += ["", "Virtual devices run benchmark_model with the LiteRT interpreter on the "
+                  "host CPU: their latencies are real host-CPU measurements, not phone figures."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out

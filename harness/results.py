@@ -1,0 +1,79 @@
+"""Result records: the one place that defines what a run and a measurement are.
+
+The SQLite store derives its measurement columns from `Measurement`'s fields, and reports read
+the same names, so a field is added here once.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class Measurement:
+    """One launch of benchmark_model on one device for one artifact (or why it could not be)."""
+
+    run_id: str
+    device_serial: str
+    adb_server: str
+    variant: str
+    status: str                      # "ok" | "failed"
+    error: str | None = None         # why it failed, one line
+    failure_kind: str | None = None  # "device" | "benchmark" | None
+    model_name: str | None = None
+    artifact_sha256: str | None = None
+    model_size_bytes: int | None = None
+    binary_sha256: str | None = None
+    device_model: str | None = None
+    device_abi: str | None = None
+    device_sdk: int | None = None
+    device_props_json: str | None = None
+    battery_pct: int | None = None
+    temperature_c: float | None = None
+    num_threads: int | None = None
+    command: str | None = None
+    exit_status: int | None = None
+    bytes_pushed: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    # Parsed from benchmark_model's output (harness.benchmark.parser field names).
+    init_us: float | None = None
+    first_inference_us: float | None = None
+    warmup_avg_us: float | None = None
+    inference_avg_us: float | None = None
+    inference_std_us: float | None = None
+    inference_min_us: float | None = None
+    inference_max_us: float | None = None
+    inference_count: int | None = None
+    inference_p50_us: float | None = None
+    memory_init_mb: float | None = None
+    memory_overall_mb: float | None = None
+    peak_memory_mb: float | None = None
+    delegate: str | None = None
+    nodes_delegated: int | None = None
+    nodes_total: int | None = None
+    partitions: int | None = None
+    output_tail: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MEASUREMENT_FIELDS = tuple(f.name for f in fields(Measurement))
+PARSED_FIELDS = (
+    "init_us", "first_inference_us", "warmup_avg_us", "inference_avg_us", "inference_std_us",
+    "inference_min_us", "inference_max_us", "inference_count", "inference_p50_us",
+    "memory_init_mb", "memory_overall_mb", "peak_memory_mb", "delegate", "nodes_delegated",
+    "nodes_total", "partitions",
+)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    started_at: str
+    finished_at: str | None = None
+    status: str = "running"          # running | ok | failed
+    bytes_pushed: int = 0
+    devices: list[str] = field(default_factory=list)
+    failed_devices: dict[str, str] = field(default_factory=dict)
+    report_dir: str | None = None

@@ -1,0 +1,184 @@
+"""`bench run`: build the artifact, measure it on every selected device at once, store, report."""
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import harness
+from harness.binaries import binary_for_abi
+from harness.config import RunConfig
+from harness.devices.discovery import DeviceTarget, known_servers, select_devices
+from harness.devices.session import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, DeviceSession
+from harness.errors import BenchmarkError, DeviceError, UserError
+from harness.results import PARSED_FIELDS, Measurement
+from harness.store import Store
+
+OUTPUT_TAIL_LINES = 40
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    measurements: list[Measurement]
+    bytes_pushed: int
+    report_dir: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Measurement]:
+        return [m for m in self.measurements if m.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or not self.measurements else 0
+
+
+def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: None,
+                   cache_dir: Path | None = None) -> RunResult:
+    from harness.artifacts import build_artifact, sha256_file
+    from harness.paths import cache_dir as default_cache_dir
+
+    t0 = time.monotonic()
+    for abi, path in config.binaries.items():  # bad paths are the user's to fix, before any work
+        if not Path(path).expanduser().is_file():
+            raise UserError(f"benchmark_model for {abi}: {path} is not a file; "
+                            f"fix --binary {abi}=PATH or [binaries] in bench.toml")
+    targets = select_devices(config.devices, known_servers())
+    log(f"devices: {', '.join(f'{t.serial} ({t.state})' for t in targets)}")
+
+    artifact = build_artifact(config.model, config.variant, cache_dir or default_cache_dir())
+    log(f"artifact: {artifact.name} sha256 {artifact.sha256[:12]} "
+        f"({artifact.size_bytes} bytes{', cached' if artifact.metadata.get('cached') else ''})")
+
+    store = Store(config.store_path)
+    run_id = new_run_id()
+    store.start_run(run_id, utc_now(), harness.__version__, socket.gethostname(),
+                    _config_dict(config))
+    store.record_artifact(artifact.sha256, artifact.name, artifact.model_name, artifact.variant,
+                          artifact.size_bytes, artifact.metadata)
+    job = _DeviceJob(config, run_id, artifact, store, sha256_file, log)
+    # One thread per device: all devices at once, one job at a time on each.
+    with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
+        measurements = list(pool.map(job.run, targets))
+    bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
+    status = "ok" if all(m.status == "ok" for m in measurements) else "failed"
+    store.finish_run(run_id, utc_now(), status, bytes_pushed)
+    result = RunResult(run_id, measurements, bytes_pushed, seconds=time.monotonic() - t0)
+    from harness.report import write_report
+    result.report_dir = write_report(store, run_id, config.reports_dir)
+    store.close()
+    return result
+
+
+def _config_dict(config: RunConfig) -> dict:
+    data = asdict(config)
+    return json.loads(json.dumps(data, default=str))
+
+
+@dataclass
+class _DeviceJob:
+    config: RunConfig
+    run_id: str
+    artifact: object
+    store: Store
+    sha256_file: Callable[[Path], str]
+    log: Callable[[str], None]
+    _binary_hashes: dict = field(default_factory=dict)
+
+    def run(self, target: DeviceTarget) -> Measurement:
+        m = Measurement(run_id=self.run_id, device_serial=target.serial,
+                        adb_server=target.server.name, variant=self.artifact.variant,
+                        status="failed", model_name=self.artifact.model_name,
+                        artifact_sha256=self.artifact.sha256,
+                        model_size_bytes=self.artifact.size_bytes, started_at=utc_now())
+        try:
+            self._measure(target, m)
+            m.status = "ok"
+            self.log(f"{target.serial}: {m.inference_avg_us / 1000:.3f} ms avg "
+                     f"over {m.inference_count} runs")
+        except BenchmarkError as exc:
+            m.error, m.failure_kind = str(exc), "benchmark"
+            m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
+            m.output_tail = m.output_tail or exc.output_tail
+            self.log(f"{target.serial}: FAILED (benchmark): {exc}")
+        except (DeviceError, UserError) as exc:
+            m.error, m.failure_kind = str(exc), "device"
+            self.log(f"{target.serial}: FAILED (device): {exc}")
+        finally:
+            m.finished_at = utc_now()
+            self.store.add_measurement(m)  # committed before this device starts anything else
+        return m
+
+    def _measure(self, target: DeviceTarget, m: Measurement) -> None:
+        from harness.benchmark.parser import parse_log
+
+        if target.state == "not found":
+            raise DeviceError(f"device {target.serial} not found on adb server {target.server.name}")
+        if target.state != "device":
+            raise DeviceError(f"device {target.serial} is {target.state}")
+        session = DeviceSession(target.serial, target.server)
+        info = session.info()
+        if info.state != "device":
+            raise DeviceError(f"device {target.serial} is {info.state}")
+        m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
+        m.battery_pct, m.temperature_c = info.battery_pct, info.temperature_c
+        m.device_props_json = json.dumps(info.props, sort_keys=True)
+        self.store.record_device(target.serial, target.server.name, info.model, info.abi,
+                                 info.sdk, info.props, utc_now())
+
+        binary = binary_for_abi(info.abi, self.config.binaries)
+        m.binary_sha256 = self._hash(binary)
+        remote_dir = self.config.remote_dir
+        remote_binary = f"{remote_dir}/benchmark_model"
+        remote_model = f"{remote_dir}/{self.artifact.path.name}"
+        m.bytes_pushed = session.push_cached([
+            (binary, remote_binary, m.binary_sha256, 0o755),
+            (self.artifact.path, remote_model, self.artifact.sha256, 0o644),
+        ])
+
+        settings = self.config.benchmark
+        m.num_threads = settings.num_threads
+        m.command = " ".join([shlex.quote(remote_binary), shlex.quote(f"--graph={remote_model}"),
+                              *settings.flags()])
+        result = session.shell(m.command, timeout_s=settings.timeout_s())
+        m.exit_status = result.status
+        output = result.stdout + result.stderr
+        m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+        runs = parse_log(output)
+        parsed = runs[-1] if runs else None
+        if result.status in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND):
+            raise BenchmarkError(f"benchmark_model could not start (exit {result.status}): "
+                                 f"{_last_line(output)}", m.output_tail, result.status)
+        if result.status != 0 or parsed is None or parsed.status != "ok":
+            reason = (parsed.error if parsed is not None and parsed.error else _last_line(output))
+            raise BenchmarkError(f"benchmark_model failed (exit {result.status}): {reason}",
+                                 m.output_tail, result.status)
+        for name in PARSED_FIELDS:
+            setattr(m, name, getattr(parsed, name))
+
+
+    def _hash(self, path: Path) -> str:
+        if path not in self._binary_hashes:
+            self._binary_hashes[path] = self.sha256_file(path)
+        return self._binary_hashes[path]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"

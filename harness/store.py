@@ -1,0 +1,135 @@
+"""SQLite results store (default `reports/bench.db`).
+
+Each measurement is committed on its own before the next one starts, so a killed `bench` loses
+nothing it finished. Columns of `measurements` come from `harness.results.Measurement`.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import fields
+from pathlib import Path
+
+from harness.results import MEASUREMENT_FIELDS, Measurement
+
+SCHEMA_VERSION = 1
+
+_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
+
+
+def _column_type(annotation: str) -> str:
+    for py, sql in (("int", "INTEGER"), ("float", "REAL")):
+        if annotation.startswith(py):
+            return sql
+    return "TEXT"
+
+
+def _measurement_columns() -> str:
+    return ",\n  ".join(f"{f.name} {_column_type(str(f.type))}" for f in fields(Measurement))
+
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  status TEXT NOT NULL,
+  tool_version TEXT,
+  host TEXT,
+  config_json TEXT,
+  bytes_pushed INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS devices (
+  serial TEXT NOT NULL,
+  adb_server TEXT NOT NULL,
+  model TEXT, abi TEXT, sdk INTEGER,
+  props_json TEXT,
+  first_seen TEXT, last_seen TEXT,
+  PRIMARY KEY (serial, adb_server)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+  sha256 TEXT PRIMARY KEY,
+  name TEXT, model_name TEXT, variant TEXT,
+  size_bytes INTEGER,
+  metadata_json TEXT
+);
+CREATE TABLE IF NOT EXISTS measurements (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  {_measurement_columns()}
+);
+CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
+"""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the device threads; the lock serialises writes.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock, self._conn:
+            self._conn.executescript(SCHEMA)
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                               (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- writes (each commits) ---------------------------------------------------------------
+    def start_run(self, run_id: str, started_at: str, tool_version: str, host: str,
+                  config: dict) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO runs (run_id, started_at, status, tool_version, host, config_json)"
+                " VALUES (?, ?, 'running', ?, ?, ?)",
+                (run_id, started_at, tool_version, host, json.dumps(config, default=str)))
+
+    def finish_run(self, run_id: str, finished_at: str, status: str, bytes_pushed: int) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE runs SET finished_at=?, status=?, bytes_pushed=? WHERE run_id=?",
+                (finished_at, status, bytes_pushed, run_id))
+
+    def record_device(self, serial: str, adb_server: str, model: str | None, abi: str | None,
+                      sdk: int | None, props: dict, seen_at: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(serial, adb_server) DO UPDATE SET model=excluded.model,"
+                " abi=excluded.abi, sdk=excluded.sdk, props_json=excluded.props_json,"
+                " last_seen=excluded.last_seen",
+                (serial, adb_server, model, abi, sdk, json.dumps(props, sort_keys=True),
+                 seen_at, seen_at))
+
+    def record_artifact(self, sha256: str, name: str, model_name: str, variant: str,
+                        size_bytes: int, metadata: dict) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, name, model_name, variant, size_bytes,
+                 json.dumps(metadata, sort_keys=True, default=str)))
+
+    def add_measurement(self, m: Measurement) -> int:
+        values = [getattr(m, name) for name in MEASUREMENT_FIELDS]
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                f"INSERT INTO measurements ({', '.join(MEASUREMENT_FIELDS)})"
+                f" VALUES ({', '.join('?' for _ in values)})", values)
+            return cur.lastrowid
+
+    # -- reads -------------------------------------------------------------------------------
+    def run(self, run_id: str) -> dict | None:
+        row = self._conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self) -> list[dict]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY started_at")]
+
+    def measurements(self, run_id: str) -> list[Measurement]:
+        rows = self._conn.execute(
+            "SELECT * FROM measurements WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+        return [Measurement(**{k: row[k] for k in MEASUREMENT_FIELDS}) for row in rows]
