@@ -64,7 +64,7 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
 
     artifact = build_artifact(config.model, config.variant, cache_dir or default_cache_dir())
     log(f"artifact: {artifact.name} sha256 {artifact.sha256[:12]} "
-        f"({artifact.size_bytes} bytes{', cached' if artifact.metadata.get('cached') else ''})")
+        f"({artifact.size_bytes} bytes{', cached' if artifact.cached else ''})")
 
     store = Store(config.store_path)
     run_id = new_run_id()
