@@ -20,6 +20,9 @@ LATENCY_COLUMNS = {
 }
 
 
+CSV_EXCLUDED = ("output_tail", "device_props_json")
+
+
 def measurements_frame(measurements: list[Measurement]) -> pd.DataFrame:
     return pd.DataFrame([m.to_dict() for m in measurements])
 
@@ -79,7 +82,10 @@ def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
     measurements = store.measurements(run_id)
     out = Path(reports_dir) / run_id
     out.mkdir(parents=True, exist_ok=True)
-    measurements_frame(measurements).to_csv(out / "results.csv", index=False)
+    # The CSV is for spreadsheets: one line per measurement, without the bulky raw fields
+    # (output tail, full props), which stay in the store.
+    measurements_frame(measurements).drop(columns=list(CSV_EXCLUDED), errors="ignore").to_csv(
+        out / "results.csv", index=False)
     latency, failures = latency_table(measurements), failures_table(measurements)
     lines = [
         f"# bench run {run_id}",
