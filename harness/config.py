@@ -25,6 +25,8 @@ class BenchmarkSettings:
     warmup_min_secs: float = 0.5
     num_threads: int = -1
     use_xnnpack: bool | None = None  # None: the tool's default (XNNPACK applied by the runtime)
+    # Room for process start, model load and delegate set-up on top of the two timed phases.
+    startup_allowance_s: float = 60.0
 
     def flags(self) -> list[str]:
         out = [f"--num_runs={self.num_runs}", f"--warmup_runs={self.warmup_runs}",
@@ -36,8 +38,8 @@ class BenchmarkSettings:
         return out
 
     def timeout_s(self) -> float:
-        # Both phases may each run up to max_secs; add room for start-up and model load.
-        return 2 * self.max_secs + 60
+        # Warm-up and timed phases may each run up to max_secs (plus one run in progress).
+        return 2 * self.max_secs + self.startup_allowance_s
 
 
 @dataclass

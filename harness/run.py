@@ -16,7 +16,8 @@ import harness
 from harness.binaries import binary_for_abi
 from harness.config import RunConfig
 from harness.devices.discovery import DeviceTarget, known_servers, select_devices
-from harness.devices.session import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, DeviceSession
+from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, CommandTimeout,
+                                     DeviceSession)
 from harness.errors import BenchmarkError, DeviceError, UserError
 from harness.results import PARSED_FIELDS, Measurement
 from harness.store import Store
@@ -156,7 +157,12 @@ class _DeviceJob:
         m.num_threads = settings.num_threads
         m.command = " ".join([shlex.quote(remote_binary), shlex.quote(f"--graph={remote_model}"),
                               *settings.flags()])
-        result = session.shell(m.command, timeout_s=settings.timeout_s())
+        try:
+            result = session.shell(m.command, timeout_s=settings.timeout_s())
+        except CommandTimeout:
+            # Closing the stream makes the device kill the process, as adbd does.
+            raise BenchmarkError(f"benchmark_model timed out after {settings.timeout_s():g} s "
+                                 f"(max_secs {settings.max_secs:g}); killed") from None
         m.exit_status = result.status
         output = result.stdout + result.stderr
         m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
@@ -171,7 +177,6 @@ class _DeviceJob:
                                  m.output_tail, result.status)
         for name in PARSED_FIELDS:
             setattr(m, name, getattr(parsed, name))
-
 
     def _hash(self, path: Path) -> str:
         if path not in self._binary_hashes:

@@ -139,3 +139,61 @@ def test_cli_run_prints_the_latency_table(lab, tmp_path):
     assert "bytes pushed:" in result.stdout
     for dev in lab.devices:
         assert dev.serial in result.stdout
+
+
+def test_benchmark_crash_is_recorded_with_its_output_and_device_stays_usable(lab, tmp_path):
+    crashing, healthy = lab.devices
+    slow = BenchmarkSettings(num_runs=5, min_secs=3.0, warmup_min_secs=0.05, max_secs=20)
+    set_faults(Path(crashing.state_dir), benchmark_crash_after_s=0.5)
+    try:
+        result = run_benchmarks(config_for(tmp_path, benchmark=slow))
+    finally:
+        clear_faults(Path(crashing.state_dir))
+    by_serial = {m.device_serial: m for m in result.measurements}
+    crashed = by_serial[crashing.serial]
+    assert result.exit_code == 1
+    assert by_serial[healthy.serial].status == "ok"
+    assert crashed.status == "failed" and crashed.failure_kind == "benchmark"
+    assert crashed.exit_status == 139  # 128 + SIGSEGV, as the Android shell reports it
+    assert "Segmentation fault" in crashed.output_tail
+    assert "STARTING!" in crashed.output_tail  # the tail holds what the tool printed first
+    # Same device, next run: fine again.
+    again = run_benchmarks(config_for(tmp_path, devices=crashing.serial))
+    assert again.exit_code == 0
+
+
+def test_hung_benchmark_is_killed_at_the_timeout(lab, tmp_path):
+    hanging = lab.devices[0]
+    quick_deadline = BenchmarkSettings(num_runs=5, min_secs=0.05, warmup_min_secs=0.02,
+                                       max_secs=1, startup_allowance_s=5)
+    set_faults(Path(hanging.state_dir), benchmark_hang=True)
+    try:
+        result = run_benchmarks(config_for(tmp_path, devices=hanging.serial,
+                                           benchmark=quick_deadline))
+    finally:
+        clear_faults(Path(hanging.state_dir))
+    [m] = result.measurements
+    assert m.status == "failed" and m.failure_kind == "benchmark"
+    assert "timed out after 7 s" in m.error
+    # The device killed the stopped process when bench closed the stream.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _benchmark_processes(hanging.state_dir):
+        time.sleep(0.2)
+    assert _benchmark_processes(hanging.state_dir) == []
+
+
+def _benchmark_processes(state_dir: str) -> list[int]:
+    """pids of benchmark_model processes running inside this device's sandbox."""
+    fs_root = str(Path(state_dir).resolve() / "fs")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"benchmark_model" in cmdline and fs_root.encode() in environ:
+            pids.append(int(proc.name))
+    return pids
