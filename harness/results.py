@@ -8,8 +8,33 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+@dataclass(kw_only=True)
+class BenchmarkFigures:
+    """What one benchmark_model run reports; None where its output does not say.
+
+    The parser's runs and the stored measurements both carry these, under these names.
+    """
+
+    init_us: float | None = None
+    first_inference_us: float | None = None
+    warmup_avg_us: float | None = None
+    inference_avg_us: float | None = None
+    inference_std_us: float | None = None
+    inference_min_us: float | None = None
+    inference_max_us: float | None = None
+    inference_count: int | None = None
+    inference_p50_us: float | None = None
+    memory_init_mb: float | None = None
+    memory_overall_mb: float | None = None
+    peak_memory_mb: float | None = None
+    delegate: str | None = None
+    nodes_delegated: int | None = None
+    nodes_total: int | None = None
+    partitions: int | None = None
+
+
 @dataclass
-class Measurement:
+class Measurement(BenchmarkFigures):
     """One launch of benchmark_model on one device for one artifact (or why it could not be)."""
 
     run_id: str
@@ -35,23 +60,6 @@ class Measurement:
     bytes_pushed: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    # Parsed from benchmark_model's output (harness.benchmark.parser field names).
-    init_us: float | None = None
-    first_inference_us: float | None = None
-    warmup_avg_us: float | None = None
-    inference_avg_us: float | None = None
-    inference_std_us: float | None = None
-    inference_min_us: float | None = None
-    inference_max_us: float | None = None
-    inference_count: int | None = None
-    inference_p50_us: float | None = None
-    memory_init_mb: float | None = None
-    memory_overall_mb: float | None = None
-    peak_memory_mb: float | None = None
-    delegate: str | None = None
-    nodes_delegated: int | None = None
-    nodes_total: int | None = None
-    partitions: int | None = None
     output_tail: str | None = None
 
     def to_dict(self) -> dict:
@@ -59,12 +67,7 @@ class Measurement:
 
 
 MEASUREMENT_FIELDS = tuple(f.name for f in fields(Measurement))
-PARSED_FIELDS = (
-    "init_us", "first_inference_us", "warmup_avg_us", "inference_avg_us", "inference_std_us",
-    "inference_min_us", "inference_max_us", "inference_count", "inference_p50_us",
-    "memory_init_mb", "memory_overall_mb", "peak_memory_mb", "delegate", "nodes_delegated",
-    "nodes_total", "partitions",
-)
+PARSED_FIELDS = tuple(f.name for f in fields(BenchmarkFigures))
 
 
 @dataclass

@@ -15,6 +15,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from harness.results import BenchmarkFigures
+
 NO_TIMED_STATS_ERROR = "no timed-run stats in the log (benchmark cut off or never measured)"
 
 # A number as benchmark_model prints it: C++ default float format (6 significant digits, so
@@ -102,27 +104,11 @@ RUN_DICT_KEYS = (
 
 
 @dataclass
-class BenchmarkRun:
+class BenchmarkRun(BenchmarkFigures):
     """One benchmark_model run found in a log; None where the log does not say."""
 
     status: str  # "ok" | "failed"
     error: str | None = None
-    init_us: float | None = None
-    first_inference_us: float | None = None
-    warmup_avg_us: float | None = None
-    inference_avg_us: float | None = None
-    inference_std_us: float | None = None
-    inference_min_us: float | None = None
-    inference_max_us: float | None = None
-    inference_count: int | None = None
-    inference_p50_us: float | None = None
-    memory_init_mb: float | None = None
-    memory_overall_mb: float | None = None
-    peak_memory_mb: float | None = None
-    delegate: str | None = None
-    nodes_delegated: int | None = None
-    nodes_total: int | None = None
-    partitions: int | None = None
     ops: list[OpProfileRow] = field(default_factory=list)
     # Extra detail, kept out of to_dict().
     inference_p5_us: float | None = None
