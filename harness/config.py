@@ -46,7 +46,7 @@ class BenchmarkSettings:
 class RunConfig:
     devices: str = "all"
     model: str = "digits_cnn"
-    variant: str = "fp32"
+    variants: list[str] = field(default_factory=lambda: ["fp32"])
     store_path: Path = Path("reports/bench.db")
     reports_dir: Path = Path("reports")
     remote_dir: str = "/data/local/tmp/bench"

@@ -52,7 +52,7 @@ class RunResult:
 
 def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: None,
                    cache_dir: Path | None = None) -> RunResult:
-    from harness.artifacts import build_artifact, sha256_file
+    from harness.artifacts import sha256_file
     from harness.paths import cache_dir as default_cache_dir
 
     t0 = time.monotonic()
@@ -63,20 +63,19 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
     targets = select_devices(config.devices, known_servers())
     log(f"devices: {', '.join(f'{t.serial} ({t.state})' for t in targets)}")
 
-    artifact = build_artifact(config.model, config.variant, cache_dir or default_cache_dir())
-    log(f"artifact: {artifact.name} sha256 {artifact.sha256[:12]} "
-        f"({artifact.size_bytes} bytes{', cached' if artifact.cached else ''})")
+    artifacts = build_run_artifacts(config, cache_dir or default_cache_dir(), log)
 
     store = Store(config.store_path)
     run_id = new_run_id()
     store.start_run(run_id, utc_now(), harness.__version__, socket.gethostname(),
                     _config_dict(config))
-    store.record_artifact(artifact.sha256, artifact.name, artifact.model_name, artifact.variant,
-                          artifact.size_bytes, artifact.metadata)
-    job = _DeviceJob(config, run_id, artifact, store, sha256_file, log)
+    for artifact in artifacts:
+        store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
+                              artifact.variant, artifact.size_bytes, artifact.metadata)
+    job = _DeviceJob(config, run_id, artifacts, store, sha256_file, log)
     # One thread per device: all devices at once, one job at a time on each.
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
-        measurements = list(pool.map(job.run, targets))
+        measurements = [m for per_device in pool.map(job.run, targets) for m in per_device]
     bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
     status = "ok" if all(m.status == "ok" for m in measurements) else "failed"
     store.finish_run(run_id, utc_now(), status, bytes_pushed)
@@ -87,48 +86,96 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
     return result
 
 
+def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Callable[[str], None]) -> list:
+    """One artifact per variant of the configured model (built or taken from the cache)."""
+    from harness.artifacts import build_artifact
+
+    artifacts = []
+    for variant in config.variants:
+        artifact = build_artifact(config.model, variant, cache_dir)
+        log(f"artifact: {artifact.name} sha256 {artifact.sha256[:12]} "
+            f"({artifact.size_bytes} bytes{', cached' if artifact.cached else ''})")
+        artifacts.append(artifact)
+    return artifacts
+
+
 def _config_dict(config: RunConfig) -> dict:
     data = asdict(config)
     return json.loads(json.dumps(data, default=str))
 
 
 @dataclass
+class _PreparedDevice:
+    session: DeviceSession
+    info: object
+    binary_sha256: str
+    bytes_pushed: int
+
+
+@dataclass
 class _DeviceJob:
+    """Everything one device does in a run: prepare once, then one benchmark per artifact."""
+
     config: RunConfig
     run_id: str
-    artifact: object
+    artifacts: list
     store: Store
     sha256_file: Callable[[Path], str]
     log: Callable[[str], None]
     _binary_hashes: dict = field(default_factory=dict)
 
-    def run(self, target: DeviceTarget) -> Measurement:
-        m = Measurement(run_id=self.run_id, device_serial=target.serial,
-                        adb_server=target.server.name, variant=self.artifact.variant,
-                        status="failed", model_name=self.artifact.model_name,
-                        artifact_sha256=self.artifact.sha256,
-                        model_size_bytes=self.artifact.size_bytes, started_at=utc_now())
+    def run(self, target: DeviceTarget) -> list[Measurement]:
+        measurements: list[Measurement] = []
+        prepared = None
+        device_failure: Exception | None = None
         try:
-            self._measure(target, m)
-            m.status = "ok"
-            self.log(f"{target.serial}: {m.inference_avg_us / 1000:.3f} ms avg "
-                     f"over {m.inference_count} runs")
-        except BenchmarkError as exc:
-            m.error, m.failure_kind = str(exc), "benchmark"
-            m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
-            m.output_tail = m.output_tail or exc.output_tail
-            self.log(f"{target.serial}: FAILED (benchmark): {exc}")
+            prepared = self._prepare(target)
         except (DeviceError, UserError) as exc:
-            m.error, m.failure_kind = str(exc), "device"
+            device_failure = exc
             self.log(f"{target.serial}: FAILED (device): {exc}")
-        finally:
-            m.finished_at = utc_now()
-            self.store.add_measurement(m)  # committed before this device starts anything else
+        for index, artifact in enumerate(self.artifacts):
+            m = self._new_measurement(target, artifact, prepared, first=index == 0)
+            try:
+                if device_failure is not None:
+                    raise device_failure
+                self._benchmark(prepared.session, artifact, m)
+                m.status = "ok"
+                self.log(f"{target.serial} [{artifact.variant}]: {m.inference_avg_us / 1000:.3f} ms "
+                         f"avg over {m.inference_count} runs")
+            except BenchmarkError as exc:
+                m.error, m.failure_kind = str(exc), "benchmark"
+                m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
+                m.output_tail = m.output_tail or exc.output_tail
+                self.log(f"{target.serial} [{artifact.variant}]: FAILED (benchmark): {exc}")
+            except (DeviceError, UserError) as exc:
+                m.error, m.failure_kind = str(exc), "device"
+                if device_failure is None:
+                    self.log(f"{target.serial} [{artifact.variant}]: FAILED (device): {exc}")
+                device_failure = exc  # the link is gone: the remaining variants fail with it
+            finally:
+                m.finished_at = utc_now()
+                self.store.add_measurement(m)  # committed before this device starts anything else
+            measurements.append(m)
+        return measurements
+
+    def _new_measurement(self, target: DeviceTarget, artifact, prepared: _PreparedDevice | None,
+                         first: bool) -> Measurement:
+        m = Measurement(run_id=self.run_id, device_serial=target.serial,
+                        adb_server=target.server.name, variant=artifact.variant,
+                        status="failed", model_name=artifact.model_name,
+                        artifact_sha256=artifact.sha256, model_size_bytes=artifact.size_bytes,
+                        started_at=utc_now())
+        if prepared is not None:
+            info = prepared.info
+            m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
+            m.battery_pct, m.temperature_c = info.battery_pct, info.temperature_c
+            m.device_props_json = json.dumps(info.props, sort_keys=True)
+            m.binary_sha256 = prepared.binary_sha256
+            # The push serves every variant; it is counted once, on the first.
+            m.bytes_pushed = prepared.bytes_pushed if first else 0
         return m
 
-    def _measure(self, target: DeviceTarget, m: Measurement) -> None:
-        from harness.benchmark.parser import parse_log
-
+    def _prepare(self, target: DeviceTarget) -> _PreparedDevice:
         if target.state == "not found":
             raise DeviceError(f"device {target.serial} not found on adb server {target.server.name}")
         if target.state != "device":
@@ -137,25 +184,27 @@ class _DeviceJob:
         info = session.info()
         if info.state != "device":
             raise DeviceError(f"device {target.serial} is {info.state}")
-        m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
-        m.battery_pct, m.temperature_c = info.battery_pct, info.temperature_c
-        m.device_props_json = json.dumps(info.props, sort_keys=True)
         self.store.record_device(target.serial, target.server.name, info.model, info.abi,
                                  info.sdk, info.props, utc_now())
-
         binary = binary_for_abi(info.abi, self.config.binaries)
-        m.binary_sha256 = self._hash(binary)
-        remote_dir = self.config.remote_dir
-        remote_binary = f"{remote_dir}/benchmark_model"
-        remote_model = f"{remote_dir}/{self.artifact.path.name}"
-        m.bytes_pushed = session.push_cached([
-            (binary, remote_binary, m.binary_sha256, 0o755),
-            (self.artifact.path, remote_model, self.artifact.sha256, 0o644),
-        ])
+        binary_sha256 = self._hash(binary)
+        files = [(binary, self._remote_binary(), binary_sha256, 0o755)]
+        files += [(a.path, self._remote_model(a), a.sha256, 0o644) for a in self.artifacts]
+        return _PreparedDevice(session, info, binary_sha256, session.push_cached(files))
+
+    def _remote_binary(self) -> str:
+        return f"{self.config.remote_dir}/benchmark_model"
+
+    def _remote_model(self, artifact) -> str:
+        return f"{self.config.remote_dir}/{artifact.path.name}"
+
+    def _benchmark(self, session: DeviceSession, artifact, m: Measurement) -> None:
+        from harness.benchmark.parser import parse_log
 
         settings = self.config.benchmark
         m.num_threads = settings.num_threads
-        m.command = " ".join([shlex.quote(remote_binary), shlex.quote(f"--graph={remote_model}"),
+        m.command = " ".join([shlex.quote(self._remote_binary()),
+                              shlex.quote(f"--graph={self._remote_model(artifact)}"),
                               *settings.flags()])
         try:
             result = session.shell(m.command, timeout_s=settings.timeout_s())
