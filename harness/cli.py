@@ -29,6 +29,11 @@ def cli() -> None:
 @cli.command()
 @click.option("--devices", default=None, help="all, or SERIAL[,SERIAL...] (default: all).")
 @click.option("--model", default=None, help="Model to benchmark (default: digits_cnn).")
+@click.option("--variant", "variants", multiple=True, metavar="SPEC",
+              help="baseline, or knobs like prune=0.35,ft=2,quant=int8 (repeatable).")
+@click.option("--weights", default=None, help="State dict (.pt/.pth) for a built-in architecture.")
+@click.option("--input-shape", default=None, help="Model input shape, e.g. 1,3,224,224.")
+@click.option("--data", "data_dir", default=None, help="ImageFolder directory for accuracy and fine-tuning.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="TOML config file (default: ./bench.toml when present).")
 @click.option("--binary", "binaries", multiple=True, metavar="ABI=PATH",
@@ -43,19 +48,23 @@ def cli() -> None:
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
               help="Where reports/<run-id>/ goes (default: reports).")
 @click.option("--quiet", is_flag=True, help="Only the table and summary.")
-def run(devices, model, config_path, binaries, num_runs, warmup_runs, min_secs, max_secs,
+def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries, num_runs, warmup_runs, min_secs, max_secs,
         threads, store_path, reports_dir, quiet):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
-    from harness.report import format_table, latency_table, failures_table
+    from harness.report import failures_table, format_table, latency_table, variants_table
     from harness.run import run_benchmarks
 
     config = load_config(config_path)
     if devices is not None:
         config.devices = devices
-    if model is not None:
-        config.model = model
+    for name, value in (("model", model), ("weights", weights), ("input_shape", input_shape),
+                        ("data_dir", data_dir)):
+        if value is not None:
+            setattr(config, name, value)
+    if variants:
+        config.variants = list(variants)
     config.binaries.update(parse_binary_options(binaries))
     for name, value in (("num_runs", num_runs), ("warmup_runs", warmup_runs),
                         ("min_secs", min_secs), ("max_secs", max_secs), ("num_threads", threads)):
@@ -69,6 +78,8 @@ def run(devices, model, config_path, binaries, num_runs, warmup_runs, min_secs, 
     result = run_benchmarks(config, log=log)
     click.echo(f"\nrun {result.run_id}: latency (benchmark_model, timed runs)")
     click.echo(format_table(latency_table(result.measurements)))
+    click.echo("\nvariants: size and accuracy")
+    click.echo(format_table(variants_table(result.artifacts)))
     failures = failures_table(result.measurements)
     if not failures.empty:
         click.echo("\nfailed:")
@@ -79,6 +90,80 @@ def run(devices, model, config_path, binaries, num_runs, warmup_runs, min_secs, 
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
                f"report: {result.report_dir}/report.md; store: {config.store_path}")
     sys.exit(result.exit_code)
+
+
+# -- optimize / analyze --------------------------------------------------------------------------
+def _model_options(f):
+    for option in reversed([
+        click.argument("model"),
+        click.option("--weights", default=None, help="State dict for a built-in architecture."),
+        click.option("--input-shape", default=None, help="Input shape, e.g. 1,3,224,224."),
+        click.option("--data", "data_dir", default=None, help="ImageFolder directory."),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]):
+        f = option(f)
+    return f
+
+
+def _load_model_and_data(model, weights, input_shape, data_dir, seed):
+    from harness.run import _path_or_none, parse_input_shape
+    from models.datasets import load_dataset
+    from models.registry import resolve_model
+
+    source = resolve_model(model, weights=_path_or_none(weights),
+                           input_shape=parse_input_shape(input_shape))
+    return source, load_dataset(source, _path_or_none(data_dir), seed=seed)
+
+
+@cli.command()
+@_model_options
+@click.option("--variant", "variants", multiple=True, metavar="SPEC",
+              help="baseline, or knobs like prune=0.5,ft=2,quant=int8 (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def optimize(model, weights, input_shape, data_dir, seed, variants, as_json):
+    """Build variants of MODEL (prune, fine-tune, quantize, convert, verify) without devices."""
+    from harness.optimize.pipeline import Pipeline
+    from harness.paths import cache_dir
+    from harness.report import format_table, variants_table
+    from harness.variants import parse_variants
+
+    specs = parse_variants(variants or ["baseline"])
+    source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
+    log = lambda m: click.echo(f"  {m}", err=True)
+    artifacts = Pipeline(source, data, cache_dir(), seed=seed, log=log).build_all(specs)
+    if as_json:
+        click.echo(json.dumps([a.to_json_dict() | {"path": str(a.path)} for a in artifacts],
+                              indent=1, default=str))
+        return
+    click.echo(format_table(variants_table(artifacts)))
+    for a in artifacts:
+        click.echo(f"  {a.name}: {a.path}")
+
+
+@cli.command()
+@_model_options
+@click.option("--ratio", type=float, default=0.3, show_default=True,
+              help="Pruning ratio of the per-group sensitivity scan.")
+@click.option("--json", "as_json", is_flag=True)
+def analyze(model, weights, input_shape, data_dir, seed, ratio, as_json):
+    """Per-layer parameters, MACs and channels, a pruning sensitivity scan, and a verdict."""
+    import pandas as pd
+
+    from harness.optimize.analyze import analyze_model
+
+    if not 0 < ratio < 1:
+        raise UserError(f"--ratio {ratio}: give a pruning ratio between 0 and 1, e.g. 0.3")
+    source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
+    report = analyze_model(source, data, ratio=ratio)
+    if as_json:
+        from dataclasses import asdict
+        click.echo(json.dumps(asdict(report), indent=1, default=str))
+        return
+    click.echo(f"{report.model}: {report.params:,} parameters, {report.macs:,} MACs\n")
+    click.echo(pd.DataFrame(report.layers).to_string(index=False))
+    click.echo(f"\nsensitivity (each group pruned alone at {ratio:.0%}):")
+    click.echo(pd.DataFrame(report.sensitivity).to_string(index=False))
+    click.echo(f"\nverdict: {report.verdict}")
 
 
 # -- devices ------------------------------------------------------------------------------------

@@ -46,7 +46,11 @@ class BenchmarkSettings:
 class RunConfig:
     devices: str = "all"
     model: str = "digits_cnn"
-    variants: list[str] = field(default_factory=lambda: ["fp32"])
+    variants: list[str] = field(default_factory=lambda: ["baseline"])
+    weights: str | None = None        # state dict for a built-in architecture
+    input_shape: str | None = None    # e.g. "1,3,224,224" for user models without one
+    data_dir: str | None = None       # ImageFolder for accuracy, calibration and fine-tuning
+    seed: int = 0
     store_path: Path = Path("reports/bench.db")
     reports_dir: Path = Path("reports")
     remote_dir: str = "/data/local/tmp/bench"

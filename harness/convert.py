@@ -43,25 +43,26 @@ class ConversionReport:
     convert_seconds: float
 
 
-def tflite_outputs(tflite_path: Path, inputs: np.ndarray) -> np.ndarray:
+def tflite_outputs(tflite_path: Path, inputs: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
     """Run the .tflite with the LiteRT interpreter on each input (batch 1); stack the outputs.
 
-    `inputs` is (N, *input_shape[1:]); float inputs are quantized when the model expects int8/uint8
-    and quantized outputs are dequantized, so callers always compare float numbers.
+    `inputs` is (N, *input_shape[1:]) in the model's own layout; float inputs are quantized with the
+    model's input scale/zero point when it expects int8/uint8 and quantized outputs are dequantized,
+    so callers always compare float numbers.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    # One thread: the figures must not depend on how many cores the host has free.
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
+    # One thread by default: parity figures must not depend on how many cores the host has free.
+    interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     outputs = []
     for sample in inputs:
-        batch = _to_input_dtype(sample[None, ...], input_detail)
+        batch = to_input_dtype(sample[None, ...], input_detail)
         interpreter.set_tensor(input_detail["index"], batch)
         interpreter.invoke()
-        outputs.append(_to_float(interpreter.get_tensor(output_detail["index"]), output_detail))
+        outputs.append(to_float(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs, axis=0)
 
 
@@ -86,7 +87,7 @@ def convert_to_tflite(
     model = model.eval()
     started = time.perf_counter()
     trace_input = torch.from_numpy(np.ascontiguousarray(sample_inputs[:1], dtype=np.float32))
-    with _litert_progress_hidden():
+    with litert_progress_hidden():
         edge_model = litert_torch.convert(model, (trace_input,))
         edge_model.export(str(out_path))
     convert_seconds = time.perf_counter() - started
@@ -108,29 +109,48 @@ def convert_to_tflite(
     return report
 
 
+def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """How far `candidate` outputs are from `reference` outputs (both (N, ...), same inputs).
+
+    max_abs_diff, cosine_similarity (the worst sample), output_scale (max abs reference output),
+    relative_diff (max_abs_diff / output_scale) and top1_agreement (share of samples whose argmax
+    is the same: what a quantized classifier keeps of its reference's decisions).
+    """
+    reference = reference.reshape(len(reference), -1).astype(np.float64)
+    candidate = candidate.reshape(len(candidate), -1).astype(np.float64)
+    max_abs_diff = float(np.max(np.abs(reference - candidate)))
+    output_scale = float(np.max(np.abs(reference)))
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    dots = np.sum(reference * candidate, axis=1)
+    # Two all-zero vectors are identical: count them as similarity 1, not 0/0.
+    cosines = np.where(norms > 0, dots / np.maximum(norms, _OUTPUT_SCALE_FLOOR), 1.0)
+    return {
+        "sample_count": len(reference),
+        "max_abs_diff": max_abs_diff,
+        "cosine_similarity": float(np.min(cosines)),
+        "output_scale": output_scale,
+        "relative_diff": max_abs_diff / max(output_scale, _OUTPUT_SCALE_FLOOR),
+        "top1_agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+    }
+
+
 def _parity_report(
     model_name: str, torch_out: np.ndarray, tflite_out: np.ndarray, convert_seconds: float
 ) -> ConversionReport:
-    torch_out = torch_out.astype(np.float64)
-    tflite_out = tflite_out.astype(np.float64)
-    max_abs_diff = float(np.max(np.abs(torch_out - tflite_out)))
-    output_scale = float(np.max(np.abs(torch_out)))
-    norms = np.linalg.norm(torch_out, axis=1) * np.linalg.norm(tflite_out, axis=1)
-    dots = np.sum(torch_out * tflite_out, axis=1)
-    # Two all-zero vectors are identical: count them as similarity 1, not 0/0.
-    cosines = np.where(norms > 0, dots / np.maximum(norms, _OUTPUT_SCALE_FLOOR), 1.0)
+    figures = parity_figures(torch_out, tflite_out)
     return ConversionReport(
         model_name=model_name,
-        sample_count=len(torch_out),
-        max_abs_diff=max_abs_diff,
-        cosine_similarity=float(np.min(cosines)),
-        output_scale=output_scale,
-        relative_diff=max_abs_diff / max(output_scale, _OUTPUT_SCALE_FLOOR),
+        sample_count=figures["sample_count"],
+        max_abs_diff=figures["max_abs_diff"],
+        cosine_similarity=figures["cosine_similarity"],
+        output_scale=figures["output_scale"],
+        relative_diff=figures["relative_diff"],
         convert_seconds=convert_seconds,
     )
 
 
-def _to_input_dtype(batch: np.ndarray, detail: dict) -> np.ndarray:
+def to_input_dtype(batch: np.ndarray, detail: dict) -> np.ndarray:
+    """Float data -> the input tensor's dtype; int8/uint8 with the tensor's own scale/zero point."""
     dtype = detail["dtype"]
     if dtype in (np.int8, np.uint8):
         scale, zero_point = detail["quantization"]
@@ -140,7 +160,8 @@ def _to_input_dtype(batch: np.ndarray, detail: dict) -> np.ndarray:
     return batch.astype(dtype)
 
 
-def _to_float(values: np.ndarray, detail: dict) -> np.ndarray:
+def to_float(values: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor's values as float32; int8/uint8 dequantized with its own scale/zero point."""
     if detail["dtype"] in (np.int8, np.uint8):
         scale, zero_point = detail["quantization"]
         return (values.astype(np.float32) - zero_point) * scale
@@ -148,7 +169,7 @@ def _to_float(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 @contextmanager
-def _litert_progress_hidden() -> Iterator[None]:
+def litert_progress_hidden() -> Iterator[None]:
     """litert-torch prints a progress tree to stdout; bench's own output must stay readable."""
     variable = "LITERT_TORCH_SHOW_PROGRESS"
     previous = os.environ.get(variable)

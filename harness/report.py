@@ -46,6 +46,49 @@ def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
     return frame.rename(columns=LATENCY_COLUMNS)
 
 
+def variants_table(artifacts) -> pd.DataFrame:
+    """Per variant: parameters, MACs, .tflite and zip bytes, accuracy and its change vs baseline.
+
+    Accepts Artifacts or the artifact dicts the store returns (name, variant, size_bytes, metadata).
+    """
+    rows, deltas = [], []
+    for a in artifacts:
+        a = a if isinstance(a, dict) else a.to_json_dict()
+        meta = a.get("metadata") or {}
+        acc = meta.get("accuracy") or {}
+        base = acc.get("top1") if meta.get("parent") is None else acc.get("baseline_top1")
+        deltas.append(None if acc.get("top1") is None or base is None
+                      else 100.0 * (acc["top1"] - base))
+        rows.append({
+            "variant": a["variant"],
+            "params": meta.get("params"),
+            "MACs": meta.get("macs"),
+            "tflite bytes": a["size_bytes"],
+            "zip bytes": meta.get("zip_bytes"),
+            "top-1 %": _pct(acc.get("top1")),
+            "top-5 %": _pct(acc.get("top5")),
+            "agreement %": _pct(acc.get("agreement")),
+            "after prune %": _pct(_after_prune(meta)),
+            "parity max diff": (meta.get("parity") or {}).get("max_abs_diff"),
+        })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame.insert(6, "Δ top-1", deltas)
+    # Columns that no variant fills say nothing; drop them.
+    return frame.dropna(axis=1, how="all")
+
+
+def _after_prune(meta: dict):
+    """Accuracy right after the last pruning step, before fine-tuning recovered it."""
+    steps = (meta.get("prune") or {}).get("steps") or []
+    return steps[-1].get("accuracy_after_prune") if steps else None
+
+
+def _pct(value):
+    return None if value is None else 100.0 * value
+
+
 def failures_table(measurements: list[Measurement]) -> pd.DataFrame:
     rows = [{"device": m.device_serial, "variant": m.variant, "kind": m.failure_kind,
              "reason": m.error} for m in measurements if m.status != "ok"]
@@ -97,6 +140,12 @@ def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
         "## Latency",
         "",
         _markdown(latency),
+        "## Variants",
+        "",
+        _markdown(variants_table(store.artifacts(sorted({m.artifact_sha256 for m in measurements if m.artifact_sha256})))),
+        "Sparsity buys size, not speed: compare `zip bytes` (what a compressed download costs) with "
+        "`tflite bytes` and latency. Structured pruning shrinks parameters, MACs and latency.",
+        "",
         "## Failed devices",
         "",
         _markdown(failures),

@@ -38,6 +38,7 @@ class RunResult:
     run_id: str
     measurements: list[Measurement]
     bytes_pushed: int
+    artifacts: list = field(default_factory=list)
     report_dir: Path | None = None
     seconds: float = 0.0
 
@@ -60,6 +61,9 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
         if not Path(path).expanduser().is_file():
             raise UserError(f"benchmark_model for {abi}: {path} is not a file; "
                             f"fix --binary {abi}=PATH or [binaries] in bench.toml")
+    from harness.variants import parse_variants
+
+    parse_variants(config.variants)  # a bad spec is the user's to fix before any device work
     targets = select_devices(config.devices, known_servers())
     log(f"devices: {', '.join(f'{t.serial} ({t.state})' for t in targets)}")
 
@@ -79,7 +83,8 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
     bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
     status = "ok" if all(m.status == "ok" for m in measurements) else "failed"
     store.finish_run(run_id, utc_now(), status, bytes_pushed)
-    result = RunResult(run_id, measurements, bytes_pushed, seconds=time.monotonic() - t0)
+    result = RunResult(run_id, measurements, bytes_pushed, artifacts,
+                       seconds=time.monotonic() - t0)
     from harness.report import write_report
     result.report_dir = write_report(store, run_id, config.reports_dir)
     store.close()
@@ -87,16 +92,33 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
 
 
 def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Callable[[str], None]) -> list:
-    """One artifact per variant of the configured model (built or taken from the cache)."""
-    from harness.artifacts import build_artifact
+    """One artifact per variant of the configured model (built, or taken from the cache)."""
+    from harness.optimize.pipeline import Pipeline
+    from harness.variants import parse_variants
+    from models.datasets import load_dataset
+    from models.registry import resolve_model
 
-    artifacts = []
-    for variant in config.variants:
-        artifact = build_artifact(config.model, variant, cache_dir)
-        log(f"artifact: {artifact.name} sha256 {artifact.sha256[:12]} "
-            f"({artifact.size_bytes} bytes{', cached' if artifact.cached else ''})")
-        artifacts.append(artifact)
-    return artifacts
+    specs = parse_variants(config.variants)  # bad specs fail before any model is loaded
+    source = resolve_model(config.model, weights=_path_or_none(config.weights),
+                           input_shape=parse_input_shape(config.input_shape))
+    data = load_dataset(source, _path_or_none(config.data_dir), seed=config.seed)
+    return Pipeline(source, data, cache_dir, seed=config.seed, log=log).build_all(specs)
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or any(v < 1 for v in shape):
+        raise UserError(f"--input-shape {text}: expected positive integers like 1,3,224,224")
+    return shape
 
 
 def _config_dict(config: RunConfig) -> dict:

@@ -129,6 +129,11 @@ class Store:
     def runs(self) -> list[dict]:
         return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY started_at")]
 
+    def artifacts(self, sha256s: list[str]) -> list[dict]:
+        rows = [self._conn.execute("SELECT * FROM artifacts WHERE sha256=?", (sha,)).fetchone()
+                for sha in sha256s]
+        return [dict(r) | {"metadata": json.loads(r["metadata_json"] or "{}")} for r in rows if r]
+
     def measurements(self, run_id: str) -> list[Measurement]:
         rows = self._conn.execute(
             "SELECT * FROM measurements WHERE run_id=? ORDER BY id", (run_id,)).fetchall()

@@ -12,6 +12,7 @@ from harness.errors import UserError
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "random")
 QUANT_MODES = ("fp32", "fp16", "dynamic_int8", "int8")
+SCOPES = ("local", "global")
 _QUANT_SUFFIX = {"fp32": None, "fp16": "fp16", "dynamic_int8": "dyn8", "int8": "int8"}
 
 
@@ -148,7 +149,7 @@ def _validate(spec: VariantSpec, text: str) -> None:
             raise bad(key, value)
     if spec.importance not in IMPORTANCES:
         raise bad("importance", spec.importance)
-    if spec.scope not in ("local", "global"):
+    if spec.scope not in SCOPES:
         raise bad("scope", spec.scope)
     if spec.quant not in QUANT_MODES:
         raise bad("quant", spec.quant)

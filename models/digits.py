@@ -15,6 +15,8 @@ from torch import nn
 
 DIGITS_INPUT_SHAPE = (1, 1, 8, 8)
 DIGITS_NUM_CLASSES = 10
+DIGITS_CONV1_CHANNELS = 32
+DIGITS_CONV2_CHANNELS = 64
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DEFAULT_EPOCHS = 20
@@ -64,20 +66,24 @@ def digits_dataset() -> DigitsData:
 
 
 class DigitsCNN(nn.Module):
-    """conv-bn-relu x2, 2x2 max-pool, linear: ~10k parameters, input (N, 1, 8, 8)."""
+    """conv-bn-relu x2, 2x2 max-pool, linear: ~29k parameters, input (N, 1, 8, 8).
+
+    Wide enough (32 and 64 channels) that structured pruning and int8 show clearly in the
+    .tflite size, small enough to train in seconds on a laptop CPU.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, kernel_size=3, padding=1),
-            nn.BatchNorm2d(16),
+            nn.Conv2d(1, DIGITS_CONV1_CHANNELS, kernel_size=3, padding=1),
+            nn.BatchNorm2d(DIGITS_CONV1_CHANNELS),
             nn.ReLU(),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(DIGITS_CONV1_CHANNELS, DIGITS_CONV2_CHANNELS, kernel_size=3, padding=1),
+            nn.BatchNorm2d(DIGITS_CONV2_CHANNELS),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Linear(32 * 4 * 4, DIGITS_NUM_CLASSES)
+        self.classifier = nn.Linear(DIGITS_CONV2_CHANNELS * 4 * 4, DIGITS_NUM_CLASSES)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(images), 1))

@@ -2,7 +2,6 @@
 adbutils, a real conversion and real LiteRT benchmarks. Nothing here is mocked."""
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -197,3 +196,18 @@ def _benchmark_processes(state_dir: str) -> list[int]:
         if b"benchmark_model" in cmdline and fs_root.encode() in environ:
             pids.append(int(proc.name))
     return pids
+
+
+def test_every_variant_is_measured_on_every_device(lab, tmp_path):
+    config = config_for(tmp_path, variants=["baseline", "prune=0.5,quant=int8"])
+    result = run_benchmarks(config)
+    assert result.exit_code == 0, [m.error for m in result.measurements]
+    pairs = {(m.device_serial, m.variant) for m in result.measurements}
+    assert pairs == {(d.serial, v) for d in lab.devices for v in ("baseline", "pruned50-int8")}
+    by_variant = {a.variant: a for a in result.artifacts}
+    assert by_variant["pruned50-int8"].size_bytes * 4 < by_variant["baseline"].size_bytes
+    for m in result.measurements:
+        assert m.model_size_bytes == by_variant[m.variant].size_bytes
+        assert m.inference_avg_us > 0
+    report = (result.report_dir / "report.md").read_text()
+    assert "## Variants" in report and "zip bytes" in report and "pruned50-int8" in report

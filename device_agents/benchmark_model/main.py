@@ -15,6 +15,7 @@ from device_agents.benchmark_model.flags import (Params, cpp_double, echo_lines,
                                                  usage_text)
 from device_agents.benchmark_model.memory import PeakMemoryMonitor, max_rss_kb, rss_status_mb
 from device_agents.benchmark_model.runner import RunSettings, now_us, run_phase
+from device_agents.benchmark_model.unavailable_delegates import gpu_failure, nnapi_failure
 
 EXIT_FAILURE = 1
 MEMORY_CHECK_INTERVAL_MS = 50
@@ -100,9 +101,9 @@ def _init(params: Params, argv: list[str], graph: str, host_graph: str):
     allocated = False
     for name in requested:
         if name == "gpu":
-            ms.fail_with(ms.gpu_failure(params["gpu_backend"], original_node_count))
+            ms.fail_with(gpu_failure(params["gpu_backend"], original_node_count))
         elif name == "nnapi":
-            ms.fail_with(ms.nnapi_failure())
+            ms.fail_with(nnapi_failure())
         else:
             # The XNNPACK kernel is applied while allocating (see model_session._resolver).
             native_lines = ms.allocate(session, original_node_count, now_us, max_rss_kb)

@@ -13,8 +13,7 @@ from device_agents.benchmark_model import log
 from device_agents.benchmark_model.delegation import DelegationReport, delegation_report
 from device_agents.benchmark_model.flags import Params
 from device_agents.benchmark_model.native_stderr import capture_native_stderr
-from device_agents.benchmark_model.unavailable_delegates import (DelegateFailure, gpu_failure,
-                                                                  nnapi_failure)
+from device_agents.benchmark_model.unavailable_delegates import DelegateFailure
 
 XNNPACK_KERNEL_NAME = "TfLiteXNNPackDelegate"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbutils
-from adbutils.errors import AdbError, AdbTimeout
+from adbutils.errors import AdbError
 
 from harness.errors import DeviceError
 

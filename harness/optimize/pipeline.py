@@ -1,0 +1,285 @@
+"""The optimization pipeline: model -> (prune -> fine-tune)* -> sparsify -> quantize -> .tflite,
+then parity and accuracy, each variant a content-addressed artifact with its metadata.
+
+    baseline torch model (trained, random-init or user weights)
+      -> structured pruning, `steps` times, fine-tuning after each step   harness.optimize.prune / finetune
+      -> unstructured magnitude pruning                                   harness.optimize.prune
+      -> lottery-ticket rewind + retrain                                  harness.optimize.prune / finetune
+      -> conversion and quantization, parity vs the torch model           harness.optimize.quantize
+      -> accuracy of the .tflite with LiteRT on the held-out split        harness.evaluate
+
+A `.tflite` source skips the torch stages: it is its own baseline and only quantization applies.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.artifacts import Artifact, get_or_build, module_source_sha256, write_artifact
+from harness.errors import UserError
+from harness.variants import VariantSpec
+
+RECIPE_FORMAT = 2
+# Code whose edits change what a variant is; their source is part of the cache key.
+PIPELINE_MODULES = (
+    "harness.optimize.pipeline", "harness.optimize.prune", "harness.optimize.finetune",
+    "harness.optimize.quantize", "harness.convert", "harness.evaluate",
+)
+_LIBRARIES = ("torch", "torchvision", "torch-pruning", "litert-torch", "ai-edge-litert",
+              "ai-edge-quantizer", "numpy", "scikit-learn")
+CALIBRATION_SAMPLES = 128
+
+Log = Callable[[str], None]
+
+
+def variant_recipe(source, data, spec: VariantSpec, seed: int = 0) -> dict:
+    """Everything that decides the variant's bytes and figures; its hash is the cache key."""
+    return {
+        "format": RECIPE_FORMAT,
+        "model": source.fingerprint(),
+        "data": data.fingerprint(),
+        "variant": spec.to_dict(),
+        "seed": seed,
+        "code": {m: module_source_sha256(m) for m in PIPELINE_MODULES},
+        "versions": {lib: _version(lib) for lib in _LIBRARIES},
+    }
+
+
+def _version(library: str) -> str | None:
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def model_label(source) -> str:
+    """A short name for artifact files and reports (`resnet50`, `mymodels.net:build` -> `net-build`)."""
+    name = source.name.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".tflite", ".pt2", ".pt", ".pth"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if source.kind == "factory":
+        module, _, factory = name.partition(":")
+        return f"{module.rsplit('.', 1)[-1]}-{factory}"
+    return name
+
+
+class Pipeline:
+    """Builds variants of one model on one dataset; remembers the baseline between variants."""
+
+    def __init__(self, source, data, cache_dir: Path, *, seed: int = 0, log: Log = lambda _m: None):
+        self.source, self.data, self.cache_dir, self.seed, self.log = source, data, Path(cache_dir), seed, log
+        self._baseline_model = None
+        self._baseline_artifact: Artifact | None = None
+        self._baseline_predictions: np.ndarray | None = None
+
+    # -- public ------------------------------------------------------------------------------
+    def build(self, spec: VariantSpec) -> Artifact:
+        if self.source.kind == "tflite" and spec.needs_torch_changes:
+            raise UserError(f"--variant {spec.name}: {self.source.name} is a .tflite file, so only "
+                            "quant= variants apply (pruning and fine-tuning need the torch model)")
+        if spec.is_baseline and self._baseline_artifact is not None:
+            return self._baseline_artifact
+        # Every variant names the baseline as its parent and is compared with it.
+        baseline = None if spec.is_baseline else self.build(VariantSpec())
+        recipe = variant_recipe(self.source, self.data, spec, self.seed)
+        artifact = get_or_build(recipe, self.cache_dir,
+                                lambda directory, key: self._build_into(directory, key, spec, recipe, baseline))
+        how = "cached" if artifact.cached else f"built in {artifact.metadata.get('build_seconds', 0):.1f} s"
+        self.log(f"artifact {artifact.name}: {artifact.size_bytes} bytes, {how}")
+        if spec.is_baseline:
+            self._baseline_artifact = artifact
+        return artifact
+
+    def build_all(self, specs: list[VariantSpec]) -> list[Artifact]:
+        return [self.build(spec) for spec in specs]
+
+    # -- stages ------------------------------------------------------------------------------
+    def _build_into(self, directory: Path, key: str, spec: VariantSpec, recipe: dict,
+                    baseline: Artifact | None) -> None:
+        started = time.perf_counter()
+        label = model_label(self.source)
+        out_path = directory / f"{label}-{spec.name}.tflite"
+        metadata: dict[str, Any] = {
+            "recipe": recipe, "recipe_key": key, "variant": spec.name,
+            "parent": baseline.sha256 if baseline else None,
+            "parent_name": baseline.name if baseline else None,
+            "knobs": spec.to_dict(),
+        }
+        if self.source.kind == "tflite":
+            self._quantize_existing(spec, out_path, metadata)
+        else:
+            model = self._optimize_torch(spec, metadata)
+            self._convert(model, spec, out_path, metadata)
+        self._verify_accuracy(out_path, spec, baseline, metadata)
+        metadata["build_seconds"] = time.perf_counter() - started
+        write_artifact(directory, name=f"{label}-{spec.name}", model_name=label,
+                       variant=spec.name, tflite_path=out_path, metadata=metadata)
+
+    def baseline_model(self):
+        if self._baseline_model is None:
+            self.log(f"loading {self.source.name} ...")
+            self._baseline_model = self.source.load_torch(self.seed).eval()
+        return self._baseline_model
+
+    def _optimize_torch(self, spec: VariantSpec, metadata: dict):
+        import torch
+
+        from harness.optimize.finetune import FineTuneSettings, fine_tune, torch_top1
+        from harness.optimize.profile import count_params_macs
+        from harness.optimize.prune import (PruneSettings, rewind_weights, structured_prune,
+                                            unstructured_prune)
+
+        baseline = self.baseline_model()
+        model = copy.deepcopy(baseline)
+        example = torch.zeros(self.source.input_shape)
+        params, macs = count_params_macs(model, example)
+        metadata["baseline_params"], metadata["baseline_macs"] = params, macs
+        teacher = baseline if spec.kd else None
+        early_state = copy.deepcopy(self._early_state()) if spec.lt else None
+        evaluate = self._torch_evaluator(torch_top1)
+
+        def tune(m, epochs: float, what: str) -> dict | None:
+            if epochs <= 0:
+                return None
+            if self.data.x_train is None and teacher is None:
+                raise UserError(f"--variant {spec.name}: fine-tuning needs labelled training data "
+                                f"(--data DIR) or kd=1 to learn from the unpruned model")
+            report = fine_tune(m, self.data, FineTuneSettings(epochs=epochs, lr=spec.lr,
+                               distill=spec.kd, seed=self.seed), teacher=teacher,
+                               progress=sys.stderr.isatty())
+            self.log(f"  {what}: val top-1 per epoch {report.val_top1}")
+            return _plain(report)
+
+        if spec.prune is not None:
+            per_step = spec.ft / spec.steps
+            report = structured_prune(
+                model, example,
+                PruneSettings(ratio=spec.prune, importance=spec.importance, scope=spec.scope,
+                              round_to=spec.round_to, iterative_steps=spec.steps, seed=self.seed),
+                calibration=self._calibration_batches() if spec.importance == "taylor" else None,
+                fine_tune_step=(lambda m: tune(m, per_step, "fine-tune step")) if per_step > 0 and not spec.lt else None,
+                evaluate=evaluate, model_name=self.source.name)
+            metadata["prune"] = _plain(report)
+            self.log(f"  pruned {spec.prune:.0%}: params {report.params_before} -> {report.params_after}, "
+                     f"MACs {report.macs_before} -> {report.macs_after}")
+        if spec.sparsity is not None:
+            metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
+        if spec.lt:
+            rewind_weights(model, early_state)
+            metadata["lottery_ticket"] = {"rewound_to": "weights at initialisation (seeded)"}
+        if spec.ft > 0 and (spec.prune is None or spec.lt):
+            metadata["fine_tune"] = tune(model, spec.ft, "fine-tune")
+        if spec.sparsity is not None and spec.ft > 0:
+            # Fine-tuning moves pruned weights off zero; sparsify again so the sparsity holds.
+            metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
+        params, macs = count_params_macs(model, example)
+        metadata["params"], metadata["macs"] = params, macs
+        if evaluate is not None:
+            metadata["torch_accuracy"] = evaluate(model)
+        return model.eval()
+
+    def _early_state(self) -> dict:
+        """Weights before training, for lottery-ticket rewinding (the original LTH rewinds to init)."""
+        return self.source.load_torch(self.seed, trained=False).state_dict()
+
+    def _torch_evaluator(self, torch_top1):
+        data = self.data
+        if data.y_test is not None:
+            return lambda m: torch_top1(m, data.x_test, data.y_test)
+        baseline_pred = self._torch_baseline_predictions()
+        return lambda m: torch_top1(m, data.x_test, baseline_pred)  # agreement with the baseline
+
+    def _torch_baseline_predictions(self) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.baseline_model()(torch.from_numpy(self.data.x_test)).argmax(1).numpy()
+
+    def _calibration_batches(self, batch_size: int = 32, batches: int = 4):
+        import torch
+
+        x = self.data.x_train if self.data.x_train is not None else self.data.x_test
+        y = self.data.y_train if self.data.y_train is not None else None
+        if y is None:
+            y = self._torch_baseline_predictions() if x is self.data.x_test else None
+        out = []
+        for i in range(batches):
+            xb = torch.from_numpy(x[i * batch_size:(i + 1) * batch_size])
+            if len(xb) == 0:
+                break
+            yb = torch.from_numpy(np.asarray(y[i * batch_size:(i + 1) * batch_size])).long()
+            out.append((xb, yb))
+        return out
+
+    def _calibration_inputs(self) -> np.ndarray:
+        x = self.data.x_train if self.data.x_train is not None else self.data.x_test
+        rng = np.random.default_rng(self.seed)
+        index = rng.permutation(len(x))[:CALIBRATION_SAMPLES]
+        return x[np.sort(index)]
+
+    def _convert(self, model, spec: VariantSpec, out_path: Path, metadata: dict) -> None:
+        from harness.optimize.quantize import quantize_torch, zip_size
+
+        with warnings.catch_warnings():
+            # ai-edge-quantizer's calibration keeps all tensors on purpose; its warning says so.
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            result = quantize_torch(model, spec.quant, self._calibration_inputs(), out_path,
+                                    int8_io=spec.io == "int8", parity_inputs=self.data.x_test[:64])
+        metadata["quantization"] = {"mode": result.mode, "method": result.method}
+        metadata["parity"] = result.parity
+        metadata["size_bytes"] = out_path.stat().st_size
+        metadata["zip_bytes"] = zip_size(out_path)
+
+    def _quantize_existing(self, spec: VariantSpec, out_path: Path, metadata: dict) -> None:
+        from harness.optimize.quantize import quantize_tflite, zip_size
+
+        if spec.quant == "fp32":
+            shutil.copyfile(self.source.tflite_path, out_path)
+            metadata["quantization"] = {"mode": "fp32", "method": "the given .tflite, unchanged"}
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+                result = quantize_tflite(self.source.tflite_path, spec.quant,
+                                         self._calibration_inputs(), out_path,
+                                         int8_io=spec.io == "int8",
+                                         parity_inputs=self.data.x_test[:64])
+            metadata["quantization"] = {"mode": result.mode, "method": result.method}
+            metadata["parity"] = result.parity
+        metadata["size_bytes"] = out_path.stat().st_size
+        metadata["zip_bytes"] = zip_size(out_path)
+
+    def _verify_accuracy(self, path: Path, spec: VariantSpec, baseline: Artifact | None,
+                         metadata: dict) -> None:
+        from harness.evaluate import evaluate_tflite, tflite_predict
+
+        baseline_pred = None
+        if baseline is not None:
+            if self._baseline_predictions is None:
+                self._baseline_predictions = tflite_predict(baseline.path, self.data.x_test).argmax(1)
+            baseline_pred = self._baseline_predictions
+        report = evaluate_tflite(path, self.data, baseline_predictions=baseline_pred)
+        if baseline is None:
+            self._baseline_predictions = np.asarray(report.predictions)
+        accuracy = {k: v for k, v in _plain(report).items() if k != "predictions"}
+        accuracy["dataset"] = self.data.name
+        if baseline is not None:
+            accuracy["baseline_top1"] = (baseline.metadata.get("accuracy") or {}).get("top1")
+        metadata["accuracy"] = accuracy
+
+
+def _plain(obj) -> dict:
+    """A dataclass report as JSON-able data."""
+    if obj is None:
+        return None
+    data = asdict(obj) if is_dataclass(obj) else dict(obj)
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in data.items()}

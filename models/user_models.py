@@ -1,0 +1,291 @@
+"""Models the user brings: a `module.path:factory`, a TorchScript file, a torch.export (.pt2) file,
+or an existing .tflite. Every failure is a one-line UserError naming the input and the fix.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import UserError
+
+if TYPE_CHECKING:  # torch loads only when a user model is really loaded
+    from torch import nn
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
+EXPORT_SUFFIXES = (".pt2",)
+TFLITE_SUFFIXES = (".tflite",)
+# Names a factory module may use to declare its input shape, so --input-shape can be left out.
+DECLARED_INPUT_SHAPE_NAMES = ("input_shape", "INPUT_SHAPE")
+# Channel counts that mark the channel axis of an image tensor.
+_IMAGE_CHANNEL_COUNTS = (1, 3, 4)
+_ERROR_REASON_CHARS = 200
+
+
+def first_line(error: BaseException) -> str:
+    """An exception squeezed into one short line for a UserError message."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line[:_ERROR_REASON_CHARS]
+
+
+# ---------------------------------------------------------------- factories: "pkg.mod:factory"
+
+
+def split_factory_path(factory_path: str) -> tuple[str, str]:
+    """"pkg.mod:make_model" -> ("pkg.mod", "make_model"); UserError when either half is missing."""
+    module_name, _, attribute = factory_path.partition(":")
+    if not module_name or not attribute or not all(part.isidentifier() for part in module_name.split(".") + attribute.split(".")):
+        raise UserError(
+            f"bad model factory {factory_path!r}; write it as module.path:function (a function returning an nn.Module)"
+        )
+    return module_name, attribute
+
+
+def import_factory(factory_path: str) -> Callable[..., Any]:
+    """Import the module and return the factory callable it names."""
+    module_name, attribute = split_factory_path(factory_path)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(
+            f"cannot import {module_name!r} for model {factory_path!r} ({first_line(error)}); "
+            "put its folder on PYTHONPATH or install it"
+        ) from None
+    except Exception as error:  # the user's module raised while importing
+        raise UserError(f"importing {module_name!r} for model {factory_path!r} failed: {first_line(error)}") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise UserError(f"module {module_name!r} has no {attribute!r}; model {factory_path!r} names a missing factory")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UserError(f"{factory_path!r} is a {type(target).__name__}, not a function returning an nn.Module")
+    return target
+
+
+def factory_source_file(factory_path: str) -> Path | None:
+    """The file that defines the factory's module: part of the fingerprint, so edits rebuild."""
+    module = sys.modules.get(split_factory_path(factory_path)[0])
+    origin = getattr(module, "__file__", None)
+    return Path(origin) if origin else None
+
+
+def declared_input_shape(factory_path: str) -> tuple[int, ...] | None:
+    """The input shape the factory (attribute) or its module (INPUT_SHAPE) declares, if any."""
+    factory = import_factory(factory_path)
+    module = sys.modules[split_factory_path(factory_path)[0]]
+    for holder in (factory, module):
+        for name in DECLARED_INPUT_SHAPE_NAMES:
+            shape = getattr(holder, name, None)
+            if shape is not None:
+                return tuple(int(size) for size in shape)
+    return None
+
+
+def build_factory_model(factory_path: str, *, seed: int = 0) -> "nn.Module":
+    """Call the factory with the torch RNG seeded (so random init is reproducible); eval mode."""
+    import torch
+    from torch import nn
+
+    factory = import_factory(factory_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = factory()
+        except Exception as error:
+            raise UserError(f"model factory {factory_path!r} raised: {first_line(error)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model factory {factory_path!r} returned a {type(model).__name__}, not a torch nn.Module")
+    return model.eval()
+
+
+# ---------------------------------------------------------------- saved torch files
+
+
+def load_torchscript(path: Path, input_shape: tuple[int, ...] | None = None) -> "nn.Module":
+    """A TorchScript file saved with torch.jit.save, in eval mode.
+
+    With `input_shape`, the ScriptModule is turned into a torch.export program (torch's
+    TS2EPConverter) and wrapped like a .pt2: litert-torch and torch-pruning work on exported /
+    eager graphs and refuse ScriptModules. UserError when that conversion fails.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch 2.9+ marks TorchScript deprecated; loading existing files is exactly what users need.
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as error:
+            raise UserError(
+                f"{str(path)!r} is not a TorchScript file ({first_line(error)}); "
+                "for a state dict use a built-in architecture with --weights PATH"
+            ) from None
+    scripted = scripted.eval()
+    if input_shape is None:
+        return scripted
+    from torch._export.converter import TS2EPConverter
+
+    try:
+        with torch.no_grad():
+            program = TS2EPConverter(scripted, (torch.zeros(input_shape),)).convert()
+    except Exception as error:
+        raise UserError(
+            f"TorchScript model {str(path)!r} cannot be turned into a torch.export program at input shape "
+            f"{format_shape(input_shape)} ({first_line(error)}); check --input-shape or save it with torch.export.save"
+        ) from None
+    return _exported_model_class()(program.module(), input_shape[0]).eval()
+
+
+@functools.cache
+def _exported_model_class() -> type:
+    """An nn.Module class wrapping an ExportedProgram's module (built once; torch loads lazily).
+
+    ep.module() refuses .eval()/.train(): the program is frozen in the mode it was exported in.
+    The wrapper records the flag without touching the graph, so callers treat every model alike.
+    A program exported with a static batch of 1 guards against other batch sizes; the wrapper
+    runs a larger batch one sample at a time, so evaluation and parity checks can batch freely.
+    """
+    import torch
+    from torch import nn
+
+    class ExportedModel(nn.Module):
+        def __init__(self, graph_module: nn.Module, static_batch: int | None) -> None:
+            super().__init__()
+            self.graph_module = graph_module
+            self.static_batch = static_batch
+
+        def forward(self, *inputs: Any) -> Any:
+            batch = inputs[0].shape[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if len(inputs) == 1 and self.static_batch == 1 and batch not in (None, 1):
+                return torch.cat([self.graph_module(sample[None]) for sample in inputs[0]])
+            return self.graph_module(*inputs)
+
+        def train(self, mode: bool = True) -> "ExportedModel":
+            self.training = mode
+            return self
+
+    return ExportedModel
+
+
+def _load_exported_program(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.export.load(str(path))
+    except Exception as error:
+        raise UserError(f"{str(path)!r} is not a torch.export file ({first_line(error)}); save one with torch.export.save") from None
+
+
+def load_exported(path: Path) -> "nn.Module":
+    """A torch.export (.pt2) program as an nn.Module that accepts .eval()."""
+    program = _load_exported_program(path)
+    shape = _program_input_shape(program)
+    return _exported_model_class()(program.module(), shape[0] if shape else None).eval()
+
+
+def exported_input_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of the program's one user input, or None when it is dynamic or there are several."""
+    return _program_input_shape(_load_exported_program(path))
+
+
+def _program_input_shape(program: Any) -> tuple[int, ...] | None:
+    user_inputs = list(program.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        return None
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == user_inputs[0]:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", None)
+            if shape is None or not all(isinstance(size, int) for size in shape):
+                return None  # symbolic (dynamic) sizes: the user must say which shape to use
+            return tuple(int(size) for size in shape)
+    return None
+
+
+# ---------------------------------------------------------------- probing a torch model
+
+
+def probe_num_classes(model: "nn.Module", input_shape: tuple[int, ...], model_name: str) -> int | None:
+    """Run one forward pass on zeros: checks the input shape fits, returns the output width.
+
+    None when the output is not a (1, K) tensor (e.g. a detector): such models are compared by
+    output agreement, not top-1.
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(input_shape))
+    except Exception as error:
+        raise UserError(
+            f"model {model_name!r} rejects input shape {format_shape(input_shape)} ({first_line(error)}); "
+            "give the right one with --input-shape"
+        ) from None
+    if isinstance(output, torch.Tensor) and output.ndim == 2:
+        return int(output.shape[1])
+    return None
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """(1, 3, 224, 224) -> "1,3,224,224", the spelling --input-shape takes."""
+    return ",".join(str(size) for size in shape)
+
+
+# ---------------------------------------------------------------- existing .tflite files
+
+
+@dataclass(frozen=True)
+class TfliteSignature:
+    """What bench needs to know about a .tflite before it can feed it."""
+
+    input_shape: tuple[int, ...]
+    input_layout: str  # "NCHW" | "NHWC" | "other" (not a 4-D image input)
+    input_dtype: str  # numpy dtype name: "float32", "int8", "uint8", ...
+    num_classes: int | None
+
+
+def guess_image_layout(shape: tuple[int, ...]) -> str:
+    """NHWC or NCHW from where the channel axis (1, 3 or 4 wide) sits; "other" when not 4-D.
+
+    Most third-party .tflite image models are NHWC; litert-torch keeps PyTorch's NCHW. When both
+    axes look like channels (a 3x3 image?), NCHW wins: only tiny test models hit that case.
+    """
+    if len(shape) != 4:
+        return "other"
+    if shape[1] in _IMAGE_CHANNEL_COUNTS:
+        return "NCHW"
+    if shape[3] in _IMAGE_CHANNEL_COUNTS:
+        return "NHWC"
+    return "other"
+
+
+def inspect_tflite(path: Path) -> TfliteSignature:
+    """Read the input/output signature with the LiteRT interpreter; UserError for a bad file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except Exception as error:
+        raise UserError(f"{str(path)!r} is not a readable .tflite model ({first_line(error)})") from None
+    inputs = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    if len(inputs) != 1:
+        raise UserError(f"{str(path)!r} has {len(inputs)} inputs; bench handles .tflite models with exactly one input")
+    input_shape = tuple(int(size) for size in inputs[0]["shape"])
+    output_shape = tuple(int(size) for size in outputs[0]["shape"]) if outputs else ()
+    num_classes = output_shape[1] if len(output_shape) == 2 else None
+    return TfliteSignature(
+        input_shape=input_shape,
+        input_layout=guess_image_layout(input_shape),
+        input_dtype=inputs[0]["dtype"].__name__,
+        num_classes=num_classes,
+    )
