@@ -147,23 +147,17 @@ def optimize(model, weights, input_shape, data_dir, seed, variants, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def analyze(model, weights, input_shape, data_dir, seed, ratio, as_json):
     """Per-layer parameters, MACs and channels, a pruning sensitivity scan, and a verdict."""
-    import pandas as pd
-
-    from harness.optimize.analyze import analyze_model
+    from harness.optimize.analyze import analyze_model, format_analysis
 
     if not 0 < ratio < 1:
         raise UserError(f"--ratio {ratio}: give a pruning ratio between 0 and 1, e.g. 0.3")
     source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
     report = analyze_model(source, data, ratio=ratio)
     if as_json:
-        from dataclasses import asdict
-        click.echo(json.dumps(asdict(report), indent=1, default=str))
+        click.echo(json.dumps(report.to_dict(), indent=1, default=str))
         return
-    click.echo(f"{report.model}: {report.params:,} parameters, {report.macs:,} MACs\n")
-    click.echo(pd.DataFrame(report.layers).to_string(index=False))
-    click.echo(f"\nsensitivity (each group pruned alone at {ratio:.0%}):")
-    click.echo(pd.DataFrame(report.sensitivity).to_string(index=False))
-    click.echo(f"\nverdict: {report.verdict}")
+    click.echo(format_analysis(report))
+
 
 
 # -- devices ------------------------------------------------------------------------------------

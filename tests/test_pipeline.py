@@ -1,6 +1,8 @@
 """The optimization pipeline end to end on real models and data: prune, fine-tune, quantize,
 convert, verify, cache. Nothing is mocked."""
 import json
+import os
+import zipfile
 import shutil
 import subprocess
 import sys
@@ -154,3 +156,29 @@ def test_importing_the_pipeline_does_not_load_torch():
              "print(sorted(m for m in ('torch', 'litert_torch', 'ai_edge_litert') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _mediapipe_wheel() -> Path | None:
+    """MediaPipe 0.10.21's wheel ships real third-party .tflite files; .ci/run downloads it
+    (no deps, nothing installed) into BENCH_TEST_WHEELS. Tests read the models straight out of it."""
+    folder = os.environ.get("BENCH_TEST_WHEELS")
+    wheels = sorted(Path(folder).glob("mediapipe-0.10.21-*.whl")) if folder else []
+    return wheels[0] if wheels else None
+
+
+@pytest.mark.skipif(_mediapipe_wheel() is None, reason="set BENCH_TEST_WHEELS to a folder with mediapipe 0.10.21's wheel")
+def test_a_real_mediapipe_model_nhwc_fp16_weights_is_measured_and_quantized(tmp_path):
+    with zipfile.ZipFile(_mediapipe_wheel()) as wheel:
+        model = tmp_path / "hand_landmark_lite.tflite"
+        model.write_bytes(wheel.read("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite"))
+    source = resolve_model(str(model))
+    assert source.kind == "tflite" and source.input_shape == (1, 224, 224, 3)  # NHWC, as shipped
+    data = load_dataset(source, max_test=16, max_train=32)
+    as_is, dyn8, int8 = Pipeline(source, data, tmp_path / "cache").build_all(
+        [VariantSpec(), parse_variant("dynamic_int8"), parse_variant("int8")])
+    assert as_is.sha256 == sha256_file(model)
+    # Its weights are fp16 behind DEQUANTIZE ops; quantized variants are still smaller.
+    assert dyn8.size_bytes < as_is.size_bytes and int8.size_bytes < as_is.size_bytes
+    for variant in (dyn8, int8):
+        assert variant.metadata["accuracy"]["agreement"] is not None
+        assert tflite_predict(variant.path, data.x_test[:2]).shape[0] == 2

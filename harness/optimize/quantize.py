@@ -130,10 +130,115 @@ def quantize_tflite(
             shutil.copyfile(tflite_path, out_path)
         method = "unchanged fp32 .tflite"
     else:
-        method = _quantize_with_recipe(tflite_path, mode, calibration, out_path, int8_io)
+        with tempfile.TemporaryDirectory() as scratch:
+            # Third-party files (MediaPipe's, for one) often carry no signature; calibration
+            # feeds inputs by signature, so give the copy it works on the default one.
+            prepared = Path(scratch) / tflite_path.name
+            prepared = with_default_signature(tflite_path, prepared)
+            prepared = fp16_weights_as_fp32(prepared, Path(scratch) / f"fp32-{tflite_path.name}")
+            method = _quantize_with_recipe(prepared, mode, calibration, out_path, int8_io)
+    _check_runs(out_path, checks[:1], mode)
     parity = parity_figures(tflite_predict(tflite_path, checks), tflite_predict(out_path, checks))
     parity["reference"] = "fp32 tflite"
     return _result(out_path, mode, method, parity)
+
+
+def with_default_signature(tflite_path: Path, out_path: Path) -> Path:
+    """`tflite_path` itself when it has a signature; else a copy at `out_path` whose
+    `serving_default` signature maps subgraph 0's inputs and outputs by their tensor names."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    if model.signatureDefs:
+        return tflite_path
+    graph = model.subgraphs[0]
+
+    def tensor_maps(indices):
+        maps = []
+        for index in indices:
+            entry = schema.TensorMapT()
+            name = graph.tensors[index].name
+            entry.name = name.decode() if isinstance(name, bytes) else name
+            entry.tensorIndex = int(index)
+            maps.append(entry)
+        return maps
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = "serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = tensor_maps(graph.inputs)
+    signature.outputs = tensor_maps(graph.outputs)
+    model.signatureDefs = [signature]
+    flatbuffer_utils.write_model(model, str(out_path))
+    return out_path
+
+
+def fp16_weights_as_fp32(tflite_path: Path, out_path: Path) -> Path:
+    """`tflite_path` itself unless it stores weights as fp16 behind DEQUANTIZE ops (as MediaPipe's
+    models do); then a copy at `out_path` with those weights as fp32 constants and the DEQUANTIZE
+    ops gone, which the quantizer's recipes expect (the values are the same numbers)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    changed = False
+    for graph_index, graph in enumerate(model.subgraphs):
+        kept_ops, dropped_tensors = [], set()
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            source = graph.tensors[op.inputs[0]] if len(op.inputs) == 1 else None
+            data = model.buffers[source.buffer].data if source is not None else None
+            if (builtin == schema.BuiltinOperator.DEQUANTIZE and source.type == schema.TensorType.FLOAT16
+                    and data is not None and len(data)):
+                values = np.frombuffer(bytes(bytearray(data)), dtype=np.float16).astype(np.float32)
+                buffer = schema.BufferT()
+                buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+                model.buffers.append(buffer)
+                graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+                model.buffers[source.buffer].data = None  # the fp16 copy is no longer read
+                dropped_tensors.add(op.inputs[0])
+                continue
+            kept_ops.append(op)
+        if not dropped_tensors:
+            continue
+        changed = True
+        graph.operators = kept_ops
+        # Drop the orphaned fp16 tensors and renumber every reference to the others.
+        new_index = {}
+        kept_tensors = []
+        for index, tensor in enumerate(graph.tensors):
+            if index not in dropped_tensors:
+                new_index[index] = len(kept_tensors)
+                kept_tensors.append(tensor)
+        graph.tensors = kept_tensors
+        remap = lambda indices: [new_index[i] if i >= 0 else i for i in indices]  # noqa: E731
+        for op in graph.operators:
+            op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+            if op.intermediates is not None and len(op.intermediates):
+                op.intermediates = remap(op.intermediates)
+        graph.inputs, graph.outputs = remap(graph.inputs), remap(graph.outputs)
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == graph_index:
+                for entry in list(signature.inputs or []) + list(signature.outputs or []):
+                    entry.tensorIndex = new_index[entry.tensorIndex]
+    if not changed:
+        return tflite_path
+    flatbuffer_utils.write_model(model, str(out_path))
+    return out_path
+
+
+def _check_runs(path: Path, sample: np.ndarray, mode: str) -> None:
+    """A quantized file LiteRT cannot prepare is a quantizer failure, said in one line."""
+    try:
+        tflite_predict(path, sample)
+    except UserError:
+        raise
+    except Exception as error:  # LiteRT raises RuntimeError with the kernel's own message
+        path.unlink(missing_ok=True)
+        raise UserError(f"{path.name}: the {mode} model ai-edge-quantizer made does not run in "
+                        f"LiteRT: {_one_line(error)}") from error
 
 
 def _quantize_with_recipe(
