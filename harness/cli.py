@@ -42,19 +42,32 @@ def cli() -> None:
 @click.option("--warmup-runs", type=click.IntRange(min=0), default=None, help="--warmup_runs.")
 @click.option("--min-secs", type=click.FloatRange(min=0), default=None, help="--min_secs.")
 @click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=None, help="--max_secs.")
-@click.option("--threads", type=int, default=None, help="--num_threads (-1: the tool's default).")
+@click.option("--threads", "threads", type=click.IntRange(min=1), multiple=True,
+              help="--num_threads as a run dimension (repeatable; default: one per big core).")
+@click.option("--delegate", "delegates", type=click.Choice(["cpu", "xnnpack", "gpu", "nnapi"]),
+              multiple=True, help="Delegate as a run dimension (repeatable; default: the tool's).")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Launches per variant, device and configuration, interleaved across variants.")
+@click.option("--peak-memory/--no-peak-memory", default=None,
+              help="One extra launch per variant measuring peak memory (default: on).")
+@click.option("--op-profiling", is_flag=True, default=None, help="One extra launch per variant with op profiling.")
+@click.option("--busy", type=click.Choice(["wait", "fail"]), default=None,
+              help="A device another bench process is using: wait for it, or record it busy.")
+@click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
+              help="Finish only the jobs RUN_ID has no record of (same config).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
               help="SQLite results store (default: reports/bench.db).")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
               help="Where reports/<run-id>/ goes (default: reports).")
 @click.option("--quiet", is_flag=True, help="Only the table and summary.")
-def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries, num_runs, warmup_runs, min_secs, max_secs,
-        threads, store_path, reports_dir, quiet):
+def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
+        num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
+        op_profiling, busy, resume_run_id, store_path, reports_dir, quiet):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
     from harness.report import failures_table, format_table, latency_table, variants_table
-    from harness.run import run_benchmarks
+    from harness.run import resume_benchmarks, run_benchmarks
 
     config = load_config(config_path)
     if devices is not None:
@@ -67,15 +80,26 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         config.variants = list(variants)
     config.binaries.update(parse_binary_options(binaries))
     for name, value in (("num_runs", num_runs), ("warmup_runs", warmup_runs),
-                        ("min_secs", min_secs), ("max_secs", max_secs), ("num_threads", threads)):
+                        ("min_secs", min_secs), ("max_secs", max_secs)):
         if value is not None:
             setattr(config.benchmark, name, value)
+    for name, value in (("trials", trials), ("peak_memory", peak_memory),
+                        ("op_profiling", op_profiling), ("busy", busy)):
+        if value is not None:
+            setattr(config, name, value)
+    if threads:
+        config.threads = list(threads)
+    if delegates:
+        config.delegates = list(delegates)
     if store_path is not None:
         config.store_path = store_path
     if reports_dir is not None:
         config.reports_dir = reports_dir
     log = (lambda _m: None) if quiet else (lambda m: click.echo(f"  {m}", err=True))
-    result = run_benchmarks(config, log=log)
+    if resume_run_id:
+        result = resume_benchmarks(resume_run_id, config.store_path, log=log)
+    else:
+        result = run_benchmarks(config, log=log)
     click.echo(f"\nrun {result.run_id}: latency (benchmark_model, timed runs)")
     click.echo(format_table(latency_table(result.measurements)))
     click.echo("\nvariants: size and accuracy")
@@ -84,9 +108,9 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     if not failures.empty:
         click.echo("\nfailed:")
         for row in failures.itertuples(index=False):
-            click.echo(f"  {row.device} [{row.variant}] {row.kind}: {row.reason}")
+            click.echo(f"  {row.device} [{row.variant} trial {row.trial}] {row.status}: {row.reason}")
     ok = len(result.measurements) - len(result.failed)
-    click.echo(f"\n{ok} of {len(result.measurements)} device(s) measured; "
+    click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
                f"report: {result.report_dir}/report.md; store: {config.store_path}")
     sys.exit(result.exit_code)

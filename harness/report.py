@@ -8,18 +8,6 @@ import pandas as pd
 from harness.results import Measurement
 from harness.store import Store
 
-LATENCY_COLUMNS = {
-    "device": "device",
-    "variant": "variant",
-    "avg_ms": "avg ms",
-    "std_ms": "std ms",
-    "init_ms": "init ms",
-    "first_ms": "first ms",
-    "memory_mb": "memory MB",
-    "model_size_mb": "model MB",
-}
-
-
 CSV_EXCLUDED = ("output_tail", "device_props_json")
 
 
@@ -28,22 +16,45 @@ def measurements_frame(measurements: list[Measurement]) -> pd.DataFrame:
 
 
 def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
-    """Device x variant: avg, std, init, first inference (ms), memory (MB), model size (MB)."""
+    """Device x variant (x delegate x threads): medians over the timing launches (ms), their
+    count, and peak memory from the separate peak-memory launch (else the tool's footprint)."""
+    frame = measurements_frame([m for m in measurements if m.status == "ok"])
+    columns = ["device", "variant", "delegate", "threads", "trials", "avg ms", "std ms",
+               "init ms", "first ms", "memory MB", "model MB"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["device"] = [f"{s} ({m})" if m else s
+                       for s, m in zip(frame["device_serial"], frame["device_model"])]
+    frame["delegate"] = frame["delegate_choice"].fillna("default")
+    keys = ["device", "variant", "delegate", "num_threads"]
     rows = []
-    for m in measurements:
-        if m.status != "ok":
-            continue
-        memory = m.peak_memory_mb if m.peak_memory_mb is not None else m.memory_overall_mb
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        timing = group[group["kind"] == "timing"]
+        memory = group[group["kind"] == "peak_memory"]["peak_memory_mb"].dropna()
+        if memory.empty:
+            memory = timing["memory_overall_mb"].dropna()
+        source = timing if not timing.empty else group
         rows.append({
-            "device": f"{m.device_serial} ({m.device_model})" if m.device_model else m.device_serial,
-            "variant": m.variant,
-            "avg_ms": _ms(m.inference_avg_us), "std_ms": _ms(m.inference_std_us),
-            "init_ms": _ms(m.init_us), "first_ms": _ms(m.first_inference_us),
-            "memory_mb": memory,
-            "model_size_mb": m.model_size_bytes / 1e6 if m.model_size_bytes else None,
+            "device": key[0], "variant": key[1], "delegate": key[2], "threads": key[3],
+            "trials": len(timing),
+            "avg ms": _median_ms(source["inference_avg_us"]),
+            "std ms": _median_ms(source["inference_std_us"]),
+            "init ms": _median_ms(source["init_us"]),
+            "first ms": _median_ms(source["first_inference_us"]),
+            "memory MB": float(memory.max()) if not memory.empty else None,
+            "model MB": float(source["model_size_bytes"].iloc[0]) / 1e6,
         })
-    frame = pd.DataFrame(rows, columns=list(LATENCY_COLUMNS))
-    return frame.rename(columns=LATENCY_COLUMNS)
+    table = pd.DataFrame(rows, columns=columns)
+    # Dimensions nobody varied say nothing; keep the table narrow.
+    for column in ("delegate", "threads"):
+        if table[column].nunique(dropna=False) <= 1:
+            table = table.drop(columns=column)
+    return table
+
+
+def _median_ms(values: pd.Series):
+    values = values.dropna()
+    return float(values.median()) / 1000.0 if not values.empty else None
 
 
 def variants_table(artifacts) -> pd.DataFrame:
@@ -90,13 +101,12 @@ def _pct(value):
 
 
 def failures_table(measurements: list[Measurement]) -> pd.DataFrame:
+    """Launches that are not ok: failed, crashed, timed out, invalid (hygiene), skipped."""
     rows = [{"device": m.device_serial, "variant": m.variant, "kind": m.failure_kind,
-             "reason": m.error} for m in measurements if m.status != "ok"]
-    return pd.DataFrame(rows, columns=["device", "variant", "kind", "reason"])
-
-
-def _ms(us):
-    return None if us is None else us / 1000.0
+             "status": m.status, "trial": m.trial, "attempt": m.attempt, "reason": m.error}
+            for m in measurements if m.status != "ok"]
+    return pd.DataFrame(rows, columns=["device", "variant", "kind", "status", "trial",
+                                       "attempt", "reason"])
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -146,7 +156,7 @@ def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
         "Sparsity buys size, not speed: compare `zip bytes` (what a compressed download costs) with "
         "`tflite bytes` and latency. Structured pruning shrinks parameters, MACs and latency.",
         "",
-        "## Failed devices",
+        "## Failed, invalid or skipped launches",
         "",
         _markdown(failures),
         "## Provenance",

@@ -6,6 +6,13 @@ the same names, so a field is added here once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+
+
+def utc_now() -> str:
+    """Timestamps of runs and samples: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
 
 
 @dataclass(kw_only=True)
@@ -41,9 +48,17 @@ class Measurement(BenchmarkFigures):
     device_serial: str
     adb_server: str
     variant: str
-    status: str                      # "ok" | "failed"
-    error: str | None = None         # why it failed, one line
-    failure_kind: str | None = None  # "device" | "benchmark" | None
+    status: str                      # ok | failed | crashed | timed_out | invalid | skipped | retried
+    error: str | None = None         # why it is not ok, one line
+    failure_kind: str | None = None  # "device" | "benchmark" | "hygiene" | "quarantine" | None
+    kind: str = "timing"             # timing | peak_memory | op_profile (harness.lab.jobs.KINDS)
+    trial: int = 0
+    attempt: int = 1                 # 2, 3: retried after the device dropped
+    delegate_choice: str | None = None  # --delegate: cpu | xnnpack | gpu | nnapi (None: default)
+    cpu_mask: str | None = None      # taskset mask the launch was pinned to
+    job_key: str | None = None
+    telemetry_before_json: str | None = None
+    telemetry_after_json: str | None = None
     model_name: str | None = None
     artifact_sha256: str | None = None
     model_size_bytes: int | None = None

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS measurements (
   {_measurement_columns()}
 );
 CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
+CREATE TABLE IF NOT EXISTS op_profiles (
+  measurement_id INTEGER NOT NULL REFERENCES measurements(id),
+  node_type TEXT, name TEXT,
+  first_ms REAL, avg_ms REAL, percent REAL, cdf_percent REAL, mem_kb REAL, times_called INTEGER
+);
 """
 
 
@@ -113,13 +118,30 @@ class Store:
                 (sha256, name, model_name, variant, size_bytes,
                  json.dumps(metadata, sort_keys=True, default=str)))
 
-    def add_measurement(self, m: Measurement) -> int:
+    def add_measurement(self, m: Measurement, ops: list | None = None) -> int:
+        """One sample (and its op profile rows), committed together before returning."""
         values = [getattr(m, name) for name in MEASUREMENT_FIELDS]
         with self._lock, self._conn:
             cur = self._conn.execute(
                 f"INSERT INTO measurements ({', '.join(MEASUREMENT_FIELDS)})"
                 f" VALUES ({', '.join('?' for _ in values)})", values)
+            for op in ops or []:
+                self._conn.execute(
+                    "INSERT INTO op_profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cur.lastrowid, op.node_type, op.name, op.first_ms, op.avg_ms, op.percent,
+                     op.cdf_percent, op.mem_kb, op.times_called))
             return cur.lastrowid
+
+    def done_job_keys(self, run_id: str) -> set[str]:
+        rows = self._conn.execute(
+            "SELECT job_key FROM measurements WHERE run_id=? AND job_key IS NOT NULL"
+            " AND status != 'retried'", (run_id,))
+        return {r[0] for r in rows}
+
+    def op_profile(self, measurement_id: int) -> list[dict]:
+        rows = self._conn.execute("SELECT * FROM op_profiles WHERE measurement_id=?",
+                                  (measurement_id,))
+        return [dict(r) for r in rows]
 
     # -- reads -------------------------------------------------------------------------------
     def run(self, run_id: str) -> dict | None:

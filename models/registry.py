@@ -31,6 +31,7 @@ MODEL_KINDS = ("builtin", "torchvision", "factory", "torchscript", "export", "tf
 _DIGITS_INPUT_SHAPE = (1, 1, 8, 8)
 _DIGITS_NUM_CLASSES = 10
 _DIGITS_DEFAULT_EPOCHS = 20
+_EARLY_EPOCHS = 1  # "early-training" weights for lottery-ticket rewinding
 _OTHER_MODEL_FORMS = "module.path:factory, a TorchScript (.pt) / torch.export (.pt2) file, or a .tflite file"
 
 
@@ -64,8 +65,9 @@ class ModelSource:
         torchvision and factories: random init from `seed` unless weights were given;
         saved files: a torch.export program as saved, TorchScript turned into one (so it
         converts); both run as frozen in the saved mode. UserError for a .tflite.
-        trained=False: the same architecture at its seeded initialisation, before any training
-        or given weights (what lottery-ticket rewinding goes back to).
+        trained=False: the same model early in training, what lottery-ticket rewinding goes back
+        to: digits_cnn after its first epoch (same seed); torchvision and factory models at their
+        seeded initialisation (bench does not train them), never the given weights.
         """
         if self.kind == "tflite":
             raise UserError(
@@ -73,7 +75,7 @@ class ModelSource:
                 "quantized, but pruning and fine-tuning need a PyTorch model"
             )
         if self.kind == "builtin":
-            epochs = (self.train_epochs or _DIGITS_DEFAULT_EPOCHS) if trained else 0
+            epochs = (self.train_epochs or _DIGITS_DEFAULT_EPOCHS) if trained else _EARLY_EPOCHS
             model = _digits_model(seed, epochs, self.weights_path if trained else None)
         elif self.kind == "torchvision":
             from models.torchvision_models import build_torchvision

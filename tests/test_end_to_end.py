@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import adbutils
@@ -35,6 +34,8 @@ def lab():
 
 
 def config_for(tmp_path, **kw) -> RunConfig:
+    kw.setdefault("peak_memory", False)  # one launch per device and variant keeps these tests short
+    kw.setdefault("device_wait_s", 15)
     return RunConfig(store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports",
                      benchmark=kw.pop("benchmark", FAST), **kw)
 
@@ -113,7 +114,7 @@ def test_device_dropped_mid_benchmark_fails_alone(lab, tmp_path):
     assert stored[healthy.serial].status == "ok" and stored[healthy.serial].inference_avg_us > 0
     assert stored[dropped.serial].status == "failed"
     report = (result.report_dir / "report.md").read_text()
-    assert "Failed devices" in report and dropped.serial in report
+    assert "Failed, invalid or skipped" in report and dropped.serial in report
     assert by_serial[dropped.serial].error.split(":")[-1].strip() in report
 
     # The device comes back once the fault is cleared (as a phone after a cable glitch).
@@ -138,64 +139,6 @@ def test_cli_run_prints_the_latency_table(lab, tmp_path):
     assert "bytes pushed:" in result.stdout
     for dev in lab.devices:
         assert dev.serial in result.stdout
-
-
-def test_benchmark_crash_is_recorded_with_its_output_and_device_stays_usable(lab, tmp_path):
-    crashing, healthy = lab.devices
-    slow = BenchmarkSettings(num_runs=5, min_secs=3.0, warmup_min_secs=0.05, max_secs=20)
-    set_faults(Path(crashing.state_dir), benchmark_crash_after_s=0.5)
-    try:
-        result = run_benchmarks(config_for(tmp_path, benchmark=slow))
-    finally:
-        clear_faults(Path(crashing.state_dir))
-    by_serial = {m.device_serial: m for m in result.measurements}
-    crashed = by_serial[crashing.serial]
-    assert result.exit_code == 1
-    assert by_serial[healthy.serial].status == "ok"
-    assert crashed.status == "failed" and crashed.failure_kind == "benchmark"
-    assert crashed.exit_status == 139  # 128 + SIGSEGV, as the Android shell reports it
-    assert "Segmentation fault" in crashed.output_tail
-    assert "STARTING!" in crashed.output_tail  # the tail holds what the tool printed first
-    # Same device, next run: fine again.
-    again = run_benchmarks(config_for(tmp_path, devices=crashing.serial))
-    assert again.exit_code == 0
-
-
-def test_hung_benchmark_is_killed_at_the_timeout(lab, tmp_path):
-    hanging = lab.devices[0]
-    quick_deadline = BenchmarkSettings(num_runs=5, min_secs=0.05, warmup_min_secs=0.02,
-                                       max_secs=1, startup_allowance_s=5)
-    set_faults(Path(hanging.state_dir), benchmark_hang=True)
-    try:
-        result = run_benchmarks(config_for(tmp_path, devices=hanging.serial,
-                                           benchmark=quick_deadline))
-    finally:
-        clear_faults(Path(hanging.state_dir))
-    [m] = result.measurements
-    assert m.status == "failed" and m.failure_kind == "benchmark"
-    assert "timed out after 7 s" in m.error
-    # The device killed the stopped process when bench closed the stream.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _benchmark_processes(hanging.state_dir):
-        time.sleep(0.2)
-    assert _benchmark_processes(hanging.state_dir) == []
-
-
-def _benchmark_processes(state_dir: str) -> list[int]:
-    """pids of benchmark_model processes running inside this device's sandbox."""
-    fs_root = str(Path(state_dir).resolve() / "fs")
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"benchmark_model" in cmdline and fs_root.encode() in environ:
-            pids.append(int(proc.name))
-    return pids
 
 
 def test_every_variant_is_measured_on_every_device(lab, tmp_path):

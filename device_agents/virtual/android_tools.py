@@ -76,15 +76,17 @@ def battery_report(sh: "Interpreter") -> str:
     faults = sh.ctx.faults.current()
     level = faults.battery_level if faults.battery_level is not None else NORMAL_BATTERY_LEVEL
     temperature_c = faults.temperature_c if faults.temperature_c is not None else NORMAL_BATTERY_TEMPERATURE_C
+    plugged = faults.charging is not False
     lines = [
         "Current Battery Service state:",
         "  AC powered: false",
-        "  USB powered: true",
+        f"  USB powered: {str(plugged).lower()}",
         "  Wireless powered: false",
         "  Max charging current: 500000",
         "  Max charging voltage: 5000000",
         "  Charge counter: 3000000",
-        "  status: 2",
+        # BatteryManager.BATTERY_STATUS_CHARGING (2) or _DISCHARGING (3).
+        f"  status: {2 if plugged else 3}",
         "  health: 2",
         "  present: true",
         f"  level: {level}",
@@ -123,8 +125,9 @@ def thermalservice_report(sh: "Interpreter") -> str:
 
 def power_report(sh: "Interpreter") -> str:
     mode = "true" if fixed_performance_mode(sh) else "false"
+    powered = "false" if sh.ctx.faults.current().charging is False else "true"
     return ("POWER MANAGER (dumpsys power)\n\nPower Manager State:\n"
-            f"  mWakefulness=Awake\n  mIsPowered=true\n  mFixedPerformanceModeEnabled={mode}\n")
+            f"  mWakefulness=Awake\n  mIsPowered={powered}\n  mFixedPerformanceModeEnabled={mode}\n")
 
 
 DUMPSYS_SERVICES = {"battery": battery_report, "thermalservice": thermalservice_report,

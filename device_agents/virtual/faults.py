@@ -32,6 +32,9 @@ class Faults:
     battery_level: int | None = None
     # Storage quota for /data and /sdcard in bytes (None: host free space).
     storage_quota_bytes: int | None = None
+    # Whether the battery is charging (None: normal, plugged into USB and charging; False:
+    # unplugged and discharging, as a phone that fell off its lab hub).
+    charging: bool | None = None
 
     def active(self) -> dict:
         """The switches that differ from the defaults."""

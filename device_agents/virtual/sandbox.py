@@ -24,7 +24,7 @@ class VirtualDeviceConfig:
     serial: str
     port: int
     state_dir: str
-    model: str = "Virtual x86_64 (host CPU, bench)"
+    model: str = "bench Virtual x86_64 host-CPU"
     product: str = "bench_virtual_x86_64"
     device: str = "virtual_x86_64"
     sdk: int = 34

@@ -124,7 +124,7 @@ async def tail(argv: list[str], sh: "Interpreter", io: Streams) -> int:
 
 
 async def grep(argv: list[str], sh: "Interpreter", io: Streams) -> int:
-    flags, rest = split_flags(argv[1:], "ivcqEFhn")
+    flags, rest = split_flags(argv[1:], "ivcqEFhHn")
     if not rest:
         await io.complain("grep: Need PATTERN")
         return 2
@@ -142,7 +142,8 @@ async def grep(argv: list[str], sh: "Interpreter", io: Streams) -> int:
         if data is None:
             status = 2
             continue
-        prefix = f"{path}:" if len(paths) > 1 and "h" not in flags else ""
+        # -H always names the file (what scripts use to read many small files in one go).
+        prefix = f"{path}:" if ("H" in flags or len(paths) > 1) and "h" not in flags else ""
         count = 0
         for number, line in enumerate(data.decode(errors="replace").splitlines(), start=1):
             if bool(pattern.search(line)) != ("v" in flags):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbutils
-from adbutils.errors import AdbError
+from adbutils._adb import AdbConnection
+from adbutils.errors import AdbError, AdbTimeout
 
 from harness.errors import DeviceError
 
@@ -36,7 +37,34 @@ class AdbServer:
         return f"{self.host}:{self.port}"
 
     def client(self, timeout_s: float = 10.0) -> adbutils.AdbClient:
-        return adbutils.AdbClient(host=self.host, port=self.port, socket_timeout=timeout_s)
+        return ServerBoundClient(host=self.host, port=self.port, socket_timeout=timeout_s)
+
+
+class _NoAutoStartConnection(AdbConnection):
+    """adbutils runs `adb start-server` (default port 5037) when a connection fails, then retries
+    the original port: a dead custom server would silently start a default one. Bench only
+    talks to the servers it was given, so a failed connection is an error."""
+
+    def _safe_connect(self):
+        return self._create_socket()
+
+
+class ServerBoundClient(adbutils.AdbClient):
+    """An AdbClient whose every connection (list, shell, sync, connect) goes to its own server,
+    never starts a server, and always has a timeout."""
+
+    def __init__(self, host: str, port: int, socket_timeout: float):
+        super().__init__(host=host, port=port, socket_timeout=socket_timeout)
+        self._timeout_s = socket_timeout
+
+    def make_connection(self, timeout: float | None = None) -> AdbConnection:
+        try:
+            conn = _NoAutoStartConnection(self.host, self.port)
+        except TimeoutError:
+            raise AdbTimeout("connect to adb server timeout") from None
+        # Sync (push) asks for no timeout at all; a stalled link must still fail.
+        conn.conn.settimeout(timeout or self._timeout_s)
+        return conn
 
 
 @dataclass
@@ -195,7 +223,7 @@ class DeviceSession:
             hint = (f" (device has {free} bytes free, file is {size})"
                     if free is not None and free < size else "")
             raise DeviceError(f"{self.serial}: push of {Path(local).name} to {remote} failed: "
-                              f"{exc or type(exc).__name__}{hint}") from exc
+                              f"{str(exc) or type(exc).__name__ + ' (connection lost?)'}{hint}") from exc
         return size
 
     def remote_sha256(self, remote_paths: list[str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,3 +247,39 @@ def _stop(pid: int) -> int:
         except ProcessLookupError:
             pass
     return 1
+
+
+def recover_server(server: AdbServer, base: Path | None = None) -> bool:
+    """Bring back a dead adb server: the virtual lab's is restarted on its port with its devices
+    reconnected (and lab.json updated); any other local one gets `adb start-server`.
+    Returns True when a restart was attempted."""
+    with _RECOVERY_LOCK:  # device threads notice together; one restart serves them all
+        try:
+            server.client(2).server_version()
+            return False
+        except Exception:  # unreachable: what follows restarts it
+            pass
+        return _restart_server(server, base)
+
+
+_RECOVERY_LOCK = threading.Lock()
+
+
+def _restart_server(server: AdbServer, base: Path | None) -> bool:
+    base = base or default_state_dir()
+    lab = LabState.load(base)
+    if lab is not None and lab.adb_port == server.port and server.host in ("127.0.0.1", "localhost"):
+        proc = start_adb_server(lab.adb_port, base / "adb-server.log")
+        lab.adb_pid = proc.pid
+        lab.save(base)
+        for dev in lab.devices:
+            try:
+                connect_device(lab.server, dev.serial, timeout_s=10)
+            except DeviceError:
+                pass  # that device may itself be down; the caller waits for the one it needs
+        return True
+    if server.host in ("127.0.0.1", "localhost"):
+        subprocess.run([adbutils.adb_path(), "-P", str(server.port), "start-server"],
+                       capture_output=True, timeout=30)
+        return True
+    return False  # a remote lab host's server is its owner's to restart

@@ -176,7 +176,8 @@ class Pipeline:
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
         if spec.lt:
             rewind_weights(model, early_state)
-            metadata["lottery_ticket"] = {"rewound_to": "weights at initialisation (seeded)"}
+            metadata["lottery_ticket"] = {"rewound_to": "early-training weights of the same seed "
+                                          "(digits_cnn: after epoch 1; others: initialisation)"}
         if spec.ft > 0 and (spec.prune is None or spec.lt):
             metadata["fine_tune"] = tune(model, spec.ft, "fine-tune")
         if spec.sparsity is not None and spec.ft > 0:
@@ -189,7 +190,7 @@ class Pipeline:
         return model.eval()
 
     def _early_state(self) -> dict:
-        """Weights before training, for lottery-ticket rewinding (the original LTH rewinds to init)."""
+        """Early-training weights for lottery-ticket rewinding (see ModelSource.load_torch)."""
         return self.source.load_torch(self.seed, trained=False).state_dict()
 
     def _torch_evaluator(self, torch_top1):

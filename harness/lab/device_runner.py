@@ -1,0 +1,324 @@
+"""One device's share of a run: lock it, prepare it, then launch its jobs one after another.
+
+Each launch becomes one stored sample (committed before the next launch starts) with the
+telemetry seen before and after it. A dropped device is waited for and the job retried; a
+crash or hang is recorded and not retried (the artifact, not the link, is at fault); a device
+that fails several jobs in a row is quarantined for the rest of the run.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.binaries import binary_for_abi
+from harness.config import RunConfig
+from harness.devices.discovery import DeviceTarget
+from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, CommandTimeout,
+                                     DeviceSession, list_device_states)
+from harness.errors import BenchmarkError, DeviceError, UserError
+from harness.lab.jobs import DELEGATE_FLAGS, KIND_FLAGS, Job
+from harness.results import PARSED_FIELDS, Measurement, utc_now
+from harness.store import Store
+
+OUTPUT_TAIL_LINES = 40
+EXIT_SIGNAL_BASE = 128
+
+
+@dataclass
+class _Prepared:
+    session: DeviceSession
+    info: object
+    binary_sha256: str
+    bytes_pushed: int
+    big_cores: list[int] = field(default_factory=list)
+    mask_hex: str | None = None
+
+
+class DeviceRunner:
+    def __init__(self, config: RunConfig, run_id: str, artifacts: list, jobs: list[Job],
+                 store: Store, sha256_of: Callable[[Path], str], log: Callable[[str], None],
+                 done_keys: set[str] | None = None):
+        self.config, self.run_id, self.artifacts, self.jobs = config, run_id, artifacts, jobs
+        self.store, self.sha256_of, self.log = store, sha256_of, log
+        self.done_keys = done_keys or set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, target: DeviceTarget) -> list[Measurement]:
+        from harness.lab.locks import DeviceLock
+
+        results: list[Measurement] = []
+        todo = [j for j in self.jobs if self._key(j, target) not in self.done_keys]
+        if not todo:
+            return results
+        with ExitStack() as stack:
+            prepared, failure = None, None
+            try:
+                if target.state == "not found":
+                    raise DeviceError(f"device {target.serial} not found on adb server {target.server.name}")
+                # Keyed by the server's address, not its name: two configs naming one server
+                # differently still share its phones' locks.
+                stack.enter_context(DeviceLock(target.serial, target.server.address,
+                                               wait=self.config.busy == "wait",
+                                               timeout_s=self.config.cooldown_deadline_s + 3600))
+                prepared = self._prepare_with_retries(target)
+                stack.enter_context(_performance_mode(prepared.session))
+            except (DeviceError, UserError) as exc:
+                failure = exc
+                self.log(f"{target.serial}: FAILED (device): {exc}")
+            consecutive_failures = 0
+            for index, job in enumerate(todo):
+                if failure is not None:
+                    results.append(self._record_without_launch(target, job, prepared, failure,
+                                                               "failed", "device"))
+                    continue
+                if consecutive_failures >= self.config.quarantine_after:
+                    reason = (f"device quarantined after {consecutive_failures} failed jobs in a row")
+                    results.append(self._record_without_launch(target, job, prepared,
+                                                               reason, "skipped", "quarantine"))
+                    continue
+                m, prepared = self._run_job(target, job, prepared, first=index == 0)
+                results.append(m)
+                consecutive_failures = 0 if m.status in ("ok", "invalid") else consecutive_failures + 1
+                if consecutive_failures == self.config.quarantine_after:
+                    self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
+        return results
+
+    def _run_job(self, target: DeviceTarget, job: Job, prepared: _Prepared, first: bool):
+        artifact = self.artifacts[job.artifact_index]
+        for attempt in range(1, self.config.retries + 2):
+            m = self._new_measurement(target, job, prepared, first and attempt == 1)
+            m.attempt = attempt
+            try:
+                ops = self._launch(prepared, artifact, job, m)
+                self.log(f"{target.serial} [{artifact.variant} {job.kind} #{job.trial}]: "
+                         + (f"{m.inference_avg_us / 1000:.3f} ms avg" if m.status == "ok"
+                            else f"{m.status}: {m.error}"))
+                return self._commit(m, ops), prepared
+            except BenchmarkError as exc:
+                m.status = "crashed" if _is_signal(exc.exit_status) else (
+                    "timed_out" if "timed out" in str(exc) else "failed")
+                m.error, m.failure_kind = str(exc), "benchmark"
+                m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
+                m.output_tail = m.output_tail or exc.output_tail
+                self.log(f"{target.serial} [{artifact.variant}]: {m.status}: {exc}")
+                return self._commit(m), prepared
+            except (DeviceError, UserError) as exc:
+                m.error, m.failure_kind = str(exc), "device"
+                last_attempt = attempt == self.config.retries + 1
+                self.log(f"{target.serial} [{artifact.variant}]: device error"
+                         f"{'' if last_attempt else ', waiting for it to come back'}: {exc}")
+                if last_attempt:
+                    return self._commit(m), prepared
+                # The failed attempt is stored too, as "retried": nothing finished is ever lost,
+                # the retry shows in the results, and --resume does not count it as done.
+                m.status = "retried"
+                self._commit(m)
+                try:
+                    wait_for_device(target, self.config.device_wait_s)
+                    prepared = self._prepare(target)
+                except (DeviceError, UserError) as again:
+                    m2 = self._new_measurement(target, job, prepared, False)
+                    m2.attempt, m2.error, m2.failure_kind = attempt + 1, str(again), "device"
+                    return self._commit(m2), prepared
+        raise AssertionError("unreachable")
+
+    # -- one launch --------------------------------------------------------------------------
+    def _launch(self, prepared: _Prepared, artifact, job: Job, m: Measurement) -> list:
+        """Fill `m` from one launch; returns the op profile rows (op_profile jobs only)."""
+        from harness.benchmark.parser import parse_log
+        from harness.devices.hygiene import wait_until_ready
+        from harness.devices.telemetry import read_telemetry
+
+        session = prepared.session
+        readiness = wait_until_ready(session, _hygiene(self.config))
+        m.telemetry_before_json = json.dumps(readiness.after.to_dict())
+        m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.max_temp_c
+        if not readiness.ok:
+            m.status, m.failure_kind, m.error = "invalid", "hygiene", readiness.reason
+            return []
+        settings = self.config.benchmark
+        threads = job.threads or (len(prepared.big_cores) if settings.num_threads == -1
+                                  and prepared.big_cores else settings.num_threads)
+        flags = [f for f in settings.flags() if not f.startswith("--num_threads=")]
+        flags += [f"--num_threads={threads}"]
+        flags += DELEGATE_FLAGS.get(job.delegate, []) + KIND_FLAGS[job.kind]
+        command = " ".join([shlex.quote(self._remote_binary()),
+                            shlex.quote(f"--graph={self._remote_model(artifact)}"), *flags])
+        if self.config.pin_big_cores and prepared.mask_hex:
+            command = f"taskset {prepared.mask_hex} {command}"
+            m.cpu_mask = prepared.mask_hex
+        m.command, m.num_threads = command, threads
+        try:
+            result = session.shell(command, timeout_s=settings.timeout_s())
+        except CommandTimeout:
+            # Closing the stream makes the device kill the process, as adbd does.
+            raise BenchmarkError(f"benchmark_model timed out after {settings.timeout_s():g} s "
+                                 f"(max_secs {settings.max_secs:g}); killed") from None
+        m.exit_status = result.status
+        output = result.stdout + result.stderr
+        m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+        try:
+            m.telemetry_after_json = json.dumps(read_telemetry(session).to_dict())
+        except DeviceError:
+            pass  # the sample stands; only its after-telemetry is missing
+        runs = parse_log(output)
+        parsed = runs[-1] if runs else None
+        if result.status in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND):
+            raise BenchmarkError(f"benchmark_model could not start (exit {result.status}): "
+                                 f"{_last_line(output)}", m.output_tail, result.status)
+        if result.status != 0 or parsed is None or parsed.status != "ok":
+            reason = parsed.error if parsed is not None and parsed.error else _last_line(output)
+            raise BenchmarkError(f"benchmark_model failed (exit {result.status}): {reason}",
+                                 m.output_tail, result.status)
+        for name in PARSED_FIELDS:
+            setattr(m, name, getattr(parsed, name))
+        m.status = "ok"
+        return parsed.ops if job.kind == "op_profile" else []
+
+    # -- preparation -------------------------------------------------------------------------
+    def _prepare_with_retries(self, target: DeviceTarget) -> _Prepared:
+        for attempt in range(self.config.retries + 1):
+            try:
+                if target.state not in ("device",) and attempt == 0:
+                    wait_for_device(target, self.config.device_wait_s)
+                return self._prepare(target)
+            except DeviceError:
+                if attempt == self.config.retries:
+                    raise
+                wait_for_device(target, self.config.device_wait_s)
+        raise AssertionError("unreachable")
+
+    def _prepare(self, target: DeviceTarget) -> _Prepared:
+        from harness.devices.hygiene import check_storage
+        from harness.devices.telemetry import cpu_topology
+
+        session = DeviceSession(target.serial, target.server)
+        info = session.info()
+        if info.state != "device":
+            raise DeviceError(f"device {target.serial} is {info.state}")
+        self.store.record_device(target.serial, target.server.name, info.model, info.abi,
+                                 info.sdk, info.props, utc_now())
+        binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256())
+        binary_sha256 = self.sha256_of(binary)
+        files = [(binary, self._remote_binary(), binary_sha256, 0o755)]
+        files += [(a.path, self._remote_model(a), a.sha256, 0o644) for a in self.artifacts]
+        on_device = session.remote_sha256([remote for _l, remote, _h, _m in files])
+        missing = sum(Path(local).stat().st_size for local, remote, sha, _m in files
+                      if on_device.get(remote) != sha)
+        if missing:
+            check_storage(session, self.config.remote_dir, missing, _hygiene(self.config))
+        pushed = session.push_cached(files)
+        topology = cpu_topology(session)
+        return _Prepared(session, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex)
+
+    def _remote_binary(self) -> str:
+        return f"{self.config.remote_dir}/benchmark_model"
+
+    def _remote_model(self, artifact) -> str:
+        return f"{self.config.remote_dir}/{artifact.path.name}"
+
+    # -- records -----------------------------------------------------------------------------
+    def _key(self, job: Job, target: DeviceTarget) -> str:
+        return job.key(target.serial, target.server.name, self.artifacts[job.artifact_index].sha256)
+
+    def _new_measurement(self, target: DeviceTarget, job: Job, prepared: _Prepared | None,
+                         first: bool) -> Measurement:
+        artifact = self.artifacts[job.artifact_index]
+        m = Measurement(run_id=self.run_id, device_serial=target.serial,
+                        adb_server=target.server.name, variant=artifact.variant, status="failed",
+                        model_name=artifact.model_name, artifact_sha256=artifact.sha256,
+                        model_size_bytes=artifact.size_bytes, started_at=utc_now(),
+                        kind=job.kind, trial=job.trial, delegate_choice=job.delegate,
+                        job_key=self._key(job, target))
+        if prepared is not None:
+            info = prepared.info
+            m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
+            m.device_props_json = json.dumps(info.props, sort_keys=True)
+            m.binary_sha256 = prepared.binary_sha256
+            # The push serves every job; it is counted once, on the first.
+            m.bytes_pushed = prepared.bytes_pushed if first else 0
+        return m
+
+    def _record_without_launch(self, target, job, prepared, reason, status, kind) -> Measurement:
+        m = self._new_measurement(target, job, prepared, first=False)
+        m.status, m.error, m.failure_kind = status, str(reason), kind
+        return self._commit(m)
+
+    def _commit(self, m: Measurement, ops: list | None = None) -> Measurement:
+        m.finished_at = utc_now()
+        self.store.add_measurement(m, ops)  # committed before the device starts anything else
+        return m
+
+
+def _hygiene(config: RunConfig):
+    """Thresholds from the run config, overridden by the lab's ([lab] in bench.toml)."""
+    from harness.devices.hygiene import HygieneSettings
+
+    values = dict(min_battery_pct=config.min_battery_pct, max_temp_c=config.max_temp_c,
+                  max_thermal_status=config.max_thermal_status,
+                  cooldown_deadline_s=config.cooldown_deadline_s,
+                  poll_interval_s=config.cooldown_poll_s)
+    values.update({k: v for k, v in (config.lab.hygiene or {}).items() if k in values})
+    return HygieneSettings(**values)
+
+
+class _performance_mode:
+    """Fixed performance mode for the device's whole share of the run, restored after."""
+
+    def __init__(self, session: DeviceSession):
+        self.session, self._inner = session, None
+
+    def __enter__(self):
+        from harness.devices.hygiene import fixed_performance_mode
+
+        self._inner = fixed_performance_mode(self.session)
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return self._inner.__exit__(*exc)
+        except DeviceError:
+            return False  # the device is gone; nothing to restore
+
+
+def wait_for_device(target: DeviceTarget, deadline_s: float) -> None:
+    """Wait until the device is listed as `device` again; re-`adb connect` network devices and
+    restart a virtual lab's adb server if it was killed."""
+    from harness.lab.virtual_lab import recover_server
+
+    deadline = time.monotonic() + deadline_s
+    last = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            states = dict(list_device_states(target.server))
+        except DeviceError as exc:
+            last = str(exc)
+            recover_server(target.server)
+            time.sleep(0.5)
+            continue
+        last = states.get(target.serial, "not listed")
+        if last == "device":
+            return
+        if ":" in target.serial:  # a network device (`adb connect` host:port) may need a nudge
+            try:
+                target.server.client(5).connect(target.serial, timeout=5)
+            except Exception:  # adbutils raises several kinds; the next poll tells
+                pass
+        time.sleep(0.5)
+    raise DeviceError(f"device {target.serial} did not come back within {deadline_s:g} s "
+                      f"(last state: {last})")
+
+
+def _is_signal(exit_status: int | None) -> bool:
+    return exit_status is not None and EXIT_SIGNAL_BASE < exit_status < EXIT_SIGNAL_BASE + 32 \
+        and exit_status not in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"

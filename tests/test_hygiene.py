@@ -1,0 +1,238 @@
+"""Measurement hygiene and telemetry against a real virtual device behind the real adb server.
+
+The lab is this module's own (its own state folder), and every test leaves the device's faults
+cleared. Parsers and the CPU mask logic are also checked on fixed inputs from real phones' shapes.
+"""
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from device_agents.virtual.faults import clear_faults, set_faults
+from harness.devices.hygiene import (HygieneSettings, check_storage, fixed_performance_mode,
+                                     free_space, pinned_command, read_fixed_performance_mode,
+                                     unfit_reasons, wait_until_ready)
+from harness.devices.session import DeviceSession
+from harness.devices.telemetry import (Telemetry, cpu_topology, parse_charging, parse_zones,
+                                       read_telemetry, topology_from_max_freqs)
+from harness.errors import DeviceError
+from harness.lab.virtual_lab import lab_down, lab_up
+
+FAST = dict(poll_interval_s=0.1, cooldown_deadline_s=0.6)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hygiene-lab")
+    state = lab_up(1, base)
+    yield state
+    lab_down(base)
+
+
+@pytest.fixture
+def device(lab):
+    record = lab.devices[0]
+    clear_faults(Path(record.state_dir))
+    yield record
+    clear_faults(Path(record.state_dir))
+
+
+@pytest.fixture
+def session(lab, device):
+    return DeviceSession(device.serial, lab.server)
+
+
+# -- CPU topology ---------------------------------------------------------------------------------
+def test_big_cores_are_the_fastest_cluster_and_the_mask_is_hex():
+    big_little = {**{c: 1_800_000 for c in range(4)}, **{c: 2_800_000 for c in range(4, 8)}}
+    topology = topology_from_max_freqs(big_little)
+    assert topology.big_cores == [4, 5, 6, 7]
+    assert topology.mask_hex == "f0"
+    assert topology.default_threads == 4
+
+    prime = {**{c: 1_800_000 for c in range(4)}, **{c: 2_400_000 for c in range(4, 7)}, 7: 3_000_000}
+    assert topology_from_max_freqs(prime).big_cores == [7]
+    assert topology_from_max_freqs(prime).mask_hex == "80"
+
+    equal = {c: 2_000_000 for c in range(6)}
+    assert topology_from_max_freqs(equal).big_cores == list(range(6))
+    assert topology_from_max_freqs(equal).mask_hex == "3f"
+    assert pinned_command("echo hi", topology) == "taskset f0 echo hi"
+
+
+def test_topology_of_the_virtual_device_matches_its_cpufreq_files(session, device):
+    topology = cpu_topology(session)
+    cpu_root = Path(device.state_dir) / "fs/sys/devices/system/cpu"
+    on_disk = {int(p.parent.parent.name[3:]): int(p.read_text())
+               for p in cpu_root.glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq")}
+    assert topology.max_freq_khz == on_disk
+    assert len(on_disk) == os.cpu_count()
+    highest = max(on_disk.values())
+    assert topology.big_cores == sorted(c for c, f in on_disk.items() if f == highest)
+    if len(set(on_disk.values())) == 1:  # the host's cores are alike: every core is big
+        assert topology.big_cores == list(range(os.cpu_count()))
+    assert int(topology.mask_hex, 16) == sum(1 << c for c in topology.big_cores)
+
+
+def test_pinned_command_runs_on_the_big_cores_only(session):
+    single = topology_from_max_freqs({0: 2_000_000, 1: 1_000_000})
+    result = session.shell(pinned_command("nproc", single))
+    assert result.status == 0, result.output
+    assert result.stdout.strip() == "1"
+
+
+# -- telemetry ------------------------------------------------------------------------------------
+def test_telemetry_of_a_normal_virtual_device(session):
+    t = read_telemetry(session)
+    assert t.at.endswith("+00:00")
+    assert t.battery_pct == 85 and t.charging is True and t.battery_temp_c == 29.0
+    assert t.thermal_status == 0
+    assert t.zones_c == {"cpu-0-0-usr": 35.0, "battery": 29.0, "skin-therm": 31.0}
+    assert t.max_temp_c == 35.0
+    assert sorted(t.cpufreq_khz) == list(range(os.cpu_count()))
+    assert all(khz > 0 for khz in t.cpufreq_khz.values())
+    assert Telemetry.from_dict(t.to_dict()) == t
+
+
+def test_telemetry_shows_temperature_battery_and_charging_faults(session, device):
+    set_faults(device.state_dir, temperature_c=48.5, battery_level=12, charging=False)
+    t = read_telemetry(session)
+    assert t.zones_c == {"cpu-0-0-usr": 48.5, "battery": 48.5, "skin-therm": 48.5}
+    assert t.max_temp_c == 48.5 and t.battery_temp_c == 48.5
+    assert t.thermal_status == 1
+    assert t.battery_pct == 12 and t.charging is False
+
+
+def test_zone_parsing_survives_real_phone_oddities():
+    grep_output = "\n".join([
+        "/sys/class/thermal/thermal_zone0/type:cpu",
+        "/sys/class/thermal/thermal_zone0/temp:41500",
+        "/sys/class/thermal/thermal_zone1/type:cpu",
+        "/sys/class/thermal/thermal_zone1/temp:43000",
+        "/sys/class/thermal/thermal_zone2/type:battery",
+        "/sys/class/thermal/thermal_zone2/temp:30",        # whole degrees
+        "/sys/class/thermal/thermal_zone3/type:disabled",
+        "/sys/class/thermal/thermal_zone3/temp:-273000",   # a switched-off sensor
+        "/sys/class/thermal/thermal_zone4/type:no-temp",   # temp unreadable (EINVAL)
+    ])
+    assert parse_zones(grep_output) == {"cpu": 41.5, "cpu@thermal_zone1": 43.0, "battery": 30.0}
+
+
+def test_charging_is_any_power_source_or_the_battery_status():
+    assert parse_charging("  AC powered: false\n  USB powered: true\n  status: 2\n") is True
+    assert parse_charging("  AC powered: false\n  USB powered: false\n  status: 3\n") is False
+    assert parse_charging("  status: 5\n") is True
+    assert parse_charging("") is None
+
+
+# -- readiness ------------------------------------------------------------------------------------
+def test_a_normal_device_is_ready_at_once(session):
+    readiness = wait_until_ready(session, HygieneSettings(**FAST),
+                                 sleep=lambda s: pytest.fail("slept on a ready device"))
+    assert readiness.ok and readiness.reason is None and readiness.waited_s == 0
+    assert readiness.before is readiness.after
+
+
+def test_a_hot_device_is_not_ready_after_the_deadline(session, device):
+    set_faults(device.state_dir, temperature_c=50.0)
+    settings = HygieneSettings(**FAST)
+    readiness = wait_until_ready(session, settings)
+    assert not readiness.ok
+    assert readiness.reason.startswith("device hot: 50.0 °C > 45.0 °C")
+    assert "thermal status 2 > 1" in readiness.reason
+    assert readiness.reason.endswith("s cooldown")
+    assert readiness.waited_s >= settings.cooldown_deadline_s
+    assert readiness.after.max_temp_c == 50.0
+    assert readiness.to_dict()["after"]["zones_c"]["skin-therm"] == 50.0
+
+
+def test_the_deadline_counts_injected_sleeps(session, device):
+    set_faults(device.state_dir, temperature_c=55.0)
+    slept = []
+    readiness = wait_until_ready(session, HygieneSettings(poll_interval_s=2, cooldown_deadline_s=9),
+                                 sleep=slept.append)
+    assert not readiness.ok
+    assert slept == [2, 2, 2, 2, 1]
+    assert "after 9 s cooldown" in readiness.reason
+
+
+def test_a_device_that_cools_down_during_the_wait_becomes_ready(session, device):
+    set_faults(device.state_dir, temperature_c=50.0)
+    cooler = threading.Timer(0.5, lambda: set_faults(device.state_dir, temperature_c=None))
+    cooler.start()
+    try:
+        readiness = wait_until_ready(session, HygieneSettings(poll_interval_s=0.1,
+                                                              cooldown_deadline_s=30))
+    finally:
+        cooler.cancel()
+    assert readiness.ok, readiness.reason
+    assert readiness.waited_s > 0
+    assert readiness.before.max_temp_c == 50.0
+    assert readiness.after.max_temp_c == 35.0
+
+
+def test_low_battery_is_unfit_unless_charging(session, device):
+    set_faults(device.state_dir, battery_level=10, charging=False)
+    readiness = wait_until_ready(session, HygieneSettings(**FAST))
+    assert not readiness.ok
+    assert readiness.reason.startswith("battery 10 % < 20 % and not charging")
+
+    set_faults(device.state_dir, charging=None)  # plugged back in
+    assert wait_until_ready(session, HygieneSettings(**FAST)).ok
+
+
+def test_unknown_values_are_not_held_against_a_device():
+    assert unfit_reasons(Telemetry(at="now"), HygieneSettings()) == []
+
+
+# -- storage --------------------------------------------------------------------------------------
+def test_storage_check_refuses_before_any_push(session, device, tmp_path):
+    remote_dir = "/data/local/tmp/hygiene-test"
+    artifact = tmp_path / "model.tflite"
+    artifact.write_bytes(os.urandom(64 * 1024))
+    settings = HygieneSettings(storage_margin_bytes=1024 * 1024)
+    set_faults(device.state_dir, storage_quota_bytes=512 * 1024)
+
+    def push_if_room() -> None:
+        check_storage(session, remote_dir, artifact.stat().st_size, settings)
+        session.shell(f"mkdir -p {remote_dir}")
+        session.push(artifact, f"{remote_dir}/model.tflite")
+
+    with pytest.raises(DeviceError) as refused:
+        push_if_room()
+    message = str(refused.value)
+    assert f"needs {64 * 1024} bytes + {1024 * 1024} margin" in message
+    assert "free on /data" in message
+    free = free_space(session, remote_dir).free_bytes
+    assert free <= 512 * 1024 and f"has {free} free" in message
+    assert session.shell(f"ls {remote_dir}").status != 0  # nothing was created or pushed
+
+    set_faults(device.state_dir, storage_quota_bytes=8 * 1024 * 1024)
+    push_if_room()
+    assert session.shell(f"ls {remote_dir}/model.tflite").status == 0
+    session.shell(f"rm -r {remote_dir}")
+
+
+# -- fixed performance mode -----------------------------------------------------------------------
+def test_fixed_performance_mode_is_enabled_then_restored(session):
+    assert read_fixed_performance_mode(session) is False
+    with fixed_performance_mode(session) as enabled:
+        assert enabled is True
+        assert "mFixedPerformanceModeEnabled=true" in session.shell("dumpsys power").stdout
+    assert "mFixedPerformanceModeEnabled=false" in session.shell("dumpsys power").stdout
+
+    with pytest.raises(RuntimeError):
+        with fixed_performance_mode(session):
+            raise RuntimeError("benchmark failed")
+    assert read_fixed_performance_mode(session) is False
+
+
+def test_fixed_performance_mode_left_on_when_it_was_on_before(session):
+    session.shell("cmd power set-fixed-performance-mode-enabled true")
+    try:
+        with fixed_performance_mode(session) as enabled:
+            assert enabled
+        assert read_fixed_performance_mode(session) is True
+    finally:
+        session.shell("cmd power set-fixed-performance-mode-enabled false")
