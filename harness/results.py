@@ -56,6 +56,7 @@ class Measurement(BenchmarkFigures):
     attempt: int = 1                 # 2, 3: retried after the device dropped
     delegate_choice: str | None = None  # --delegate: cpu | xnnpack | gpu | nnapi (None: default)
     cpu_mask: str | None = None      # taskset mask the launch was pinned to
+    launch_seconds: float | None = None  # host wall time of the benchmark_model launch
     job_key: str | None = None
     telemetry_before_json: str | None = None
     telemetry_after_json: str | None = None

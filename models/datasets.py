@@ -139,7 +139,7 @@ def default_normalization(source: ModelSource, geometry: ImageGeometry) -> str:
 
 
 def _digits(max_test: int) -> EvalData:
-    from models.digits import DIGITS_NUM_CLASSES, digits_dataset
+    from models.digits_data import DIGITS_NUM_CLASSES, digits_dataset
 
     data = digits_dataset()
     return EvalData(

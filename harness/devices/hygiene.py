@@ -69,15 +69,19 @@ def unfit_reasons(telemetry: Telemetry, settings: HygieneSettings) -> list[str]:
 
 
 def wait_until_ready(session: DeviceSession, settings: HygieneSettings, *,
-                     sleep: Callable[[float], None] = time.sleep) -> Readiness:
+                     sleep: Callable[[float], None] = time.sleep,
+                     first_reading: Telemetry | None = None) -> Readiness:
     """Poll every poll_interval_s until the device is fit, up to cooldown_deadline_s.
+
+    `first_reading`: a snapshot the caller just took (the previous launch's after-telemetry),
+    used instead of reading the device again.
 
     The deadline holds on both the wall clock and the sum of the sleeps, so an injected `sleep`
     (a test, an event loop) ends the wait after as many polls as a real one would.
     """
     started = time.monotonic()
     slept_s = 0.0
-    before = after = read_telemetry(session)
+    before = after = first_reading or read_telemetry(session)
     reasons = unfit_reasons(after, settings)
     while reasons:
         waited_s = max(time.monotonic() - started, slept_s)

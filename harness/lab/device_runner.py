@@ -26,6 +26,8 @@ from harness.results import PARSED_FIELDS, Measurement, utc_now
 from harness.store import Store
 
 OUTPUT_TAIL_LINES = 40
+# A snapshot taken right after one launch is the before-reading of the next if this recent.
+FRESH_TELEMETRY_S = 2.0
 EXIT_SIGNAL_BASE = 128
 
 
@@ -37,6 +39,8 @@ class _Prepared:
     bytes_pushed: int
     big_cores: list[int] = field(default_factory=list)
     mask_hex: str | None = None
+    last_telemetry: object = None     # after-telemetry of the previous launch ...
+    last_telemetry_at: float = 0.0    # ... and when (monotonic): fresh ones stand in for a read
 
 
 class DeviceRunner:
@@ -135,7 +139,9 @@ class DeviceRunner:
         from harness.devices.telemetry import read_telemetry
 
         session = prepared.session
-        readiness = wait_until_ready(session, _hygiene(self.config))
+        fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
+        readiness = wait_until_ready(session, _hygiene(self.config),
+                                     first_reading=prepared.last_telemetry if fresh else None)
         m.telemetry_before_json = json.dumps(readiness.after.to_dict())
         m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.max_temp_c
         if not readiness.ok:
@@ -153,8 +159,10 @@ class DeviceRunner:
             command = f"taskset {prepared.mask_hex} {command}"
             m.cpu_mask = prepared.mask_hex
         m.command, m.num_threads = command, threads
+        started = time.monotonic()
         try:
             result = session.shell(command, timeout_s=settings.timeout_s())
+            m.launch_seconds = time.monotonic() - started
         except CommandTimeout:
             # Closing the stream makes the device kill the process, as adbd does.
             raise BenchmarkError(f"benchmark_model timed out after {settings.timeout_s():g} s "
@@ -163,7 +171,9 @@ class DeviceRunner:
         output = result.stdout + result.stderr
         m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
         try:
-            m.telemetry_after_json = json.dumps(read_telemetry(session).to_dict())
+            after = read_telemetry(session)
+            m.telemetry_after_json = json.dumps(after.to_dict())
+            prepared.last_telemetry, prepared.last_telemetry_at = after, time.monotonic()
         except DeviceError:
             pass  # the sample stands; only its after-telemetry is missing
         runs = parse_log(output)
