@@ -178,3 +178,21 @@ def test_plain_adbutils_would_have_started_a_server(monkeypatch):
     finally:
         subprocess.run([adbutils.adb_path(), "-P", str(watched_port), "kill-server"],
                        capture_output=True, timeout=30)
+
+
+def test_bench_run_all_measures_on_both_servers(two_servers, tmp_path, monkeypatch):
+    from harness.config import BenchmarkSettings
+    from harness.run import run_benchmarks
+
+    base, lab, _ = two_servers
+    monkeypatch.setenv("BENCH_STATE_DIR", str(tmp_path / "no-virtual-lab"))
+    config = load_config(base / "bench.toml")
+    config.store_path, config.reports_dir = tmp_path / "bench.db", tmp_path / "reports"
+    config.peak_memory = False
+    config.benchmark = BenchmarkSettings(num_runs=3, min_secs=0.02, warmup_min_secs=0.01, max_secs=20)
+    result = run_benchmarks(config)
+    assert result.exit_code == 0, [m.error for m in result.measurements]
+    assert {(m.device_serial, m.adb_server) for m in result.measurements} == {
+        (serial, name) for name, (_server, serial, _fs) in lab.items()}
+    for _name, (_server, _serial, fs) in lab.items():  # each device got its own push
+        assert (fs / "data/local/tmp/bench/benchmark_model").exists()

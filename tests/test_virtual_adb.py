@@ -159,7 +159,7 @@ def test_adb_lists_device_with_product_and_model(lab):
     line = next(l for l in out.splitlines() if l.startswith(serial))
     assert line.split()[1] == "device"
     assert "product:bench_virtual_x86_64" in line
-    assert "model:Virtual_x86_64" in line
+    assert "model:bench_Virtual_x86_64_host_CPU" in line
     assert "device:virtual_x86_64" in line
     features = adb.run("-s", serial, "features").stdout.decode().split()
     assert set(features) == set(FEATURES)
