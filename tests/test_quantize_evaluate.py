@@ -5,7 +5,6 @@ Every figure comes from the LiteRT interpreter running the produced files; nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,19 +16,8 @@ from harness.convert import ParityError, convert_to_tflite, tflite_outputs  # no
 from harness.errors import UserError  # noqa: E402
 from harness.evaluate import evaluate_tflite, tflite_predict  # noqa: E402
 from harness.optimize.quantize import QUANT_MODES, quantize_tflite, quantize_torch, zip_size  # noqa: E402
+from models.datasets import EvalData as Data  # noqa: E402
 from models.digits import digits_dataset  # noqa: E402
-
-
-@dataclass
-class Data:
-    """The fields of models.datasets.EvalData that evaluation reads."""
-
-    name: str
-    x_train: np.ndarray | None
-    y_train: np.ndarray | None
-    x_test: np.ndarray
-    y_test: np.ndarray | None
-    num_classes: int | None
 
 
 def wide_digits_cnn() -> nn.Module:
