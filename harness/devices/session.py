@@ -137,23 +137,15 @@ class DeviceSession:
         info.abi = info.props.get("ro.product.cpu.abi")
         sdk = info.props.get("ro.build.version.sdk", "")
         info.sdk = int(sdk) if sdk.isdigit() else None
-        info.battery_pct, battery_temp = parse_dumpsys_battery(self.shell("dumpsys battery").stdout)
-        info.temperature_c = self.max_thermal_zone_c()
-        if info.temperature_c is None:
-            info.temperature_c = battery_temp
+        from harness.devices.telemetry import read_telemetry  # it builds on this module
+
+        snapshot = read_telemetry(self)
+        info.battery_pct, info.temperature_c = snapshot.battery_pct, snapshot.max_temp_c
         return info
 
     def getprops(self) -> dict[str, str]:
         out = self.shell("getprop").stdout
         return dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]$", out, flags=re.M))
-
-    def max_thermal_zone_c(self) -> float | None:
-        out = self.shell("cat /sys/class/thermal/thermal_zone*/temp 2>/dev/null").stdout
-        values = [int(v) for v in out.split() if v.lstrip("-").isdigit()]
-        if not values:
-            return None
-        # Zones report millidegrees on most devices, whole degrees on a few.
-        return max(v / 1000 if abs(v) > 200 else float(v) for v in values)
 
     # -- shell -------------------------------------------------------------------------------
     def shell(self, command: str, timeout_s: float | None = None) -> ShellResult:

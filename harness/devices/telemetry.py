@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from harness.results import utc_now
 
 from harness.devices.session import DeviceSession, parse_dumpsys_battery
 from harness.errors import DeviceError
@@ -160,10 +160,6 @@ def parse_cpu_files(grep_output: str, filename: str) -> dict[int, int]:
     return dict(sorted(values.items()))
 
 
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 # -- readings ------------------------------------------------------------------------------------------
 TELEMETRY_SECTIONS = {
     "battery": "dumpsys battery 2>/dev/null",
@@ -193,7 +189,7 @@ def parse_telemetry(stdout: str, at: str) -> Telemetry:
 
 def read_telemetry(session: DeviceSession) -> Telemetry:
     """A snapshot in one shell round trip. Raises DeviceError only when the link fails."""
-    at = utc_now_iso()
+    at = utc_now()
     result = session.shell(compound_command(TELEMETRY_SECTIONS))
     return parse_telemetry(result.stdout, at)
 
