@@ -1,0 +1,76 @@
+"""index.html: one self-contained file (inline CSS, plots as base64 PNG, no scripts, no network).
+
+Every name that came from a device, a config or a model (serials, variants, errors) is escaped:
+pandas' `to_html(escape=True)` for table cells, `html.escape` for everything else.
+"""
+from __future__ import annotations
+
+import base64
+import html
+
+import pandas as pd
+
+from harness.report.content import ReportContent
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1300px; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; }
+th { background: #f0f3f7; } td:first-child, th:first-child { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+.status-ok { color: #1a7f37; } .status-failed { color: #c62828; }
+figure { margin: 1em 0 2em; } figcaption { font-weight: 600; margin-bottom: .3em; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.note { color: #555; font-style: italic; }
+"""
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p><em>none</em></p>"
+    return frame.to_html(index=False, escape=True, na_rep="-", border=0,
+                         float_format=lambda v: f"{v:.3f}")
+
+
+def png_data_uri(png_bytes: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
+
+
+def render_html(content: ReportContent) -> str:
+    e = html.escape
+    run = content.run
+    status = str(run.get("status"))
+    sections = [
+        ("Latency", "<p>avg ms: median over trials of each launch's average; p90 ms and CV % "
+                    "over the same trial averages.</p>" + html_table(content.latency)),
+        ("Size per variant", html_table(content.size)),
+        ("Accuracy per variant", html_table(content.accuracy)),
+        ("Failed, invalid or skipped launches", html_table(content.failures)),
+        ("Provenance: devices", html_table(content.devices)),
+        ("Provenance: model and benchmark_model hashes", html_table(content.hashes)),
+    ]
+    figures = [
+        f'<figure><figcaption>{e(title)}</figcaption>'
+        f'<img alt="{e(title)}" src="{png_data_uri(path.read_bytes())}"></figure>'
+        for title, path in content.plots.items()
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>bench run {e(content.run_id)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>bench run {e(content.run_id)}</h1>",
+        "<ul>",
+        f"<li>started {e(str(run.get('started_at')))}, finished {e(str(run.get('finished_at')))},"
+        f' status <strong class="status-{e(status)}">{e(status)}</strong></li>',
+        f"<li>tool: bench {e(str(run.get('tool_version')))} on {e(str(run.get('host')))}</li>",
+        f"<li>bytes pushed: {e(str(run.get('bytes_pushed')))}</li>",
+        "</ul>",
+        *[f"<h2>{e(title)}</h2>\n{body}" for title, body in sections],
+        *[f'<p class="note">{e(note)}</p>' for note in content.notes],
+        "<h2>Plots</h2>",
+        *figures,
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
