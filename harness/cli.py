@@ -53,6 +53,8 @@ def cli() -> None:
 @click.option("--op-profiling", is_flag=True, default=None, help="One extra launch per variant with op profiling.")
 @click.option("--busy", type=click.Choice(["wait", "fail"]), default=None,
               help="A device another bench process is using: wait for it, or record it busy.")
+@click.option("--baseline", default=None, metavar="RUN_ID|latest|tag:NAME",
+              help="Compare this run against a baseline run; exit 1 when anything REGRESSED.")
 @click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
               help="Finish only the jobs RUN_ID has no record of (same config).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
@@ -62,7 +64,7 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="Only the table and summary.")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, busy, resume_run_id, store_path, reports_dir, quiet):
+        op_profiling, busy, baseline, resume_run_id, store_path, reports_dir, quiet):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
@@ -112,8 +114,22 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     ok = len(result.measurements) - len(result.failed)
     click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
-               f"report: {result.report_dir}/report.md; store: {config.store_path}")
-    sys.exit(result.exit_code)
+               f"report: {result.report_dir}/index.html; store: {config.store_path}")
+    exit_code = result.exit_code
+    if baseline:
+        from harness.cli_compare import compare_markdown, format_compare
+        from harness.compare import compare as compare_runs, resolve_run_ref
+        from harness.store import Store
+
+        store = Store(config.store_path)
+        base_id = resolve_run_ref(store, baseline, exclude=result.run_id)
+        verdicts = compare_runs(store, base_id, result.run_id)
+        store.close()
+        click.echo(f"\ncompared with baseline {base_id}:")
+        click.echo(format_compare(verdicts))
+        (result.report_dir / "compare.md").write_text(compare_markdown(verdicts))
+        exit_code = max(exit_code, verdicts.exit_code)
+    sys.exit(exit_code)
 
 
 # -- optimize / analyze --------------------------------------------------------------------------
@@ -267,7 +283,7 @@ def report(run_id, store_path, reports_dir):
         raise UserError(f"run {run_id}: not in {store_path}; recent runs: {', '.join(known) or 'none'}")
     out = write_report(store, run_id, reports_dir)
     click.echo(format_table(latency_table(store.measurements(run_id))))
-    click.echo(f"report: {out}/report.md")
+    click.echo(f"report: {out}/index.html (also report.md, results.csv, results.json)")
 
 
 # -- lab ----------------------------------------------------------------------------------------
@@ -347,6 +363,11 @@ def _fault_value(text: str):
         except ValueError:
             pass
     raise UserError(f"{text}: fault values are numbers, true/false or none")
+
+
+from harness.cli_compare import register as _register_compare_commands  # noqa: E402
+
+_register_compare_commands(cli)  # history, compare, tag
 
 
 def main() -> None:

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS measurements (
   {_measurement_columns()}
 );
 CREATE INDEX IF NOT EXISTS measurements_run ON measurements(run_id);
+CREATE TABLE IF NOT EXISTS tags (
+  tag TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  tagged_at TEXT
+);
 CREATE TABLE IF NOT EXISTS op_profiles (
   measurement_id INTEGER NOT NULL REFERENCES measurements(id),
   node_type TEXT, name TEXT,
@@ -160,3 +165,29 @@ class Store:
         rows = self._conn.execute(
             "SELECT * FROM measurements WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
         return [Measurement(**{k: row[k] for k in MEASUREMENT_FIELDS}) for row in rows]
+
+    # -- tags (`bench tag RUN_ID NAME`, `bench compare tag:NAME ...`) --------------------------
+    def tag_run(self, run_id: str, tag: str) -> None:
+        """Name a run; a tag names one run, so tagging again moves it."""
+        from harness.results import utc_now
+
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)",
+                               (tag, run_id, utc_now()))
+
+    def run_for_tag(self, tag: str) -> str | None:
+        row = self._conn.execute("SELECT run_id FROM tags WHERE tag=?", (tag,)).fetchone()
+        return row[0] if row else None
+
+    def tags_by_run(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for row in self._conn.execute("SELECT tag, run_id FROM tags ORDER BY tag"):
+            out.setdefault(row["run_id"], []).append(row["tag"])
+        return out
+
+    def latest_run_id(self, exclude: str | None = None) -> str | None:
+        """The most recently started run, other than `exclude` (e.g. the run being made now)."""
+        row = self._conn.execute(
+            "SELECT run_id FROM runs WHERE run_id IS NOT ? ORDER BY started_at DESC, rowid DESC"
+            " LIMIT 1", (exclude,)).fetchone()
+        return row[0] if row else None

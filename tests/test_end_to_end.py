@@ -139,6 +139,14 @@ def test_cli_run_prints_the_latency_table(lab, tmp_path):
     assert "bytes pushed:" in result.stdout
     for dev in lab.devices:
         assert dev.serial in result.stdout
+    # The same again, judged against the first: one trial each is too few to call, so UNKNOWN.
+    again = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
+                      "--store", str(tmp_path / "b.db"), "--reports-dir", str(tmp_path / "r"),
+                      "--quiet", "--baseline", "latest")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "compared with baseline" in again.stdout and "UNKNOWN" in again.stdout
+    assert "REGRESSED" not in again.stdout.split("compared with baseline")[1]
+    assert list((tmp_path / "r").glob("*/compare.md"))
 
 
 def test_every_variant_is_measured_on_every_device(lab, tmp_path):

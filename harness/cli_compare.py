@@ -1,0 +1,195 @@
+"""`bench history`, `bench compare` and `bench tag`, plus how a compare result is shown
+(terminal table, compare.md). `register(cli)` adds the commands to the `bench` group.
+
+`--confirm` (re-running REGRESSED keys interleaved with the baseline on the device) is not
+implemented here: it needs the device runner.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from harness.compare import CompareResult, KeyVerdict, MetricVerdict
+from harness.errors import UserError
+
+DEFAULT_STORE = Path("reports/bench.db")
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.3f}"
+
+
+def _latency_cells(v: KeyVerdict) -> list[str]:
+    t = v.test
+    return [v.verdict, v.label, _ms(v.base.median_us), _ms(v.cand.median_us),
+            "-" if t is None else f"{t.ratio:.3f}",
+            "-" if t is None else f"{t.ci_low:.3f}–{t.ci_high:.3f}",
+            "-" if t is None else f"{min(t.p_slower, t.p_faster):.2g}",
+            f"{v.base.n}/{v.cand.n}", v.reason]
+
+
+LATENCY_HEADER = ["verdict", "key", "base ms", "cand ms", "ratio", "95% CI", "p", "n b/c", "why"]
+METRIC_HEADER = ["verdict", "variant", "base", "cand", "why"]
+
+
+def _metric_cells(v: MetricVerdict) -> list[str]:
+    fmt = (lambda x: f"{x:,.0f} B") if v.metric == "size" else (lambda x: f"{100 * x:.2f} %")
+    return [v.verdict, v.label, fmt(v.base_value), fmt(v.cand_value), v.reason]
+
+
+def _summary(result: CompareResult) -> str:
+    counts = ", ".join(f"{n} {name}" for name, n in result.counts().items() if n)
+    return f"{result.base_run} -> {result.cand_run}: {counts or 'nothing compared'}"
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def format_compare(result: CompareResult) -> str:
+    """The terminal view: worst verdicts first."""
+    order = {"REGRESSED": 0, "INVALID": 1, "UNKNOWN": 2, "IMPROVED": 3, "SAME": 4}
+    parts = [_text_table(LATENCY_HEADER, [_latency_cells(v) for v in
+                                          sorted(result.latency, key=lambda v: order[v.verdict])])]
+    metrics = [*result.size, *result.accuracy]
+    if metrics:
+        parts.append(_text_table(METRIC_HEADER, [_metric_cells(v) for v in metrics]))
+    parts.append(_summary(result))
+    return "\n\n".join(parts)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def compare_markdown(result: CompareResult) -> str:
+    """compare.md: short enough to paste in a CI comment, regressions first."""
+    icon = {"REGRESSED": "❌", "INVALID": "⚠️", "UNKNOWN": "❔", "IMPROVED": "✅", "SAME": "✅"}
+    head = ("**bench compare**: " + ("❌ regressions found" if result.regressed
+                                     else "no regressions"))
+    order = {"REGRESSED": 0, "INVALID": 1, "UNKNOWN": 2, "IMPROVED": 3, "SAME": 4}
+    latency_rows = []
+    for v in sorted(result.latency, key=lambda v: order[v.verdict]):
+        cells = _latency_cells(v)
+        cells[0] = f"{icon[v.verdict]} {v.verdict}"
+        cells[1] = f"`{v.label}`"
+        latency_rows.append(cells)
+    parts = [head, f"base `{result.base_run}` → candidate `{result.cand_run}`: "
+             + ", ".join(f"{n} {name}" for name, n in result.counts().items() if n),
+             "### Latency", _md_table(LATENCY_HEADER, latency_rows)]
+    metrics = [*result.size, *result.accuracy]
+    if metrics:
+        parts += ["### Size and accuracy",
+                  _md_table(METRIC_HEADER, [[f"{icon[v.verdict]} {v.verdict}", *_metric_cells(v)[1:]]
+                                            for v in metrics])]
+    unmatched = len(result.only_in_base) + len(result.only_in_cand)
+    if unmatched:
+        parts.append(f"{len(result.only_in_base)} key(s) only in base, "
+                     f"{len(result.only_in_cand)} only in candidate (not compared).")
+    t = result.thresholds
+    overrides = ", ".join(f"`{p}`={r:g}" for p, r in t.overrides)
+    parts.append(f"<sub>REGRESSED needs p ≤ {t.alpha:g} (one-sided Mann–Whitney U / KS), median "
+                 f"ratio ≥ {t.ratio:g}{' (' + overrides + ')' if overrides else ''} and a bootstrap "
+                 f"95 % CI excluding 1. INVALID: CV ≥ {100 * t.max_cv:.0f} %, max/min > "
+                 f"{t.max_spread:g}, throttled, battery < {t.min_battery_pct} %.</sub>")
+    return "\n\n".join(parts) + "\n"
+
+
+def _open_store(store_path: Path):
+    from harness.store import Store
+
+    if not Path(store_path).exists():
+        raise UserError(f"--store {store_path}: no results store there; run `bench run` first")
+    return Store(store_path)
+
+
+@click.command()
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--device", default=None, help="Only this device serial.")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
+@click.option("--json", "as_json", is_flag=True)
+def history(model, device, store_path, as_json):
+    """Runs over time per key (variant, device, delegate, threads, CPU mask, OS build, binary)."""
+    from dataclasses import asdict
+
+    from harness.history import format_history, history_rows
+
+    rows = history_rows(_open_store(store_path), model=model, device=device)
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=1))
+    else:
+        click.echo(format_history(rows))
+
+
+@click.command()
+@click.argument("base")
+@click.argument("cand")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
+              help="compare.md goes to REPORTS_DIR/<cand>/ (default: reports).")
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Write compare.md into this directory instead.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="RATIO|PATTERN=RATIO",
+              help="Slowdown ratio that counts (default 1.05); PATTERN=RATIO per key, e.g. '*gpu*=1.10'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="Also write JUnit XML here (one test case per key).")
+def compare(base, cand, store_path, reports_dir, output_dir, thresholds, as_json, junit_path):
+    """Verdict per key of CAND against BASE (run ids, `latest` or `tag:NAME`). Exit 1 if REGRESSED."""
+    from harness.compare import Thresholds, compare as compare_runs, parse_threshold, resolve_run_ref
+    from harness.junit import write_junit
+    from harness.paths import reports_dir as default_reports_dir
+
+    settings = Thresholds()
+    for text in thresholds:
+        parse_threshold(text, settings)
+    store = _open_store(store_path)
+    cand_id = resolve_run_ref(store, cand)
+    base_id = resolve_run_ref(store, base, exclude=cand_id)
+    result = compare_runs(store, base_id, cand_id, settings)
+    out_dir = output_dir or (reports_dir or default_reports_dir()) / cand_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.md").write_text(compare_markdown(result))
+    if junit_path is not None:
+        write_junit(result, junit_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1, default=str))
+    else:
+        click.echo(format_compare(result))
+        click.echo(f"compare.md: {out_dir / 'compare.md'}")
+    # sys.exit, not ctx.exit: bench's main() runs click with standalone_mode=False, which
+    # would swallow click's Exit and return 0.
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
+def tag(run_id, name, store_path):
+    """Name a run (e.g. release-1.4) so `bench compare tag:NAME ...` finds it."""
+    store = _open_store(store_path)
+    if store.run(run_id) is None:
+        raise UserError(f"run {run_id}: not in {store_path}")
+    if not name or name != name.strip() or ":" in name:
+        raise UserError(f"tag {name!r}: use a name without spaces at the ends or ':'")
+    store.tag_run(run_id, name)
+    click.echo(f"tagged {run_id} as {name}")
+
+
+def register(cli_group: click.Group) -> None:
+    for command in (history, compare, tag):
+        cli_group.add_command(command)

@@ -1,0 +1,419 @@
+"""Compare two runs key by key and give each key a verdict a nightly job can act on.
+
+A key is everything that changes latency apart from the code under test: model variant, device,
+adb server, delegate, threads, CPU mask, OS build and benchmark_model binary. Samples are the
+per-launch means (`inference_avg_us`) of a key's timing launches.
+
+Verdicts (latency): INVALID when a validity gate fails; REGRESSED/IMPROVED only when a one-sided
+rank test, the size of the change and a bootstrap CI of the median ratio all agree; SAME when the
+CI lies inside the threshold band; UNKNOWN otherwise, with how many more trials would settle it.
+Size and accuracy are compared per variant from the artifacts' metadata.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from harness.errors import UserError
+from harness.results import Measurement
+
+REGRESSED, IMPROVED, SAME, UNKNOWN, INVALID = "REGRESSED", "IMPROVED", "SAME", "UNKNOWN", "INVALID"
+VERDICTS = (REGRESSED, INVALID, UNKNOWN, IMPROVED, SAME)  # display order: worst first
+MIN_SAMPLES = 3
+
+
+# -- keys and samples ----------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class SeriesKey:
+    """What must be equal for two samples to be comparable."""
+
+    model_name: str
+    variant: str
+    device_serial: str
+    adb_server: str
+    delegate_choice: str
+    num_threads: str
+    cpu_mask: str
+    os_build: str
+    binary_sha256: str
+
+    @property
+    def label(self) -> str:
+        # One string per key, for tables and for the per-key threshold patterns (`*gpu*=1.10`).
+        return (f"{self.model_name}:{self.variant}@{self.device_serial}"
+                f" server={self.adb_server} delegate={self.delegate_choice}"
+                f" threads={self.num_threads} mask={self.cpu_mask} os={self.os_build}"
+                f" bin={self.binary_sha256[:12]}")
+
+
+def os_build(device_props_json: str | None) -> str:
+    """The OS build a sample ran on: the build fingerprint, else the incremental version."""
+    props = json.loads(device_props_json or "{}")
+    return (props.get("ro.build.fingerprint") or props.get("ro.build.version.incremental")
+            or "unknown")
+
+
+def series_key(m: Measurement) -> SeriesKey:
+    return SeriesKey(
+        model_name=m.model_name or "?", variant=m.variant, device_serial=m.device_serial,
+        adb_server=m.adb_server, delegate_choice=m.delegate_choice or "default",
+        num_threads=str(m.num_threads) if m.num_threads is not None else "default",
+        cpu_mask=m.cpu_mask or "none", os_build=os_build(m.device_props_json),
+        binary_sha256=m.binary_sha256 or "?")
+
+
+@dataclass
+class KeySamples:
+    """A key's timing samples in one run, and what the validity gates need to know about them."""
+
+    values_us: list[float] = field(default_factory=list)  # per-launch means of the ok launches
+    invalid: int = 0                   # launches the run itself marked invalid
+    throttled: int = 0                 # launches that started above the thermal-status limit
+    low_battery: int = 0               # launches that started on a low battery, not charging
+
+
+def group_samples(measurements: list[Measurement], thresholds: "Thresholds | None" = None
+                  ) -> dict[SeriesKey, KeySamples]:
+    thresholds = thresholds or Thresholds()
+    groups: dict[SeriesKey, KeySamples] = {}
+    for m in measurements:
+        if m.kind != "timing":
+            continue
+        if m.status == "invalid":
+            groups.setdefault(series_key(m), KeySamples()).invalid += 1
+            continue
+        if m.status != "ok" or m.inference_avg_us is None:
+            continue  # failed / retried / skipped launches are not samples
+        samples = groups.setdefault(series_key(m), KeySamples())
+        samples.values_us.append(float(m.inference_avg_us))
+        telemetry = json.loads(m.telemetry_before_json or "{}")
+        status = telemetry.get("thermal_status")
+        if status is not None and status > thresholds.max_thermal_status:
+            samples.throttled += 1
+        battery = telemetry.get("battery_pct", m.battery_pct)
+        if (battery is not None and battery < thresholds.min_battery_pct
+                and telemetry.get("charging") is not True):
+            samples.low_battery += 1
+    return groups
+
+
+# -- thresholds ----------------------------------------------------------------------------------
+@dataclass
+class Thresholds:
+    ratio: float = 1.05                 # median cand/base that counts as a real slowdown
+    overrides: list[tuple[str, float]] = field(default_factory=list)  # (glob over key label, ratio)
+    alpha: float = 0.01                 # one-sided p-value bound
+    max_cv: float = 0.10                # validity gate: stdev/mean of a key's samples
+    max_spread: float = 3.0             # validity gate: max/min of a key's samples
+    max_thermal_status: int = 1         # Android THROTTLING_LIGHT; above it the SoC is slowed
+    min_battery_pct: int = 20
+    size_tolerance: float = 0.01        # relative .tflite size increase that is a regression
+    accuracy_drop_points: float = 0.5   # top-1 drop, in percentage points, that is a regression
+    bootstrap_resamples: int = 2000
+    seed: int = 0                       # bootstrap resampling is seeded: same data, same verdict
+
+    def ratio_for(self, label: str) -> float:
+        """The first override whose pattern matches the key label, else the default ratio."""
+        for pattern, ratio in self.overrides:
+            if fnmatch.fnmatchcase(label, pattern):
+                return ratio
+        return self.ratio
+
+
+def parse_threshold(text: str, thresholds: Thresholds) -> None:
+    """`1.08` sets the default ratio; `PATTERN=RATIO` (e.g. `*gpu*=1.10`) adds an override."""
+    pattern, sep, value = text.rpartition("=")
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise UserError(f"--threshold {text}: expected RATIO or PATTERN=RATIO, "
+                        "e.g. 1.05 or '*gpu*=1.10'") from None
+    if not ratio > 1.0:
+        raise UserError(f"--threshold {text}: the ratio must be above 1 (e.g. 1.05 for 5 %)")
+    if sep:
+        thresholds.overrides.append((pattern, ratio))
+    else:
+        thresholds.ratio = ratio
+
+
+# -- statistics of one key ---------------------------------------------------------------------
+@dataclass
+class SampleStats:
+    n: int
+    median_us: float | None
+    cv: float | None          # stdev (ddof=1) / mean
+    spread: float | None      # max / min
+
+
+def sample_stats(values_us: list[float]) -> SampleStats:
+    if not values_us:
+        return SampleStats(0, None, None, None)
+    x = np.asarray(values_us, dtype=float)
+    cv = float(np.std(x, ddof=1) / np.mean(x)) if len(x) > 1 else None
+    spread = float(x.max() / x.min()) if x.min() > 0 else math.inf
+    return SampleStats(len(x), float(np.median(x)), cv, spread)
+
+
+@dataclass
+class LatencyTest:
+    """The numbers a latency verdict rests on."""
+
+    ratio: float                  # median(cand) / median(base)
+    ci_low: float                 # bootstrap 95 % CI of that ratio
+    ci_high: float
+    p_slower: float               # one-sided: cand slower than base (min of Mann-Whitney and KS)
+    p_faster: float               # one-sided: cand faster than base
+
+
+def latency_test(base_us, cand_us, thresholds: Thresholds) -> LatencyTest:
+    base = np.asarray(base_us, dtype=float)
+    cand = np.asarray(cand_us, dtype=float)
+    # Mann-Whitney 'greater': cand's distribution is shifted above base's (slower).
+    mw_slower = stats.mannwhitneyu(cand, base, alternative="greater").pvalue
+    mw_faster = stats.mannwhitneyu(cand, base, alternative="less").pvalue
+    # ks_2samp(x, y, 'less'): alternative is F_x(t) < F_y(t) for some t, i.e. x's CDF lies below
+    # y's: x takes larger values. So ks_2samp(cand, base, 'less') tests "cand slower".
+    ks_slower = stats.ks_2samp(cand, base, alternative="less").pvalue
+    ks_faster = stats.ks_2samp(cand, base, alternative="greater").pvalue
+
+    def median_ratio(c, b, axis=-1):
+        return np.median(c, axis=axis) / np.median(b, axis=axis)
+
+    ci = stats.bootstrap((cand, base), median_ratio, vectorized=True, paired=False,
+                         n_resamples=thresholds.bootstrap_resamples, confidence_level=0.95,
+                         method="percentile", rng=np.random.default_rng(thresholds.seed))
+    return LatencyTest(ratio=float(median_ratio(cand, base)),
+                       ci_low=float(ci.confidence_interval.low),
+                       ci_high=float(ci.confidence_interval.high),
+                       p_slower=float(min(mw_slower, ks_slower)),
+                       p_faster=float(min(mw_faster, ks_faster)))
+
+
+def more_trials_needed(test: LatencyTest, n: int, threshold: float) -> int | None:
+    """How many more trials per side would likely settle an UNKNOWN key (None: it can't tell).
+
+    The CI half-width shrinks like 1/sqrt(n); the half-width needed is the distance (in log
+    ratio) from the estimate to the nearest edge that decides it: the threshold band's edge when
+    the estimate is inside the band (-> SAME), else 1 (-> REGRESSED / IMPROVED)."""
+    log_ratio = math.log(test.ratio)
+    half_width = (math.log(test.ci_high) - math.log(test.ci_low)) / 2
+    band = math.log(threshold)
+    needed = band - abs(log_ratio) if abs(log_ratio) < band else abs(log_ratio)
+    if needed <= 1e-9 or half_width <= 0:
+        return None
+    return max(1, math.ceil(n * (half_width / needed) ** 2) - n)
+
+
+# -- verdicts -------------------------------------------------------------------------------------
+@dataclass
+class KeyVerdict:
+    key: SeriesKey
+    verdict: str
+    reason: str
+    threshold: float
+    base: SampleStats
+    cand: SampleStats
+    test: LatencyTest | None = None
+    more_trials: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["label"] = self.label
+        return data
+
+
+def _gate_failures(side: str, samples: KeySamples, st: SampleStats, t: Thresholds) -> list[str]:
+    reasons = []
+    if samples.invalid:
+        reasons.append(f"{side}: {samples.invalid} invalid launch(es)")
+    if st.cv is not None and st.cv >= t.max_cv:
+        reasons.append(f"{side}: CV {100 * st.cv:.1f} % >= {100 * t.max_cv:.0f} %")
+    if st.spread is not None and st.spread > t.max_spread:
+        reasons.append(f"{side}: max/min {st.spread:.2f} > {t.max_spread:g}")
+    if samples.throttled:
+        reasons.append(f"{side}: {samples.throttled} launch(es) throttled "
+                       f"(thermal status > {t.max_thermal_status})")
+    if samples.low_battery:
+        reasons.append(f"{side}: {samples.low_battery} launch(es) on battery "
+                       f"< {t.min_battery_pct} % and not charging")
+    return reasons
+
+
+def key_verdict(key: SeriesKey, base: KeySamples, cand: KeySamples,
+                thresholds: Thresholds) -> KeyVerdict:
+    threshold = thresholds.ratio_for(key.label)
+    base_st, cand_st = sample_stats(base.values_us), sample_stats(cand.values_us)
+    verdict = KeyVerdict(key, UNKNOWN, "", threshold, base_st, cand_st)
+    gates = (_gate_failures("base", base, base_st, thresholds)
+             + _gate_failures("cand", cand, cand_st, thresholds))
+    if gates:
+        verdict.verdict, verdict.reason = INVALID, "; ".join(gates)
+        return verdict
+    n = min(base_st.n, cand_st.n)
+    if n < MIN_SAMPLES:
+        verdict.reason = (f"too few samples (base {base_st.n}, cand {cand_st.n}; "
+                          f"need >= {MIN_SAMPLES} each): run more --trials")
+        verdict.more_trials = MIN_SAMPLES - n
+        return verdict
+    test = verdict.test = latency_test(base.values_us, cand.values_us, thresholds)
+    ci = f"ratio {test.ratio:.3f} (95 % CI {test.ci_low:.3f}-{test.ci_high:.3f})"
+    if test.p_slower <= thresholds.alpha and test.ratio >= threshold and test.ci_low > 1:
+        verdict.verdict = REGRESSED
+        verdict.reason = f"slower: {ci}, p={test.p_slower:.2g}, threshold {threshold:g}"
+    elif test.p_faster <= thresholds.alpha and test.ratio <= 1 / threshold and test.ci_high < 1:
+        verdict.verdict = IMPROVED
+        verdict.reason = f"faster: {ci}, p={test.p_faster:.2g}, threshold {threshold:g}"
+    elif test.ci_low >= 1 / threshold and test.ci_high <= threshold:
+        verdict.verdict = SAME
+        verdict.reason = f"within ±{100 * (threshold - 1):.0f} %: {ci}"
+    else:
+        verdict.more_trials = more_trials_needed(test, n, threshold)
+        more = (f"~{verdict.more_trials} more trials per run would likely settle it"
+                if verdict.more_trials else "the estimate sits on the threshold")
+        verdict.reason = f"not conclusive: {ci}, p={min(test.p_slower, test.p_faster):.2g}; {more}"
+    return verdict
+
+
+@dataclass
+class MetricVerdict:
+    """Size or accuracy of one variant (model_name:variant)."""
+
+    metric: str          # "size" | "accuracy"
+    variant: str
+    verdict: str
+    reason: str
+    base_value: float
+    cand_value: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} {self.variant}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"label": self.label}
+
+
+def _variant_artifacts(store, measurements: list[Measurement]) -> dict[str, dict]:
+    """model_name:variant -> artifact row (with metadata) for the artifacts a run measured."""
+    shas = sorted({m.artifact_sha256 for m in measurements if m.artifact_sha256})
+    return {f"{a['model_name']}:{a['variant']}": a for a in store.artifacts(shas)}
+
+
+def size_verdict(variant: str, base_bytes: int, cand_bytes: int, t: Thresholds) -> MetricVerdict:
+    change = cand_bytes / base_bytes - 1
+    text = f"{base_bytes} -> {cand_bytes} bytes ({100 * change:+.2f} %)"
+    verdict = (REGRESSED if change > t.size_tolerance
+               else IMPROVED if change < -t.size_tolerance else SAME)
+    return MetricVerdict("size", variant, verdict, text, base_bytes, cand_bytes)
+
+
+def accuracy_verdict(variant: str, base_top1: float, cand_top1: float,
+                     t: Thresholds) -> MetricVerdict:
+    points = 100 * (cand_top1 - base_top1)  # top1 is a fraction; the bound is in points
+    text = f"top-1 {100 * base_top1:.2f} % -> {100 * cand_top1:.2f} % ({points:+.2f} points)"
+    verdict = (REGRESSED if points < -t.accuracy_drop_points
+               else IMPROVED if points > t.accuracy_drop_points else SAME)
+    return MetricVerdict("accuracy", variant, verdict, text, base_top1, cand_top1)
+
+
+# -- the comparison -------------------------------------------------------------------------------
+@dataclass
+class CompareResult:
+    base_run: str
+    cand_run: str
+    thresholds: Thresholds
+    latency: list[KeyVerdict] = field(default_factory=list)
+    size: list[MetricVerdict] = field(default_factory=list)
+    accuracy: list[MetricVerdict] = field(default_factory=list)
+    only_in_base: list[str] = field(default_factory=list)   # key labels without a partner
+    only_in_cand: list[str] = field(default_factory=list)
+
+    @property
+    def verdicts(self) -> list:
+        return [*self.latency, *self.size, *self.accuracy]
+
+    def counts(self) -> dict[str, int]:
+        return {v: sum(1 for x in self.verdicts if x.verdict == v) for v in VERDICTS}
+
+    @property
+    def regressed(self) -> bool:
+        return any(v.verdict == REGRESSED for v in self.verdicts)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressed else 0
+
+    def to_dict(self) -> dict:
+        return {"base_run": self.base_run, "cand_run": self.cand_run,
+                "thresholds": asdict(self.thresholds), "counts": self.counts(),
+                "regressed": self.regressed,
+                "latency": [v.to_dict() for v in self.latency],
+                "size": [v.to_dict() for v in self.size],
+                "accuracy": [v.to_dict() for v in self.accuracy],
+                "only_in_base": self.only_in_base, "only_in_cand": self.only_in_cand}
+
+
+def compare_samples(base_run: str, cand_run: str, base: list[Measurement],
+                    cand: list[Measurement], thresholds: Thresholds | None = None) -> CompareResult:
+    """Latency verdicts for every key present in both sets of measurements (no store needed)."""
+    thresholds = thresholds or Thresholds()
+    base_groups = group_samples(base, thresholds)
+    cand_groups = group_samples(cand, thresholds)
+    common = sorted(set(base_groups) & set(cand_groups))
+    result = CompareResult(base_run, cand_run, thresholds)
+    result.latency = [key_verdict(k, base_groups[k], cand_groups[k], thresholds) for k in common]
+    result.only_in_base = sorted(k.label for k in set(base_groups) - set(cand_groups))
+    result.only_in_cand = sorted(k.label for k in set(cand_groups) - set(base_groups))
+    return result
+
+
+def compare(store, base_run: str, cand_run: str,
+            thresholds: Thresholds | None = None) -> CompareResult:
+    """Verdicts for every key present in both runs, plus size and accuracy per variant."""
+    for role, run_id in (("base", base_run), ("candidate", cand_run)):
+        if store.run(run_id) is None:
+            known = [r["run_id"] for r in store.runs()][-5:]
+            raise UserError(f"{role} run {run_id}: not in {store.path}; "
+                            f"recent runs: {', '.join(known) or 'none'}")
+    base, cand = store.measurements(base_run), store.measurements(cand_run)
+    result = compare_samples(base_run, cand_run, base, cand, thresholds)
+    if not result.latency:
+        raise UserError(f"runs {base_run} and {cand_run} have no key in common (same model "
+                        "variant, device, delegate, threads, CPU mask, OS build and binary)")
+    t = result.thresholds
+    base_art, cand_art = _variant_artifacts(store, base), _variant_artifacts(store, cand)
+    for variant in sorted(set(base_art) & set(cand_art)):
+        b, c = base_art[variant], cand_art[variant]
+        if b.get("size_bytes") and c.get("size_bytes"):
+            result.size.append(size_verdict(variant, b["size_bytes"], c["size_bytes"], t))
+        b_top1 = (b["metadata"].get("accuracy") or {}).get("top1")
+        c_top1 = (c["metadata"].get("accuracy") or {}).get("top1")
+        if b_top1 is not None and c_top1 is not None:
+            result.accuracy.append(accuracy_verdict(variant, b_top1, c_top1, t))
+    return result
+
+
+def resolve_run_ref(store, ref: str, exclude: str | None = None) -> str:
+    """A run id, `latest` (newest run other than `exclude`) or `tag:NAME`."""
+    if ref == "latest":
+        run_id = store.latest_run_id(exclude=exclude)
+        if run_id is None:
+            raise UserError(f"latest: no run in {store.path}"
+                            + (f" other than {exclude}" if exclude else ""))
+        return run_id
+    if ref.startswith("tag:"):
+        run_id = store.run_for_tag(ref[4:])
+        if run_id is None:
+            raise UserError(f"{ref}: no such tag in {store.path}; tag a run with "
+                            "`bench tag RUN_ID NAME`")
+        return run_id
+    return ref

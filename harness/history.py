@@ -1,0 +1,54 @@
+"""`bench history`: each key's runs over time (run, date, tags, samples, median, CV)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.compare import group_samples, sample_stats
+
+
+@dataclass
+class HistoryRow:
+    key: str             # SeriesKey.label
+    run_id: str
+    started_at: str
+    tags: list[str]
+    n: int
+    median_ms: float | None
+    cv_pct: float | None
+
+
+def history_rows(store, model: str | None = None, device: str | None = None) -> list[HistoryRow]:
+    """One row per (key, run), grouped by key and oldest first within a key."""
+    tags = store.tags_by_run()
+    rows = []
+    for run in store.runs():
+        groups = group_samples(store.measurements(run["run_id"]))
+        for key, samples in groups.items():
+            if model is not None and key.model_name != model:
+                continue
+            if device is not None and key.device_serial != device:
+                continue
+            st = sample_stats(samples.values_us)
+            rows.append(HistoryRow(
+                key=key.label, run_id=run["run_id"], started_at=run["started_at"],
+                tags=tags.get(run["run_id"], []), n=st.n,
+                median_ms=None if st.median_us is None else st.median_us / 1000,
+                cv_pct=None if st.cv is None else 100 * st.cv))
+    rows.sort(key=lambda r: (r.key, r.started_at, r.run_id))
+    return rows
+
+
+def format_history(rows: list[HistoryRow]) -> str:
+    if not rows:
+        return "no runs with timing samples"
+    lines, current = [], None
+    for r in rows:
+        if r.key != current:
+            current = r.key
+            lines.append(("" if not lines else "\n") + r.key)
+            lines.append(f"  {'run':<28} {'date':<20} {'n':>4} {'median ms':>10} {'CV %':>6}  tags")
+        median = "-" if r.median_ms is None else f"{r.median_ms:.3f}"
+        cv = "-" if r.cv_pct is None else f"{r.cv_pct:.1f}"
+        lines.append(f"  {r.run_id:<28} {r.started_at[:19]:<20} {r.n:>4} {median:>10} {cv:>6}"
+                     f"  {', '.join(r.tags)}")
+    return "\n".join(lines)
