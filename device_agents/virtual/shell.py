@@ -321,24 +321,16 @@ class Interpreter:
             return b""
         try:
             return self.host_path(target).read_bytes()
-        except PermissionError:
-            raise _RedirectError(f"can't open {target}: Permission denied")
-        except IsADirectoryError:
-            raise _RedirectError(f"can't open {target}: Is a directory")
-        except OSError:
-            raise _RedirectError(f"can't open {target}: No such file or directory")
+        except OSError as exc:
+            raise _redirect_error("open", target, exc) from None
 
     def _open_for_redirect(self, target: str, append: bool, opened: list):
         if target == DEV_NULL:
             return discard
         try:
             f = open(self.host_path(target), "ab" if append else "wb")
-        except PermissionError:
-            raise _RedirectError(f"can't create {target}: Permission denied")
-        except IsADirectoryError:
-            raise _RedirectError(f"can't create {target}: Is a directory")
-        except OSError:
-            raise _RedirectError(f"can't create {target}: No such file or directory")
+        except OSError as exc:
+            raise _redirect_error("create", target, exc) from None
         opened.append(f)
 
         async def write(data: bytes) -> None:
@@ -349,6 +341,17 @@ class Interpreter:
 
 class _RedirectError(Exception):
     pass
+
+
+def _redirect_error(verb: str, target: str, exc: OSError) -> "_RedirectError":
+    """mksh's wording for a redirection it cannot open (`verb`: open for <, create for >)."""
+    if isinstance(exc, PermissionError):
+        why = "Permission denied"
+    elif isinstance(exc, IsADirectoryError):
+        why = "Is a directory"
+    else:
+        why = "No such file or directory"
+    return _RedirectError(f"can't {verb} {target}: {why}")
 
 
 def sync_thermal_files(ctx: ShellContext) -> None:
