@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli_compare import confirm_options
 from harness.errors import BenchError, UserError
 
 
@@ -55,6 +56,9 @@ def cli() -> None:
               help="A device another bench process is using: wait for it, or record it busy.")
 @click.option("--baseline", default=None, metavar="RUN_ID|latest|tag:NAME",
               help="Compare this run against a baseline run; exit 1 when anything REGRESSED.")
+@confirm_options
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="With --baseline: also write the verdicts as JUnit XML here.")
 @click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
               help="Finish only the jobs RUN_ID has no record of (same config).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
@@ -64,7 +68,8 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="Only the table and summary.")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, busy, baseline, resume_run_id, store_path, reports_dir, quiet):
+        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, resume_run_id,
+        store_path, reports_dir, quiet):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
@@ -72,6 +77,13 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     from harness.run import resume_benchmarks, run_benchmarks
 
     config = load_config(config_path)
+    if (confirm or junit_path) and not baseline:
+        raise UserError(f"{'--confirm' if confirm else '--junit'} works on the verdicts against "
+                        "a baseline: add --baseline RUN_ID|latest|tag:NAME")
+    if confirm:
+        from harness.confirm import check_confirm_trials
+
+        check_confirm_trials(confirm_trials)
     if devices is not None:
         config.devices = devices
     for name, value in (("model", model), ("weights", weights), ("input_shape", input_shape),
@@ -98,6 +110,9 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     if reports_dir is not None:
         config.reports_dir = reports_dir
     log = (lambda _m: None) if quiet else (lambda m: click.echo(f"  {m}", err=True))
+    # A baseline that does not exist is found out before any device time is spent; `latest`
+    # in a store with no run yet lets this run become the first baseline.
+    base_id = _baseline_run_id(baseline, config.store_path, exclude=resume_run_id) if baseline else None
     if resume_run_id:
         result = resume_benchmarks(resume_run_id, config.store_path, log=log)
     else:
@@ -116,20 +131,50 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
                f"report: {result.report_dir}/index.html; store: {config.store_path}")
     exit_code = result.exit_code
-    if baseline:
-        from harness.cli_compare import compare_markdown, format_compare
-        from harness.compare import compare as compare_runs, resolve_run_ref
+    if baseline and base_id is None:
+        click.echo(f"\n--baseline {baseline}: no earlier run in {config.store_path}; this run "
+                   "is the first baseline", err=True)
+    if base_id:
+        from harness.cli_compare import compare_markdown, confirm_result, format_compare
+        from harness.compare import compare as compare_runs
         from harness.store import Store
 
         store = Store(config.store_path)
-        base_id = resolve_run_ref(store, baseline, exclude=result.run_id)
         verdicts = compare_runs(store, base_id, result.run_id)
+        if confirm:
+            verdicts = confirm_result(store, verdicts, confirm_trials)
         store.close()
         click.echo(f"\ncompared with baseline {base_id}:")
         click.echo(format_compare(verdicts))
         (result.report_dir / "compare.md").write_text(compare_markdown(verdicts))
+        if junit_path is not None:
+            from harness.junit import write_junit
+
+            click.echo(f"JUnit XML: {write_junit(verdicts, junit_path)}")
         exit_code = max(exit_code, verdicts.exit_code)
     sys.exit(exit_code)
+
+
+def _baseline_run_id(ref: str, store_path: Path, exclude: str | None) -> str | None:
+    """The run `--baseline` names (None: `latest` and no run yet); a missing one is a UserError."""
+    from harness.compare import resolve_run_ref
+    from harness.store import Store
+
+    if ref == "latest" and not Path(store_path).exists():
+        return None
+    if not Path(store_path).exists():
+        raise UserError(f"--baseline {ref}: no results store at {store_path}; run without "
+                        "--baseline first, or give --store")
+    store = Store(store_path)
+    try:
+        if ref == "latest" and store.latest_run_id(exclude=exclude) is None:
+            return None
+        base_id = resolve_run_ref(store, ref, exclude=exclude)
+        if store.run(base_id) is None:
+            raise UserError(f"--baseline {ref}: no such run in {store_path}")
+        return base_id
+    finally:
+        store.close()
 
 
 # -- optimize / analyze --------------------------------------------------------------------------
@@ -294,15 +339,34 @@ def lab():
 
 @lab.command("up")
 @click.option("--virtual", "n", type=int, required=True, help="Number of virtual devices.")
-def lab_up_cmd(n):
+@click.option("--shared-cpus", is_flag=True,
+              help="Run every device on all host cores (default: host cores of its own each).")
+def lab_up_cmd(n, shared_cpus):
     """Start N virtual devices and their adb server; returns when all are `device`."""
     from harness.lab.virtual_lab import lab_up
 
-    state = lab_up(n)
+    state = lab_up(n, own_cpus=not shared_cpus)
     click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
                f"(adb -P {state.adb_port} devices -l)")
     for d in state.devices:
-        click.echo(f"  {d.serial}  device  (pid {d.pid}, sandbox {d.state_dir}/fs)")
+        click.echo(f"  {d.serial}  device  (pid {d.pid}, {_host_cpus_text(d.host_cpus)}, "
+                   f"sandbox {d.state_dir}/fs)")
+    _warn_shared_cpus({d.serial: d.host_cpus for d in state.devices})
+
+
+def _host_cpus_text(host_cpus: list[int] | None) -> str:
+    return "all host cores" if not host_cpus else (
+        "host core" + ("s " if len(host_cpus) > 1 else " ") + ",".join(map(str, host_cpus)))
+
+
+def _warn_shared_cpus(slices: dict) -> None:
+    from device_agents.virtual.cpus import shared_cores
+
+    shared = shared_cores(slices)
+    if shared:
+        cores = ", ".join(f"{cpu} ({' '.join(names)})" for cpu, names in shared.items())
+        click.echo(f"warning: devices share host cores {cores}: launches that overlap in time "
+                   "slow each other down; compare such devices' timings with care", err=True)
 
 
 @lab.command("status")
@@ -322,7 +386,9 @@ def lab_status_cmd(as_json):
     click.echo(f"adb server {status['adb_server']} ({alive})")
     for d in status["devices"]:
         proc = "running" if d["process_alive"] else "stopped"
-        click.echo(f"  {d['serial']}  {d['adb_state']}  (process {proc}, pid {d['pid']})")
+        click.echo(f"  {d['serial']}  {d['adb_state']}  (process {proc}, pid {d['pid']}, "
+                   f"{_host_cpus_text(d.get('host_cpus'))})")
+    _warn_shared_cpus({d["serial"]: d.get("host_cpus") for d in status["devices"]})
 
 
 @lab.command("down")

@@ -1,8 +1,8 @@
 """`bench history`, `bench compare` and `bench tag`, plus how a compare result is shown
 (terminal table, compare.md). `register(cli)` adds the commands to the `bench` group.
 
-`--confirm` (re-running REGRESSED keys interleaved with the baseline on the device) is not
-implemented here: it needs the device runner.
+`--confirm` re-runs the REGRESSED keys interleaved with the baseline artifact on their devices
+(harness.confirm) before the verdicts are shown.
 """
 from __future__ import annotations
 
@@ -28,10 +28,17 @@ def _latency_cells(v: KeyVerdict) -> list[str]:
             "-" if t is None else f"{t.ratio:.3f}",
             "-" if t is None else f"{t.ci_low:.3f}–{t.ci_high:.3f}",
             "-" if t is None else f"{min(t.p_slower, t.p_faster):.2g}",
-            f"{v.base.n}/{v.cand.n}", v.reason]
+            f"{v.base.n}/{v.cand.n}",
+            v.reason if not v.confirmation else f"{v.reason} [--confirm: {v.confirmation}]"]
 
 
-LATENCY_HEADER = ["verdict", "key", "base ms", "cand ms", "ratio", "95% CI", "p", "n b/c", "why"]
+def latency_header(result: CompareResult) -> list[str]:
+    # The medians shown are over the per-launch figure the verdicts use (e.g. each launch's min).
+    stat = result.thresholds.statistic
+    return ["verdict", "key", f"base {stat} ms", f"cand {stat} ms", "ratio", "95% CI", "p",
+            "n b/c", "why"]
+
+
 METRIC_HEADER = ["verdict", "variant", "base", "cand", "why"]
 
 
@@ -55,7 +62,7 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
 def format_compare(result: CompareResult) -> str:
     """The terminal view: worst verdicts first."""
     order = {"REGRESSED": 0, "INVALID": 1, "UNKNOWN": 2, "IMPROVED": 3, "SAME": 4}
-    parts = [_text_table(LATENCY_HEADER, [_latency_cells(v) for v in
+    parts = [_text_table(latency_header(result), [_latency_cells(v) for v in
                                           sorted(result.latency, key=lambda v: order[v.verdict])])]
     metrics = [*result.size, *result.accuracy]
     if metrics:
@@ -88,7 +95,7 @@ def compare_markdown(result: CompareResult) -> str:
         latency_rows.append(cells)
     parts = [head, f"base `{result.base_run}` → candidate `{result.cand_run}`: "
              + ", ".join(f"{n} {name}" for name, n in result.counts().items() if n),
-             "### Latency", _md_table(LATENCY_HEADER, latency_rows)]
+             "### Latency", _md_table(latency_header(result), latency_rows)]
     metrics = [*result.size, *result.accuracy]
     if metrics:
         parts += ["### Size and accuracy",
@@ -100,7 +107,8 @@ def compare_markdown(result: CompareResult) -> str:
                      f"{len(result.only_in_cand)} only in candidate (not compared).")
     t = result.thresholds
     overrides = ", ".join(f"`{p}`={r:g}" for p, r in t.overrides)
-    parts.append(f"<sub>REGRESSED needs p ≤ {t.alpha:g} (one-sided Mann–Whitney U / KS), median "
+    parts.append(f"<sub>Samples: each launch's {t.statistic} latency. "
+                 f"REGRESSED needs p ≤ {t.alpha:g} (one-sided Mann–Whitney U / KS), median "
                  f"ratio ≥ {t.ratio:g}{' (' + overrides + ')' if overrides else ''} and a bootstrap "
                  f"95 % CI excluding 1. INVALID: CV ≥ {100 * t.max_cv:.0f} %, max/min > "
                  f"{t.max_spread:g}, throttled, battery < {t.min_battery_pct} %.</sub>")
@@ -113,6 +121,22 @@ def _open_store(store_path: Path):
     if not Path(store_path).exists():
         raise UserError(f"--store {store_path}: no results store there; run `bench run` first")
     return Store(store_path)
+
+
+def confirm_options(f):
+    """--confirm and --confirm-trials, shared by `bench compare` and `bench run --baseline`."""
+    f = click.option("--confirm-trials", type=int, default=10, show_default=True,
+                     help="Interleaved launches per side for --confirm.")(f)
+    return click.option("--confirm", is_flag=True,
+                        help="Re-run REGRESSED keys interleaved with the baseline artifact on "
+                             "their device before the verdict stands.")(f)
+
+
+def confirm_result(store, result: CompareResult, trials: int) -> CompareResult:
+    from harness.confirm import confirm_regressions
+
+    return confirm_regressions(store, result, trials,
+                               log=lambda m: click.echo(f"  {m}", err=True))
 
 
 @click.command()
@@ -143,22 +167,32 @@ def history(model, device, store_path, as_json):
               help="Write compare.md into this directory instead.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="RATIO|PATTERN=RATIO",
               help="Slowdown ratio that counts (default 1.05); PATTERN=RATIO per key, e.g. '*gpu*=1.10'.")
+@click.option("--statistic", type=click.Choice(["min", "median", "mean"]), default="min",
+              show_default=True, help="Which per-launch latency is a sample.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="Also write JUnit XML here (one test case per key).")
-def compare(base, cand, store_path, reports_dir, output_dir, thresholds, as_json, junit_path):
+@confirm_options
+def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statistic, as_json,
+            junit_path, confirm, confirm_trials):
     """Verdict per key of CAND against BASE (run ids, `latest` or `tag:NAME`). Exit 1 if REGRESSED."""
     from harness.compare import Thresholds, compare as compare_runs, parse_threshold, resolve_run_ref
     from harness.junit import write_junit
     from harness.paths import reports_dir as default_reports_dir
 
-    settings = Thresholds()
+    if confirm:
+        from harness.confirm import check_confirm_trials
+
+        check_confirm_trials(confirm_trials)
+    settings = Thresholds(statistic=statistic)
     for text in thresholds:
         parse_threshold(text, settings)
     store = _open_store(store_path)
     cand_id = resolve_run_ref(store, cand)
     base_id = resolve_run_ref(store, base, exclude=cand_id)
     result = compare_runs(store, base_id, cand_id, settings)
+    if confirm:
+        result = confirm_result(store, result, confirm_trials)
     out_dir = output_dir or (reports_dir or default_reports_dir()) / cand_id
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.md").write_text(compare_markdown(result))

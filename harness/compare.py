@@ -1,8 +1,14 @@
 """Compare two runs key by key and give each key a verdict a nightly job can act on.
 
 A key is everything that changes latency apart from the code under test: model variant, device,
-adb server, delegate, threads, CPU mask, OS build and benchmark_model binary. Samples are the
-per-launch means (`inference_avg_us`) of a key's timing launches.
+adb server, delegate, threads, CPU mask, OS build and benchmark_model binary. A key's samples are
+one figure per timing launch: by default the launch's minimum latency (`inference_min_us`), else
+its median or mean (`Thresholds.statistic`). Interference (another process, a busy neighbour of
+a shared host, a background task on a phone) only ever adds time, so the fastest runs of a
+launch are the least disturbed measure of what the model costs: on this project's virtual lab
+their launch-to-launch CV is about half that of the means (benchmarks/regression_detector.py),
+and a model that got slower moves them as much as the mean. A slowdown that hits only some runs
+(a tail) shows in `median` or `mean` only.
 
 Verdicts (latency): INVALID when a validity gate fails; REGRESSED/IMPROVED only when a one-sided
 rank test, the size of the change and a bootstrap CI of the median ratio all agree; SAME when the
@@ -77,6 +83,18 @@ class KeySamples:
     low_battery: int = 0               # launches that started on a low battery, not charging
 
 
+# The per-launch figure a key's samples are made of (`--statistic`), and its Measurement field.
+STATISTICS = {"mean": "inference_avg_us", "median": "inference_p50_us", "min": "inference_min_us"}
+
+
+def sample_value(m: Measurement, statistic: str) -> float | None:
+    """A launch's figure; a benchmark_model that prints no median falls back to the mean."""
+    value = getattr(m, STATISTICS[statistic])
+    if value is None and statistic == "median":
+        value = m.inference_avg_us
+    return None if value is None else float(value)
+
+
 def group_samples(measurements: list[Measurement], thresholds: "Thresholds | None" = None
                   ) -> dict[SeriesKey, KeySamples]:
     thresholds = thresholds or Thresholds()
@@ -87,10 +105,11 @@ def group_samples(measurements: list[Measurement], thresholds: "Thresholds | Non
         if m.status == "invalid":
             groups.setdefault(series_key(m), KeySamples()).invalid += 1
             continue
-        if m.status != "ok" or m.inference_avg_us is None:
+        value = sample_value(m, thresholds.statistic)
+        if m.status != "ok" or value is None:
             continue  # failed / retried / skipped launches are not samples
         samples = groups.setdefault(series_key(m), KeySamples())
-        samples.values_us.append(float(m.inference_avg_us))
+        samples.values_us.append(value)
         telemetry = json.loads(m.telemetry_before_json or "{}")
         status = telemetry.get("thermal_status")
         if status is not None and status > thresholds.max_thermal_status:
@@ -116,6 +135,7 @@ class Thresholds:
     accuracy_drop_points: float = 0.5   # top-1 drop, in percentage points, that is a regression
     bootstrap_resamples: int = 2000
     seed: int = 0                       # bootstrap resampling is seeded: same data, same verdict
+    statistic: str = "min"              # which per-launch figure is a sample (STATISTICS)
 
     def ratio_for(self, label: str) -> float:
         """The first override whose pattern matches the key label, else the default ratio."""
@@ -220,6 +240,7 @@ class KeyVerdict:
     cand: SampleStats
     test: LatencyTest | None = None
     more_trials: int | None = None
+    confirmation: str | None = None   # what `--confirm`'s interleaved re-run found (None: not run)
 
     @property
     def label(self) -> str:

@@ -1,9 +1,12 @@
-"""`bench history`: each key's runs over time (run, date, tags, samples, median, CV)."""
+"""`bench history`: each key's runs over time (run, date, tags, samples, median, CV).
+
+Its median and CV are over the launches' mean latencies, the figure the run reports show;
+`bench compare` judges each launch's minimum by default (see harness.compare)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.compare import group_samples, sample_stats
+from harness.compare import Thresholds, group_samples, sample_stats
 
 
 @dataclass
@@ -22,7 +25,7 @@ def history_rows(store, model: str | None = None, device: str | None = None) -> 
     tags = store.tags_by_run()
     rows = []
     for run in store.runs():
-        groups = group_samples(store.measurements(run["run_id"]))
+        groups = group_samples(store.measurements(run["run_id"]), Thresholds(statistic="mean"))
         for key, samples in groups.items():
             if model is not None and key.model_name != model:
                 continue

@@ -25,6 +25,8 @@ def junit_tree(result: CompareResult) -> ET.ElementTree:
     for metric, v in cases:
         case = ET.SubElement(suite, "testcase", {"classname": f"bench.{metric}", "name": v.label})
         message = f"{v.verdict}: {v.reason}"
+        if getattr(v, "confirmation", None):
+            message += f" [--confirm: {v.confirmation}]"
         if v.verdict == REGRESSED:
             ET.SubElement(case, "failure", {"message": message, "type": REGRESSED}).text = message
         elif v.verdict in SKIPPED:

@@ -79,7 +79,8 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
                         _config_dict(config))
     for artifact in artifacts:
         store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
-                              artifact.variant, artifact.size_bytes, artifact.metadata)
+                              artifact.variant, artifact.size_bytes, artifact.metadata,
+                              str(artifact.path))
     runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log, done)
     # One thread per device: all devices at once, one job at a time on each.
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:

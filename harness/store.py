@@ -13,7 +13,9 @@ from pathlib import Path
 
 from harness.results import MEASUREMENT_FIELDS, Measurement
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added since version 1, added to older stores when they are opened.
+ADDED_COLUMNS = {"artifacts": {"path": "TEXT"}}
 
 _SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
 
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
   sha256 TEXT PRIMARY KEY,
   name TEXT, model_name TEXT, variant TEXT,
   size_bytes INTEGER,
-  metadata_json TEXT
+  metadata_json TEXT,
+  path TEXT
 );
 CREATE TABLE IF NOT EXISTS measurements (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,8 +86,20 @@ class Store:
         self._lock = threading.Lock()
         with self._lock, self._conn:
             self._conn.executescript(SCHEMA)
-            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+            self._migrate()
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                                (str(SCHEMA_VERSION),))
+
+    def _migrate(self) -> None:
+        """Bring an older store up to this schema: add the columns it lacks (new Measurement
+        fields included), so its runs stay readable and new ones can be added."""
+        wanted = {"measurements": {f.name: _column_type(str(f.type)) for f in fields(Measurement)},
+                  **ADDED_COLUMNS}
+        for table, columns in wanted.items():
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            for name, sql_type in columns.items():
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
     def close(self) -> None:
         self._conn.close()
@@ -116,12 +131,14 @@ class Store:
                  seen_at, seen_at))
 
     def record_artifact(self, sha256: str, name: str, model_name: str, variant: str,
-                        size_bytes: int, metadata: dict) -> None:
+                        size_bytes: int, metadata: dict, path: str | None = None) -> None:
+        """`path`: where the .tflite lies on this host (for `bench compare --confirm`)."""
         with self._lock, self._conn:
             self._conn.execute(
-                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO artifacts (sha256, name, model_name, variant, size_bytes,"
+                " metadata_json, path) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (sha256, name, model_name, variant, size_bytes,
-                 json.dumps(metadata, sort_keys=True, default=str)))
+                 json.dumps(metadata, sort_keys=True, default=str), path))
 
     def add_measurement(self, m: Measurement, ops: list | None = None) -> int:
         """One sample (and its op profile rows), committed together before returning."""

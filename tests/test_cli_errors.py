@@ -20,6 +20,11 @@ def bench(*args, cwd=None):
     (("report", "nope", "--store", "/no/such.db"), "/no/such.db"),
     (("lab", "fault", "x", "temperature_c=hot"), "hot"),
     (("lab", "up", "--virtual", "0"), "--virtual"),
+    (("run", "--confirm"), "add --baseline"),
+    (("run", "--junit", "j.xml"), "add --baseline"),
+    (("run", "--baseline", "latest", "--confirm", "--confirm-trials", "2"), "--confirm-trials 2"),
+    (("run", "--baseline", "tag:nightly", "--store", "/no/such.db"), "/no/such.db"),
+    (("compare", "a", "b", "--confirm", "--confirm-trials", "1"), "--confirm-trials 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
     result = bench(*args, cwd=tmp_path)

@@ -36,3 +36,38 @@ def test_run_lifecycle(tmp_path):
     run = store.run("r2")
     assert (run["status"], run["bytes_pushed"], run["finished_at"]) == ("failed", 123, "t1")
     assert store.run("missing") is None
+
+
+def test_a_store_of_the_first_schema_opens_keeps_its_runs_and_takes_new_fields(tmp_path):
+    # The schema as version 1 wrote it: no measurements.role, no artifacts.path.
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+          status TEXT NOT NULL, tool_version TEXT, host TEXT, config_json TEXT,
+          bytes_pushed INTEGER DEFAULT 0);
+        CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, name TEXT, model_name TEXT,
+          variant TEXT, size_bytes INTEGER, metadata_json TEXT);
+        CREATE TABLE measurements (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT,
+          device_serial TEXT, adb_server TEXT, variant TEXT, status TEXT, kind TEXT,
+          inference_avg_us REAL);
+        INSERT INTO runs VALUES ('old-run', 't0', 't1', 'ok', '0.1', 'h', '{}', 0);
+        INSERT INTO artifacts VALUES ('s' , 'm-baseline', 'm', 'baseline', 10, '{}');
+        INSERT INTO measurements (run_id, device_serial, adb_server, variant, status, kind,
+          inference_avg_us) VALUES ('old-run', 'dev', 'lab', 'baseline', 'ok', 'timing', 99.5);
+    """)
+    old.commit()
+    old.close()
+    store = Store(path)
+    [m] = store.measurements("old-run")
+    assert (m.inference_avg_us, m.role, m.inference_min_us) == (99.5, None, None)
+    store.add_measurement(Measurement("new-run", "dev", "lab", "baseline", "ok", kind="confirm",
+                                      role="cand", inference_min_us=90.0))
+    assert store.measurements("new-run")[0].role == "cand"
+    store.record_artifact("t", "m-wide", "m", "baseline", 20, {}, path="/x/m.tflite")
+    assert store.artifacts(["t"])[0]["path"] == "/x/m.tflite"
+    assert store.artifacts(["s"])[0]["path"] is None
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema_version'")
+    assert version.fetchone()[0] == "2"

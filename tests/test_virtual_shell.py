@@ -63,8 +63,12 @@ class Device:
 
 @pytest.fixture
 def device(tmp_path: Path) -> Device:
-    state_dir = tmp_path / "device"
-    config = VirtualDeviceConfig(serial="virtual-test", port=0, state_dir=str(state_dir))
+    return make_device(tmp_path / "device")
+
+
+def make_device(state_dir: Path, host_cpus: list[int] | None = None) -> Device:
+    config = VirtualDeviceConfig(serial="virtual-test", port=0, state_dir=str(state_dir),
+                                 host_cpus=host_cpus)
     config.save()
     sandbox = Sandbox(state_dir)
     sandbox.create_layout(config)
@@ -335,6 +339,32 @@ def test_taskset_really_pins_the_child(device):
     assert device.run("taskset zz /data/local/tmp/affinity").status == 1
     shown = device.run("taskset -p $$").out
     assert shown.endswith("'s current affinity mask: " + f"{sum(1 << c for c in os.sched_getaffinity(0)):x}\n")
+
+
+def test_a_device_on_one_host_core_shows_and_uses_only_that_core(tmp_path):
+    """`bench lab up` gives a device host cores of its own; the device numbers them from 0."""
+    host_cpu = max(os.sched_getaffinity(0))
+    dev = make_device(tmp_path / "sliced", host_cpus=[host_cpu])
+    cpu_root = dev.host("/sys/devices/system/cpu")
+    assert sorted(p.name for p in cpu_root.glob("cpu[0-9]*")) == ["cpu0"]
+    assert (cpu_root / "possible").read_text() == "0-0\n"
+    assert dev.run("nproc").out == "1\n" and dev.run("nproc --all").out == "1\n"
+    cpuinfo = dev.run("cat /proc/cpuinfo").out
+    if "processor" in Path("/proc/cpuinfo").read_text():
+        assert [line.split(":")[1].strip() for line in cpuinfo.splitlines()
+                if line.startswith("processor")] == ["0"]
+    dev.write("/data/local/tmp/affinity", PY + "import os\nprint(sorted(os.sched_getaffinity(0)))\n", 0o755)
+    # device core 0 is the host core of the slice; there is no device core 1
+    assert dev.run("taskset 1 /data/local/tmp/affinity") == Result(0, f"[{host_cpu}]\n", "")
+    assert dev.run("taskset 2 /data/local/tmp/affinity").status == 1
+    assert dev.run("taskset -p $$").out.endswith("'s current affinity mask: 1\n")
+    assert dev.run("getprop bench.virtual.host_cpus").out == f"{host_cpu}\n"
+
+
+def test_a_reused_state_dir_loses_the_cores_it_no_longer_has(tmp_path):
+    make_device(tmp_path / "dev")  # every host core first
+    dev = make_device(tmp_path / "dev", host_cpus=[0])
+    assert [p.name for p in dev.host("/sys/devices/system/cpu").glob("cpu[0-9]*")] == ["cpu0"]
 
 
 def test_signal_death_is_reported_like_mksh(device):

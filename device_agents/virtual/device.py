@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Callable, Optional
 
@@ -32,6 +33,9 @@ async def _follow_temperature(sandbox: Sandbox, faults: FaultWatcher) -> None:
 
 async def serve_async(config: VirtualDeviceConfig,
                       on_listening: Optional[Callable[[int], None]] = None) -> None:
+    if config.host_cpus:
+        # The device's own adbd work and everything it launches run on its cores only.
+        os.sched_setaffinity(0, set(config.host_cpus))
     sandbox = Sandbox(config.state_dir)
     sandbox.create_layout(config)
     faults = FaultWatcher(config.state_dir)

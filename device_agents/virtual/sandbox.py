@@ -12,6 +12,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device_agents.virtual.cpus import CpuSlice
+
 DEVICE_FILE = "device.json"
 # Writable areas that count against the storage quota (as /data and /sdcard on a phone).
 QUOTA_ROOTS = ("/data", "/sdcard")
@@ -31,6 +33,11 @@ class VirtualDeviceConfig:
     release: str = "14"
     board_platform: str = "virtual"
     extra_props: dict = field(default_factory=dict)
+    # Host cores the device runs on (device core i = host_cpus[i]); None: all of the host's.
+    host_cpus: list[int] | None = None
+
+    def cpu_slice(self) -> CpuSlice:
+        return CpuSlice.of(self.host_cpus)
 
     def props(self) -> dict[str, str]:
         props = {
@@ -52,6 +59,7 @@ class VirtualDeviceConfig:
             "ro.kernel.qemu": "0",
             # Says plainly, for any reader of the props, what the numbers measured here are.
             "bench.virtual.measures": "host-cpu",
+            "bench.virtual.host_cpus": ",".join(str(c) for c in self.cpu_slice().host_cpus),
         }
         props.update({k: str(v) for k, v in self.extra_props.items()})
         return props
@@ -122,24 +130,27 @@ class Sandbox:
         """Make the Android folders and the read-only system files the device serves."""
         for d in ("data/local/tmp", "sdcard", "system/bin", "proc", "dev", "vendor"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        self._write_cpu_files()
+        self._write_cpu_files(config.cpu_slice())
         self._write_thermal_files(temperature_c=None)
         (self.root / "system" / "build.prop").write_text(
             "".join(f"{k}={v}\n" for k, v in config.props().items())
         )
 
-    def _write_cpu_files(self) -> None:
-        # The device runs on the host CPU, so it reports the host's cores and frequencies.
-        ncpu = os.cpu_count() or 1
+    def _write_cpu_files(self, cpus: CpuSlice) -> None:
+        # The device runs on host cores, so it reports those cores' frequencies as its own.
+        ncpu = cpus.count
         host_cpuinfo = Path("/proc/cpuinfo")
         cpuinfo = host_cpuinfo.read_text() if host_cpuinfo.exists() else ""
-        (self.root / "proc" / "cpuinfo").write_text(cpuinfo)
+        (self.root / "proc" / "cpuinfo").write_text(_cpuinfo_of_slice(cpuinfo, cpus))
         mhz = _host_mhz(cpuinfo)
         cpu_root = self.root / "sys/devices/system/cpu"
-        for i in range(ncpu):
+        for stale in cpu_root.glob("cpu[0-9]*"):  # a reused state dir may have had more cores
+            if stale.name[3:].isdigit() and int(stale.name[3:]) >= ncpu:
+                shutil.rmtree(stale)
+        for i, host_cpu in enumerate(cpus.host_cpus):
             freq_dir = cpu_root / f"cpu{i}" / "cpufreq"
             freq_dir.mkdir(parents=True, exist_ok=True)
-            host_freq = Path(f"/sys/devices/system/cpu/cpu{i}/cpufreq")
+            host_freq = Path(f"/sys/devices/system/cpu/cpu{host_cpu}/cpufreq")
             for name in ("cpuinfo_max_freq", "cpuinfo_min_freq", "scaling_cur_freq",
                          "scaling_max_freq", "scaling_min_freq"):
                 value = None
@@ -168,6 +179,26 @@ class Sandbox:
     def apply_temperature(self, temperature_c: float | None) -> None:
         """Make the thermal zone files say the (faulted or normal) temperature."""
         self._write_thermal_files(temperature_c)
+
+
+def _cpuinfo_of_slice(cpuinfo: str, cpus: CpuSlice) -> str:
+    """/proc/cpuinfo with only the slice's processors, numbered as the device numbers them."""
+    blocks = [b for b in cpuinfo.split("\n\n") if b.strip()]
+    by_host: dict[int, str] = {}
+    for block in blocks:
+        first = block.strip().splitlines()[0]
+        key, _sep, value = first.partition(":")
+        if key.strip() == "processor" and value.strip().isdigit():
+            by_host[int(value)] = block.strip()
+    if not by_host:
+        return cpuinfo
+    kept = []
+    for device_cpu, host_cpu in enumerate(cpus.host_cpus):
+        if host_cpu in by_host:
+            lines = by_host[host_cpu].splitlines()
+            lines[0] = f"processor\t: {device_cpu}"
+            kept.append("\n".join(lines))
+    return "".join(block + "\n\n" for block in kept)
 
 
 def _normal_temperature(kind: str) -> float:

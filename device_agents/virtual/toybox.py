@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from device_agents.virtual.cpus import CpuSlice
 from device_agents.virtual.shell_io import Streams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -539,32 +540,30 @@ async def df(argv: list[str], sh: "Interpreter", io: Streams) -> int:
 
 
 # -- processes and the system ------------------------------------------------------------------------
-def device_cpu_count() -> int:
-    return os.cpu_count() or 1
+def device_cpus(sh: "Interpreter") -> CpuSlice:
+    return sh.ctx.config.cpu_slice()
 
 
 def parse_mask(text: str) -> int:
     return int(text[2:] if text.lower().startswith("0x") else text, 16)
 
 
-def mask_of(cpus: set[int]) -> str:
-    return f"{sum(1 << c for c in cpus):x}"
-
-
+# sh.affinity and the kernel speak host cores; masks the shell prints or reads are the device's.
 async def taskset(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     flags, rest = split_flags(argv[1:], "pa")
     if not rest:
         await io.complain("taskset: Need 1 argument")
         return 1
+    cpus_of_device = device_cpus(sh)
     if "p" in flags and len(rest) == 1:
-        return await _show_affinity(rest[0], io)
+        return await _show_affinity(rest[0], cpus_of_device, io)
     try:
         mask = parse_mask(rest[0])
     except ValueError:
         await io.complain(f"taskset: bad mask '{rest[0]}'")
         return 1
     allowed = os.sched_getaffinity(0)
-    cpus = {c for c in range(device_cpu_count()) if mask >> c & 1} & allowed
+    cpus = cpus_of_device.host_set(mask) & allowed
     if not cpus:
         await io.complain("taskset: sched_setaffinity: Invalid argument")
         return 1
@@ -576,8 +575,8 @@ async def taskset(argv: list[str], sh: "Interpreter", io: Streams) -> int:
             return 1
         old = sh.affinity or allowed
         sh.affinity = cpus
-        await io.say(f"pid {pid}'s current affinity mask: {mask_of(old)}\n"
-                     f"pid {pid}'s new affinity mask: {mask_of(cpus)}\n")
+        await io.say(f"pid {pid}'s current affinity mask: {cpus_of_device.device_mask(old):x}\n"
+                     f"pid {pid}'s new affinity mask: {cpus_of_device.device_mask(cpus):x}\n")
         return 0
     if len(rest) < 2:
         await io.complain("taskset: Need command")
@@ -587,19 +586,24 @@ async def taskset(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     return await child.run_argv(rest[1:], io)
 
 
-async def _show_affinity(pid: str, io: Streams) -> int:
+async def _show_affinity(pid: str, cpus_of_device: CpuSlice, io: Streams) -> int:
     try:
         cpus = os.sched_getaffinity(int(pid))
     except (ValueError, ProcessLookupError):
         await io.complain(f"taskset: failed to get pid {pid}'s affinity: No such process")
         return 1
-    await io.say(f"pid {pid}'s current affinity mask: {mask_of(cpus)}\n")
+    await io.say(f"pid {pid}'s current affinity mask: {cpus_of_device.device_mask(cpus):x}\n")
     return 0
 
 
 async def nproc(argv: list[str], sh: "Interpreter", io: Streams) -> int:
-    cpus = device_cpu_count() if "--all" in argv else len(sh.affinity or os.sched_getaffinity(0))
-    await io.say(f"{cpus}\n")
+    cpus_of_device = device_cpus(sh)
+    if "--all" in argv:
+        count = cpus_of_device.count
+    else:
+        usable = (sh.affinity or os.sched_getaffinity(0)) & set(cpus_of_device.host_cpus)
+        count = len(usable) or cpus_of_device.count
+    await io.say(f"{count}\n")
     return 0
 
 

@@ -99,7 +99,8 @@ class DeviceRunner:
             m.attempt = attempt
             try:
                 ops = self._launch(prepared, artifact, job, m)
-                self.log(f"{target.serial} [{artifact.variant} {job.kind} #{job.trial}]: "
+                role = f" {job.role}" if job.role else ""
+                self.log(f"{target.serial} [{artifact.variant} {job.kind}{role} #{job.trial}]: "
                          + (f"{m.inference_avg_us / 1000:.3f} ms avg" if m.status == "ok"
                             else f"{m.status}: {m.error}"))
                 return self._commit(m, ops), prepared
@@ -244,7 +245,7 @@ class DeviceRunner:
                         model_name=artifact.model_name, artifact_sha256=artifact.sha256,
                         model_size_bytes=artifact.size_bytes, started_at=utc_now(),
                         kind=job.kind, trial=job.trial, delegate_choice=job.delegate,
-                        job_key=self._key(job, target))
+                        role=job.role, job_key=self._key(job, target))
         if prepared is not None:
             info = prepared.info
             m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk

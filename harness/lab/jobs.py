@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-KINDS = ("timing", "peak_memory", "op_profile")
+KINDS = ("timing", "peak_memory", "op_profile", "confirm")
 DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi")
 # benchmark_model flags per delegate choice ("cpu" is the plain interpreter, without XNNPACK).
 DELEGATE_FLAGS = {
@@ -22,6 +22,7 @@ KIND_FLAGS = {
     "timing": [],
     "peak_memory": ["--report_peak_memory_footprint=true"],
     "op_profile": ["--enable_op_profiling=true"],
+    "confirm": [],  # a timing launch of `bench compare --confirm`
 }
 
 
@@ -32,11 +33,13 @@ class Job:
     trial: int
     delegate: str | None       # None: the tool's default (XNNPACK applied by the runtime)
     threads: int | None        # None: one per big core
+    role: str | None = None    # confirm jobs: "base" or "cand" (the same artifact may be both)
 
     def key(self, serial: str, server: str, artifact_sha256: str) -> str:
         """Identifies a job across processes, so `--resume` can tell what is already done."""
-        return "|".join(str(v) for v in (server, serial, artifact_sha256, self.kind, self.trial,
-                                         self.delegate or "default", self.threads or "auto"))
+        parts = [server, serial, artifact_sha256, self.kind, self.trial,
+                 self.delegate or "default", self.threads or "auto"]
+        return "|".join(str(v) for v in parts + ([self.role] if self.role else []))
 
 
 def plan_jobs(n_artifacts: int, trials: int = 1, delegates: list[str | None] | None = None,

@@ -20,6 +20,7 @@ from pathlib import Path
 import adbutils
 
 import device_agents
+from device_agents.virtual.cpus import plan_cpu_slices, shared_cores
 from device_agents.virtual.faults import set_faults, clear_faults, FAULT_NAMES
 from device_agents.virtual.sandbox import VirtualDeviceConfig
 from harness.devices.session import AdbServer, list_device_states
@@ -35,6 +36,7 @@ class VirtualDeviceRecord:
     port: int
     pid: int
     state_dir: str
+    host_cpus: list[int] | None = None  # the host cores it runs on; None: all of them
 
 
 @dataclass
@@ -92,11 +94,12 @@ def start_adb_server(port: int, log_path: Path) -> subprocess.Popen:
     raise DeviceError(f"adb server on port {port} did not start in 20 s: see {log_path}")
 
 
-def start_virtual_device(state_dir: Path, serial: str, port: int,
-                         faults: dict | None = None) -> subprocess.Popen:
-    """Start one virtual device process and wait until it listens."""
+def start_virtual_device(state_dir: Path, serial: str, port: int, faults: dict | None = None,
+                         host_cpus: list[int] | None = None) -> subprocess.Popen:
+    """Start one virtual device process (on `host_cpus` only, when given); wait until it listens."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    VirtualDeviceConfig(serial=serial, port=port, state_dir=str(state_dir)).save()
+    VirtualDeviceConfig(serial=serial, port=port, state_dir=str(state_dir),
+                        host_cpus=host_cpus).save()
     clear_faults(state_dir)
     if faults:
         set_faults(state_dir, **faults)
@@ -137,7 +140,12 @@ def connect_device(server: AdbServer, address: str, timeout_s: float = 30.0) -> 
     raise DeviceError(f"virtual device {address} not listed as device by adb: {last}")
 
 
-def lab_up(n: int, base: Path | None = None) -> LabState:
+def lab_up(n: int, base: Path | None = None, own_cpus: bool = True) -> LabState:
+    """Start `n` virtual devices behind an adb server of their own.
+
+    With `own_cpus` (the default) each device runs on host cores of its own (see
+    `plan_cpu_slices`), as each phone of a real lab has its own CPU; otherwise all devices share
+    every host core and their concurrent launches slow each other down."""
     base = base or default_state_dir()
     if n < 1:
         raise UserError(f"--virtual {n}: give a number of devices of at least 1")
@@ -150,13 +158,15 @@ def lab_up(n: int, base: Path | None = None) -> LabState:
     adb_proc = start_adb_server(adb_port, base / "adb-server.log")
     lab = LabState(adb_port=adb_port, adb_pid=adb_proc.pid, started_at=time.time())
     lab.save(base)  # saved early so `down` can clean up even if `up` fails half-way
+    slices = plan_cpu_slices(n, sorted(os.sched_getaffinity(0))) if own_cpus else [None] * n
     try:
         for i in range(n):
             port = free_port()
             dev_dir = base / "devices" / f"virtual-{i + 1}"
-            proc = start_virtual_device(dev_dir, serial=f"VIRT{i + 1:04d}", port=port)
+            proc = start_virtual_device(dev_dir, serial=f"VIRT{i + 1:04d}", port=port,
+                                        host_cpus=slices[i])
             lab.devices.append(VirtualDeviceRecord(f"127.0.0.1:{port}", port, proc.pid,
-                                                   str(dev_dir)))
+                                                   str(dev_dir), slices[i]))
             lab.save(base)
         for dev in lab.devices:
             connect_device(lab.server, dev.serial)
@@ -179,8 +189,10 @@ def lab_status(base: Path | None = None) -> dict:
         "adb_server": lab.server.address,
         "adb_server_alive": _alive(lab.adb_pid),
         "devices": [{"serial": d.serial, "pid": d.pid, "process_alive": _alive(d.pid),
-                     "adb_state": states.get(d.serial, "not listed"), "state_dir": d.state_dir}
+                     "adb_state": states.get(d.serial, "not listed"), "state_dir": d.state_dir,
+                     "host_cpus": d.host_cpus}
                     for d in lab.devices],
+        "shared_host_cpus": shared_cores({d.serial: d.host_cpus for d in lab.devices}),
     }
 
 

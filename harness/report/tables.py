@@ -26,8 +26,9 @@ def device_label(serial: str, model: str | None) -> str:
 
 
 def _keyed_frame(measurements: list[Measurement]) -> pd.DataFrame:
-    """The ok launches with the columns latency rows are grouped by."""
-    frame = measurements_frame([m for m in measurements if m.status == "ok"])
+    """The ok launches of the run's own plan (not `compare --confirm`'s re-runs), with the
+    columns latency rows are grouped by."""
+    frame = measurements_frame([m for m in measurements if m.status == "ok" and m.kind != "confirm"])
     if frame.empty:
         return frame
     frame["device"] = [device_label(s, m) for s, m in zip(frame["device_serial"], frame["device_model"])]

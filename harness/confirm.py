@@ -1,0 +1,221 @@
+"""`bench compare --confirm`: re-measure each REGRESSED key before its verdict stands.
+
+Two runs made on different nights also differ in everything that drifted in between (the
+device's temperature, background load, the host's neighbours). A key that comes out REGRESSED
+is therefore launched again on its own device, the baseline artifact and the candidate artifact
+interleaved (B C B C ...), so that drift hits both alike; the key's verdict is then the verdict of
+these paired launches. The launches are stored with the candidate run (kind "confirm", role
+"base" or "cand"), each committed before the next starts, like every other sample.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from harness.artifacts import Artifact, sha256_file
+from harness.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
+                             group_samples, key_verdict, series_key)
+from harness.errors import UserError
+from harness.results import Measurement, utc_now
+
+DEFAULT_CONFIRM_TRIALS = 10
+
+
+@dataclass
+class _Pair:
+    """One REGRESSED key and the two artifacts to launch for it."""
+
+    verdict: KeyVerdict
+    base_sha: str
+    cand_sha: str
+
+
+@dataclass
+class _DevicePlan:
+    serial: str
+    server_name: str
+    pairs: list[_Pair] = field(default_factory=list)
+
+
+def artifact_on_host(store, sha256: str, cache_dir: Path | None = None) -> Artifact:
+    """The artifact file with this content: where the store says it was built, else found in
+    the artifact cache by its metadata. A file that changed since is not it."""
+    from harness.artifacts import METADATA_FILENAME, load_artifact
+    from harness.paths import cache_dir as default_cache_dir
+
+    rows = store.artifacts([sha256])
+    row = rows[0] if rows else {}
+    name = row.get("name") or sha256[:12]
+    candidates = [Path(row["path"])] if row.get("path") else []
+    cache = Path(cache_dir or default_cache_dir())
+    if cache.is_dir():
+        for meta in cache.glob(f"*/{METADATA_FILENAME}"):
+            try:
+                found = load_artifact(meta.parent)
+            except (OSError, ValueError, KeyError):
+                continue
+            if found.sha256 == sha256:
+                candidates.append(found.path)
+    for path in candidates:
+        if path.is_file() and sha256_file(path) == sha256:
+            return Artifact(name=name, model_name=row.get("model_name") or "?",
+                            variant=row.get("variant") or "?", path=path, sha256=sha256,
+                            size_bytes=path.stat().st_size, metadata=row.get("metadata") or {})
+    raise UserError(f"--confirm: artifact {name} (sha256 {sha256[:12]}) is not on this host any "
+                    f"more (looked in the store's path and {cache}); rebuild it with `bench run`, "
+                    "or compare without --confirm")
+
+
+def _artifact_sha(measurements: list[Measurement], key: SeriesKey) -> str | None:
+    for m in measurements:
+        if m.kind == "timing" and m.status == "ok" and m.artifact_sha256 and series_key(m) == key:
+            return m.artifact_sha256
+    return None
+
+
+def _threads(key: SeriesKey) -> int | None:
+    return int(key.num_threads) if key.num_threads.isdigit() else None
+
+
+def _delegate(key: SeriesKey) -> str | None:
+    return None if key.delegate_choice == "default" else key.delegate_choice
+
+
+def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONFIRM_TRIALS,
+                        log: Callable[[str], None] = lambda _m: None,
+                        cache_dir: Path | None = None) -> CompareResult:
+    """Re-run every REGRESSED latency key of `result` interleaved with its baseline artifact, on
+    its own device, and replace the key's verdict by the verdict of those launches. Keys that
+    could not be re-run keep REGRESSED and say why. Returns `result`, updated."""
+    check_confirm_trials(trials)
+    regressed = [v for v in result.latency if v.verdict == REGRESSED]
+    if not regressed:
+        return result
+    base_ms, cand_ms = store.measurements(result.base_run), store.measurements(result.cand_run)
+    plans: dict[tuple[str, str], _DevicePlan] = {}
+    for v in regressed:
+        base_sha, cand_sha = _artifact_sha(base_ms, v.key), _artifact_sha(cand_ms, v.key)
+        if base_sha is None or cand_sha is None:
+            v.confirmation = "not confirmed (no artifact recorded for this key); the verdict stands"
+            continue
+        plan = plans.setdefault((v.key.adb_server, v.key.device_serial),
+                                _DevicePlan(v.key.device_serial, v.key.adb_server))
+        plan.pairs.append(_Pair(v, base_sha, cand_sha))
+    shas = sorted({sha for p in plans.values() for pair in p.pairs
+                   for sha in (pair.base_sha, pair.cand_sha)})
+    artifacts = {sha: artifact_on_host(store, sha, cache_dir) for sha in shas}
+    config = _confirm_config(store, result.cand_run)
+    since = utc_now()  # launches of earlier confirmations of this run are not this one's
+    with tempfile.TemporaryDirectory(prefix="bench-confirm-") as staging:
+        # Both sides often have the same file name (same model and variant): on the device each
+        # artifact goes under a name of its own.
+        staged = {sha: _staged(a, Path(staging)) for sha, a in artifacts.items()}
+        with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="confirm") as pool:
+            outcomes = list(pool.map(
+                lambda plan: _confirm_on_device(plan, staged, config, store, result, trials, log),
+                plans.values()))
+    for plan, problem in zip(plans.values(), outcomes):
+        for pair in plan.pairs:
+            if problem:
+                pair.verdict.confirmation = f"not confirmed ({problem}); the verdict stands"
+    _apply_confirmations(store, result, [p for plan in plans.values() for p in plan.pairs], since)
+    return result
+
+
+MIN_CONFIRM_TRIALS = 5
+
+
+def check_confirm_trials(trials: int) -> None:
+    # With 4 samples a side, the smallest one-sided rank-test p is 1/70 > 0.01: no confirmation
+    # could ever say REGRESSED.
+    if trials < MIN_CONFIRM_TRIALS:
+        raise UserError(f"--confirm-trials {trials}: give at least {MIN_CONFIRM_TRIALS}; with "
+                        f"fewer launches a side no rank test reaches p <= 0.01")
+
+
+def _confirm_config(store, cand_run: str):
+    import json
+
+    from harness.run import config_from_dict
+
+    run = store.run(cand_run)
+    config = config_from_dict(json.loads(run["config_json"] or "{}"))
+    config.store_path = store.path
+    config.peak_memory = config.op_profiling = False
+    return config
+
+
+def _staged(artifact: Artifact, staging: Path) -> Artifact:
+    link = staging / f"{artifact.sha256[:12]}-{artifact.path.name}"
+    if not link.exists():
+        os.symlink(artifact.path.resolve(), link)
+    return replace(artifact, path=link)
+
+
+def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, store,
+                       result: CompareResult, trials: int, log) -> str | None:
+    """Launch the plan's pairs on its device; returns why it could not, or None."""
+    from harness.devices.discovery import known_servers, list_targets
+    from harness.lab.device_runner import DeviceRunner
+    from harness.lab.jobs import Job
+
+    servers = [s for s in known_servers(config.lab) if s.name == plan.server_name]
+    targets, unreachable = list_targets(servers, config.lab) if servers else ([], {})
+    target = next((t for t in targets if t.serial == plan.serial), None)
+    if target is None or target.state != "device":
+        where = "; ".join(unreachable.values()) if unreachable else (
+            f"state {target.state}" if target else f"not listed on adb server {plan.server_name}")
+        return f"device {plan.serial} not available: {where}"
+    shas = sorted({sha for pair in plan.pairs for sha in (pair.base_sha, pair.cand_sha)})
+    index = {sha: i for i, sha in enumerate(shas)}
+    jobs = [Job("confirm", index[sha], trial, _delegate(pair.verdict.key),
+                _threads(pair.verdict.key), role)
+            for trial in range(trials) for pair in plan.pairs
+            for role, sha in (("base", pair.base_sha), ("cand", pair.cand_sha))]
+    log(f"{plan.serial}: confirming {len(plan.pairs)} REGRESSED key(s) with {trials} interleaved "
+        "trial(s) of base and candidate")
+    runner = DeviceRunner(config, result.cand_run, [staged[sha] for sha in shas], jobs, store,
+                          sha256_file, log)
+    started = time.monotonic()
+    runner.run(target)
+    log(f"{plan.serial}: confirmation took {time.monotonic() - started:.1f} s")
+    return None
+
+
+def confirm_samples(measurements: list[Measurement], role: str, artifact_sha256: str,
+                    key: SeriesKey, thresholds) -> KeySamples | None:
+    """The samples of one side of a confirmation, grouped as compare groups timing launches."""
+    launches = [replace(m, kind="timing") for m in measurements
+                if m.kind == "confirm" and m.role == role and m.artifact_sha256 == artifact_sha256]
+    return group_samples(launches, thresholds).get(key)
+
+
+def _apply_confirmations(store, result: CompareResult, pairs: list[_Pair], since: str) -> None:
+    """Each confirmed key takes the verdict of its paired launches."""
+    launches = [m for m in store.measurements(result.cand_run)
+                if m.kind == "confirm" and (m.started_at or "") >= since]
+    for pair in pairs:
+        v = pair.verdict
+        if v.confirmation:  # the device could not run it
+            continue
+        base = confirm_samples(launches, "base", pair.base_sha, v.key, result.thresholds)
+        cand = confirm_samples(launches, "cand", pair.cand_sha, v.key, result.thresholds)
+        if base is None or cand is None:
+            v.confirmation = ("not confirmed (no ok confirm launches under this key: the binary, "
+                              "OS build or CPU mask may have changed); the verdict stands")
+            continue
+        again = key_verdict(v.key, base, cand, result.thresholds)
+        first = f"{v.verdict}: {v.reason}"
+        if again.verdict == REGRESSED:
+            v.confirmation = (f"confirmed by {again.base.n}+{again.cand.n} interleaved launches: "
+                              f"{again.reason}")
+        else:
+            v.confirmation = (f"not confirmed by {again.base.n}+{again.cand.n} interleaved "
+                              f"launches; the first comparison said {first}")
+            v.verdict, v.reason, v.test = again.verdict, again.reason, again.test
+            v.base, v.cand, v.more_trials = again.base, again.cand, again.more_trials
