@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--min-secs", type=float, default=2.0)
+    parser.add_argument("--shared-cpus", action="store_true",
+                        help="Every device on all host cores (bench lab up --shared-cpus).")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
@@ -33,7 +35,7 @@ def main() -> int:
     from harness.lab.virtual_lab import lab_down, lab_up
     from harness.run import run_benchmarks
 
-    lab_up(args.devices)
+    lab_up(args.devices, own_cpus=not args.shared_cpus)
     try:
         settings = BenchmarkSettings(num_runs=5, min_secs=args.min_secs, warmup_min_secs=0.2,
                                      max_secs=60)

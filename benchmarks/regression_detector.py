@@ -1,6 +1,6 @@
 """How good is `bench compare`'s REGRESSED verdict on real noise? (issue 5, acceptance 2)
 
-    python benchmarks/regression_detector.py [--model mobilenet_v3_small] [--trials 60] [--subset 10]
+    python benchmarks/regression_detector.py [--model mobilenet_v3_small] [--trials 60] [--subset 15]
     python benchmarks/regression_detector.py --store reports/bench.db --run RUN_ID   # reuse samples
 
 Records `--trials` launches of one artifact on one virtual device of a fresh lab (real host-CPU
@@ -119,7 +119,8 @@ def main() -> int:
     parser.add_argument("--model", default="mobilenet_v3_small",
                         help="Built-in model to record (a ~1 ms model; sub-0.1 ms ones are mostly noise).")
     parser.add_argument("--min-secs", type=float, default=0.5, help="benchmark_model --min_secs.")
-    parser.add_argument("--subset", type=int, default=10, help="Trials per resampled run.")
+    parser.add_argument("--subset", type=int, default=15,
+                        help="Trials per resampled run (a nightly job's --trials).")
     parser.add_argument("--comparisons", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--confirm-trials", type=int, default=10,
