@@ -112,7 +112,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     log = (lambda _m: None) if quiet else (lambda m: click.echo(f"  {m}", err=True))
     # A baseline that does not exist is found out before any device time is spent; `latest`
     # in a store with no run yet lets this run become the first baseline.
-    base_id = _baseline_run_id(baseline, config.store_path, exclude=resume_run_id) if baseline else None
+    base_id = (_baseline_run_id(baseline, config.store_path, exclude=resume_run_id)
+               if baseline else None)
     if resume_run_id:
         result = resume_benchmarks(resume_run_id, config.store_path, log=log)
     else:

@@ -125,8 +125,10 @@ def _open_store(store_path: Path):
 
 def confirm_options(f):
     """--confirm and --confirm-trials, shared by `bench compare` and `bench run --baseline`."""
-    f = click.option("--confirm-trials", type=int, default=10, show_default=True,
-                     help="Interleaved launches per side for --confirm.")(f)
+    from harness.confirm import DEFAULT_CONFIRM_TRIALS
+
+    f = click.option("--confirm-trials", type=int, default=DEFAULT_CONFIRM_TRIALS,
+                     show_default=True, help="Interleaved launches per side for --confirm.")(f)
     return click.option("--confirm", is_flag=True,
                         help="Re-run REGRESSED keys interleaved with the baseline artifact on "
                              "their device before the verdict stands.")(f)

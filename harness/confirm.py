@@ -106,6 +106,8 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
         plan = plans.setdefault((v.key.adb_server, v.key.device_serial),
                                 _DevicePlan(v.key.device_serial, v.key.adb_server))
         plan.pairs.append(_Pair(v, base_sha, cand_sha))
+    if not plans:
+        return result
     shas = sorted({sha for p in plans.values() for pair in p.pairs
                    for sha in (pair.base_sha, pair.cand_sha)})
     artifacts = {sha: artifact_on_host(store, sha, cache_dir) for sha in shas}
