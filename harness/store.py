@@ -27,8 +27,12 @@ def _column_type(annotation: str) -> str:
     return "TEXT"
 
 
+def _measurement_column_types() -> dict[str, str]:
+    return {f.name: _column_type(str(f.type)) for f in fields(Measurement)}
+
+
 def _measurement_columns() -> str:
-    return ",\n  ".join(f"{f.name} {_column_type(str(f.type))}" for f in fields(Measurement))
+    return ",\n  ".join(f"{name} {sql}" for name, sql in _measurement_column_types().items())
 
 
 SCHEMA = f"""
@@ -93,8 +97,7 @@ class Store:
     def _migrate(self) -> None:
         """Bring an older store up to this schema: add the columns it lacks (new Measurement
         fields included), so its runs stay readable and new ones can be added."""
-        wanted = {"measurements": {f.name: _column_type(str(f.type)) for f in fields(Measurement)},
-                  **ADDED_COLUMNS}
+        wanted = {"measurements": _measurement_column_types(), **ADDED_COLUMNS}
         for table, columns in wanted.items():
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             for name, sql_type in columns.items():
