@@ -342,11 +342,15 @@ def lab():
 @click.option("--virtual", "n", type=int, required=True, help="Number of virtual devices.")
 @click.option("--shared-cpus", is_flag=True,
               help="Run every device on all host cores (default: host cores of its own each).")
-def lab_up_cmd(n, shared_cpus):
+@click.option("--authorize-key", "authorize_keys", multiple=True, metavar="PATH",
+              type=click.Path(path_type=Path),
+              help="Also trust this adb public key (an adbkey.pub; repeatable). By default the "
+                   "devices trust only ~/.android/adbkey.pub, the key of the lab's adb server.")
+def lab_up_cmd(n, shared_cpus, authorize_keys):
     """Start N virtual devices and their adb server; returns when all are `device`."""
     from harness.lab.virtual_lab import lab_up
 
-    state = lab_up(n, own_cpus=not shared_cpus)
+    state = lab_up(n, own_cpus=not shared_cpus, authorize_keys=authorize_keys)
     click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
                f"(adb -P {state.adb_port} devices -l)")
     for d in state.devices:

@@ -20,27 +20,6 @@ COUNT_LINE = re.compile(
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    import litert_torch
-    import torch
-
-    class TinyNet(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
-            self.fc = torch.nn.Linear(8, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-            return torch.softmax(self.fc(x.mean(dim=(2, 3))), dim=-1)
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
-    litert_torch.convert(TinyNet().eval(), (torch.randn(1, 3, 16, 16),)).export(str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
 def model_op_count(tiny_model) -> int:
     from ai_edge_litert.tools import flatbuffer_utils
 

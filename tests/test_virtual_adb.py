@@ -17,14 +17,17 @@ from pathlib import Path
 import adbutils
 import pytest
 
+from device_agents.virtual.adb_auth import ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, TRUSTED_KEYS_FILE
 from device_agents.virtual.faults import clear_faults, set_faults
 from device_agents.virtual.protocol import (
-    A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, HEADER_SIZE, MAX_PAYLOAD, Message,
+    A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, HEADER_SIZE, MAX_PAYLOAD, Message,
     ProtocolError, decode_header, device_banner, encode,
 )
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
 from device_agents.virtual.services import FEATURES
-from tests.virtual_lab_fixtures import adb_server, virtual_device
+from tests.adb_test_keys import AdbTestKey, new_adb_test_key
+from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, adb_server, benchmark_processes,
+                                        virtual_device, wait_until)
 
 REMOTE_TMP = "/data/local/tmp"
 
@@ -93,6 +96,14 @@ class RawHost:
         header = decode_header(self._exactly(HEADER_SIZE), max_payload=MAX_PAYLOAD)
         return Message(header.command, header.arg0, header.arg1, self._exactly(header.data_length))
 
+    def handshake(self, key: AdbTestKey, max_payload: int = 4096) -> Message:
+        """CNXN, then sign the device's AUTH token with ``key``; returns the device's CNXN."""
+        self.send(Message(A_CNXN, A_VERSION, max_payload, b"host::features=shell_v2"))
+        challenge = self.receive()
+        assert (challenge.command, challenge.arg0, len(challenge.data)) == (A_AUTH, ADB_AUTH_TOKEN, 20)
+        self.send(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, key.sign(challenge.data)))
+        return self.receive()
+
     def has_pending(self, wait_s: float) -> bool:
         return bool(select.select([self.sock], [], [], wait_s)[0])
 
@@ -108,9 +119,11 @@ class RawHost:
 
 def test_raw_transport_honours_small_max_payload_and_one_write_in_flight(lab):
     _adb, device, _serial = lab
+    key = new_adb_test_key()
+    with open(device.state_dir / TRUSTED_KEYS_FILE, "a") as keys:
+        keys.write(key.public_line() + "\n")
     host = RawHost(device.port)
-    host.send(Message(A_CNXN, A_VERSION, 4096, b"host::features=shell_v2"))
-    reply = host.receive()
+    reply = host.handshake(key)
     assert (reply.command, reply.arg1) == (A_CNXN, 4096)
     assert reply.data.startswith(b"device::") and b"features=shell_v2" in reply.data
 
@@ -366,22 +379,19 @@ def test_drop_fault_mid_push_takes_device_offline_until_cleared(lab, tmp_path):
         adb.run("disconnect", flaky.address)
 
 
-def test_drop_during_benchmark_cuts_link_and_kills_the_run(lab, tmp_path):
+def test_drop_during_benchmark_cuts_link_and_kills_the_run(lab, tmp_path, tiny_model):
     adb, _device, _serial = lab
     with virtual_device(tmp_path / "flaky-bm", serial="vd-flaky-bm") as flaky:
         serial = adb.connect(flaky)
-        # Any python program named benchmark_model arms the fault; this one just outlives it.
-        program = tmp_path / "benchmark_model"
-        program.write_text("#!/usr/bin/env python3\nimport time\nprint('started', flush=True)\n"
-                           "time.sleep(3)\nopen('finished.flag', 'w').close()\n")
-        program.chmod(0o755)
-        assert adb.run("-s", serial, "push", str(program), f"{REMOTE_TMP}/").returncode == 0
+        # The shipped benchmark_model arms the fault; --min_secs makes it outlive the drop.
+        for local in (SHIPPED_BENCHMARK_MODEL, tiny_model):
+            assert adb.run("-s", serial, "push", str(local), f"{REMOTE_TMP}/").returncode == 0
         set_faults(flaky.state_dir, drop_during_benchmark_s=0.3, offline_for_s=600)
-        result = adb.run("-s", serial, "shell", f"cd {REMOTE_TMP} && ./benchmark_model")
+        result = adb.run("-s", serial, "shell", f"cd {REMOTE_TMP} && chmod 755 benchmark_model && "
+                         f"./benchmark_model --graph={tiny_model.name} --min_secs=30 --num_runs=100000")
         assert result.returncode != 0
         assert adb.states().get(serial) != "device"
-        time.sleep(3.5)  # past the program's own end: it was killed with the link
-        assert not (flaky.fs_root / "data/local/tmp/finished.flag").exists()
+        assert wait_until(lambda: not benchmark_processes(flaky.fs_root), timeout_s=30)
         clear_faults(flaky.state_dir)
         adb.run("disconnect", flaky.address)
         assert adb.connect(flaky) == serial

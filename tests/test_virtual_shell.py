@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import FaultWatcher, set_faults
+from device_agents.virtual.process import ShippedProgram, trusted_programs
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
 from device_agents.virtual.shell import ShellContext, run_command
+from tests.virtual_lab_fixtures import host_processes_with_root
 
 # Generous guard so a broken stream fails the test instead of hanging it; never a timing check.
 HANG_GUARD_S = 120
@@ -34,6 +36,14 @@ class Device:
 
     def host(self, device_path: str) -> Path:
         return self.sandbox.host_path(device_path)
+
+    def install(self, device_path: str, program: str, benchmark: bool = False) -> Path:
+        """An executable at ``device_path`` that runs ``tests.device_test_programs.<program>``:
+        its content hash is registered with the device, as the shipped tool's is."""
+        content = f"{PY}# bench test program {program}\n"
+        self.ctx.programs[hashlib.sha256(content.encode()).hexdigest()] = ShippedProgram(
+            f"tests.device_test_programs:{program}", is_benchmark=benchmark)
+        return self.write(device_path, content, 0o755)
 
     def write(self, device_path: str, text: str | bytes, mode: int = 0o644) -> Path:
         path = self.host(device_path)
@@ -73,7 +83,8 @@ def make_device(state_dir: Path, host_cpus: list[int] | None = None) -> Device:
     sandbox = Sandbox(state_dir)
     sandbox.create_layout(config)
     dev = Device(state_dir, sandbox, None)  # type: ignore[arg-type]
-    dev.ctx = ShellContext(sandbox, config, FaultWatcher(state_dir), lambda: dev.drops.append(1))
+    dev.ctx = ShellContext(sandbox, config, FaultWatcher(state_dir), lambda: dev.drops.append(1),
+                           programs=dict(trusted_programs()))
     return dev
 
 
@@ -288,25 +299,24 @@ def test_exec_refuses_foreign_elf(device):
     assert r == Result(126, "", "/system/bin/sh: ./benchmark_model: not executable: 64-bit ELF file\n")
 
 
-def test_exec_python_script(device):
-    device.write("/data/local/tmp/bench/show", PY + (
-        "import os, sys\n"
-        "import device_agents\n"
-        "print(' '.join(sys.argv[1:]))\n"
-        "print(os.environ['BENCH_DEVICE_ROOT'])\n"
-        "print(os.getcwd())\n"
-        "print(os.environ['TMPDIR'], os.environ.get('EXTRA'))\n"
-        "print(sys.stdin.read().upper())\n"
-        "sys.stderr.write('warn\\n')\n"
-        "sys.exit(3)\n"), 0o755)
-    r = device.run("cd /data/local/tmp/bench && echo piped | EXTRA=yes ./show --graph='a b' /data/x")
+def test_exec_registered_program(device):
+    device.install("/data/local/tmp/bench/show", "show")
+    r = device.run("cd /data/local/tmp/bench && echo piped | EXTRA=yes LD_PRELOAD=/x.so "
+                   "./show --graph='a b' /data/x")
     assert r.status == 3
+    # The device shell's variables never reach the host process.
     assert r.out.splitlines() == [
         "--graph=a b /data/x", str(device.sandbox.root), str(device.host("/data/local/tmp/bench")),
-        "/data/local/tmp yes", "PIPED", "",
+        "None None", "PIPED", "",
     ]
     assert r.err == "warn\n"
     assert device.run("/data/local/tmp/bench/show 2>&1 >/dev/null").out == "warn\n"
+
+
+def test_exec_unregistered_python_script_is_not_found(device):
+    device.write("/data/local/tmp/bench/show", PY + "print('ran on the host')\n", 0o755)
+    r = device.run("cd /data/local/tmp/bench && ./show")
+    assert r == Result(127, "", "/system/bin/sh: ./show: No such file or directory\n")
 
 
 def test_exec_shell_script(device):
@@ -316,19 +326,14 @@ def test_exec_shell_script(device):
 
 def test_child_output_streams_while_it_runs(device):
     go = device.host("/data/local/tmp/go")
-    device.write("/data/local/tmp/stream", PY + (
-        "import os, time\n"
-        "print('ready', flush=True)\n"
-        f"while not os.path.exists({str(go)!r}):\n"
-        "    time.sleep(0.01)\n"
-        "print('done')\n"), 0o755)
+    device.install("/data/local/tmp/stream", "stream")
     # The child finishes only after the test saw its first line: output must stream.
-    r = asyncio.run(device.run_async("/data/local/tmp/stream", on_out=lambda _data: go.touch()))
+    r = asyncio.run(device.run_async(f"/data/local/tmp/stream {go}", on_out=lambda _data: go.touch()))
     assert r == Result(0, "ready\ndone\n", "")
 
 
 def test_taskset_really_pins_the_child(device):
-    device.write("/data/local/tmp/affinity", PY + "import os\nprint(sorted(os.sched_getaffinity(0)))\n", 0o755)
+    device.install("/data/local/tmp/affinity", "affinity")
     cpu = max(os.sched_getaffinity(0))
     r = device.run(f"taskset {1 << cpu:x} /data/local/tmp/affinity")
     assert r == Result(0, f"[{cpu}]\n", "")
@@ -353,7 +358,7 @@ def test_a_device_on_one_host_core_shows_and_uses_only_that_core(tmp_path):
     if "processor" in Path("/proc/cpuinfo").read_text():
         assert [line.split(":")[1].strip() for line in cpuinfo.splitlines()
                 if line.startswith("processor")] == ["0"]
-    dev.write("/data/local/tmp/affinity", PY + "import os\nprint(sorted(os.sched_getaffinity(0)))\n", 0o755)
+    dev.install("/data/local/tmp/affinity", "affinity")
     # device core 0 is the host core of the slice; there is no device core 1
     assert dev.run("taskset 1 /data/local/tmp/affinity") == Result(0, f"[{host_cpu}]\n", "")
     assert dev.run("taskset 2 /data/local/tmp/affinity").status == 1
@@ -368,49 +373,33 @@ def test_a_reused_state_dir_loses_the_cores_it_no_longer_has(tmp_path):
 
 
 def test_signal_death_is_reported_like_mksh(device):
-    device.write("/data/local/tmp/segv", PY + "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", 0o755)
+    device.install("/data/local/tmp/segv", "segv")
     assert device.run("/data/local/tmp/segv; echo status=$?") == Result(0, "status=139\n", "Segmentation fault\n")
-    device.write("/data/local/tmp/abort", PY + "import os\nos.abort()\n", 0o755)
+    device.install("/data/local/tmp/abort", "abort")
     r = device.run("/data/local/tmp/abort")
     assert (r.status, r.err) == (134, "Aborted\n")
 
 
 # -- faults on benchmark_model -----------------------------------------------------------------------
-WAIT_FOREVER = PY + "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
 
 
 def test_crash_fault_kills_benchmark_with_sigsegv(device):
-    device.write("/data/local/tmp/bench/benchmark_model", WAIT_FOREVER, 0o755)
+    device.install("/data/local/tmp/bench/benchmark_model", "wait_forever", benchmark=True)
     set_faults(device.state_dir, benchmark_crash_after_s=0.2)
     r = device.run("/data/local/tmp/bench/benchmark_model --graph=m.tflite")
     assert (r.status, r.err) == (139, "Segmentation fault\n")
-    # Only programs named benchmark_model are faulted.
-    device.write("/data/local/tmp/bench/other", PY + "print('fine')\n", 0o755)
+    # Only the benchmark program is faulted.
+    device.install("/data/local/tmp/bench/other", "fine")
     assert device.run("/data/local/tmp/bench/other") == Result(0, "fine\n", "")
 
 
 def test_drop_fault_closes_the_link_while_benchmark_runs(device):
     dropped = device.host("/data/local/tmp/dropped")
-    device.write("/data/local/tmp/benchmark_model", PY + (
-        "import os, time\n"
-        f"while not os.path.exists({str(dropped)!r}):\n"
-        "    time.sleep(0.01)\n"), 0o755)
+    device.install("/data/local/tmp/benchmark_model", "wait_for_file", benchmark=True)
     device.ctx.drop_connection = lambda: (device.drops.append(1), dropped.touch())
     set_faults(device.state_dir, drop_during_benchmark_s=0.1)
-    assert device.run("/data/local/tmp/benchmark_model").status == 0
+    assert device.run(f"/data/local/tmp/benchmark_model {dropped}").status == 0
     assert device.drops == [1]
-
-
-def _pids_running(script: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(script).encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def _state(pid: int) -> str:
@@ -418,12 +407,12 @@ def _state(pid: int) -> str:
 
 
 def test_hang_fault_stops_benchmark_until_the_stream_closes(device):
-    script = device.write("/data/local/tmp/bench/benchmark_model", WAIT_FOREVER, 0o755)
+    device.install("/data/local/tmp/bench/benchmark_model", "wait_forever", benchmark=True)
     set_faults(device.state_dir, benchmark_hang=True)
 
     async def scenario() -> list[int]:
         task = asyncio.create_task(device.run_async("/data/local/tmp/bench/benchmark_model"))
-        while not (pids := _pids_running(script)):
+        while not (pids := host_processes_with_root(device.sandbox.root)):
             await asyncio.sleep(0.02)
         while _state(pids[0]) != "T":  # stopped by SIGSTOP, so it never finishes
             await asyncio.sleep(0.02)
@@ -434,6 +423,6 @@ def test_hang_fault_stops_benchmark_until_the_stream_closes(device):
         return pids
 
     pids = asyncio.run(asyncio.wait_for(scenario(), HANG_GUARD_S))
-    assert _pids_running(script) == []
+    assert host_processes_with_root(device.sandbox.root) == []
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()

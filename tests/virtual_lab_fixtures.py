@@ -3,7 +3,7 @@
 Plain context managers (no pytest magic), so any test module can wrap them in its own fixtures:
 
     with adb_server(tmp_path / "adb") as adb, virtual_device(tmp_path / "dev1") as device:
-        serial = adb.connect(device)          # "127.0.0.1:<port>", state "device"
+        serial = adb.connect(device)          # trusts adb's key, "127.0.0.1:<port>", "device"
         adb.run("-s", serial, "shell", "getprop ro.product.cpu.abi")
         adb.client().device(serial=serial).sync.push(...)
 """
@@ -22,11 +22,51 @@ from typing import Iterator
 
 import adbutils
 
+from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_BENCHMARK_MODEL = REPO_ROOT / "device_agents" / "bin" / "x86_64" / "benchmark_model"
 ADB_PATH = adbutils.adb_path()
 # Generous deadlines: only how long to wait before giving up, never what a test asserts.
 DEVICE_START_TIMEOUT_S = 60.0
 ADB_COMMAND_TIMEOUT_S = 120.0
+
+
+def wait_until(predicate, timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until true; False once ``timeout_s`` (a give-up bound only) passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())
+
+
+def host_processes_with_root(fs_root: Path) -> list[int]:
+    """pids of host processes a virtual device started: each carries the device's root
+    (BENCH_DEVICE_ROOT) in its environment."""
+    marker = f"BENCH_DEVICE_ROOT={Path(fs_root).resolve()}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def benchmark_processes(fs_root: Path) -> list[int]:
+    """pids of the benchmark_model processes a virtual device runs on the host."""
+    pids = []
+    for pid in host_processes_with_root(fs_root):
+        try:
+            if b"benchmark_model" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
 
 
 def free_port() -> int:
@@ -150,8 +190,26 @@ class AdbServer:
             time.sleep(0.2)
         return False
 
-    def connect(self, device: DeviceProcess, timeout_s: float = 30.0) -> str:
-        """``adb connect`` the device and wait until it is online; returns its adb serial."""
+    @property
+    def public_key_path(self) -> Path:
+        """The key this server signs with (adb creates it in $HOME/.android at start)."""
+        return self.home / ".android" / "adbkey.pub"
+
+    def authorize_on(self, device: DeviceProcess) -> None:
+        """Make ``device`` trust this server's key, as "always allow" on a phone does."""
+        key = self.public_key_path.read_text().strip()
+        keys_file = device.state_dir / TRUSTED_KEYS_FILE
+        if key not in (keys_file.read_text().splitlines() if keys_file.exists() else []):
+            with open(keys_file, "a") as keys:
+                keys.write(key + "\n")
+
+    def connect(self, device: DeviceProcess, timeout_s: float = 30.0, authorize: bool = True) -> str:
+        """``adb connect`` the device and wait until it is online; returns its adb serial.
+
+        ``authorize``: trust this server's key on the device first (a device trusts no key of
+        its own accord)."""
+        if authorize:
+            self.authorize_on(device)
         result = self.run("connect", device.address)
         output = (result.stdout + result.stderr).decode()
         if "connected to" not in output:

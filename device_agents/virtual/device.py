@@ -5,8 +5,10 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Callable, Optional
 
+from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE, TrustedKeys
 from device_agents.virtual.faults import FaultWatcher
 from device_agents.virtual.protocol import device_banner
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
@@ -40,7 +42,9 @@ async def serve_async(config: VirtualDeviceConfig,
     sandbox.create_layout(config)
     faults = FaultWatcher(config.state_dir)
     services = DeviceServices(config=config, sandbox=sandbox, faults=faults)
-    server = DeviceServer(device_banner(config.props(), FEATURES), services.open, faults)
+    trusted_keys = TrustedKeys(Path(config.state_dir) / TRUSTED_KEYS_FILE)
+    server = DeviceServer(device_banner(config.props(), FEATURES), services.open, faults,
+                          trusted_keys)
     port = await server.start(LISTEN_HOST, config.port)
     if port != config.port:  # port 0 asked for any free port: record the one we got
         config.port = port

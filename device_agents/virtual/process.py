@@ -1,9 +1,15 @@
 """Executing a file on the virtual device, as /system/bin/sh + the kernel would.
 
 Decides, like execve(2) on a phone, whether a file can run: missing (127), no x bit (126), an
-ELF for another machine (126, the ``not executable: 64-bit ELF file`` of a real device), a
-``#!`` script. Python scripts (the shipped ``benchmark_model`` launcher) run as real host child
-processes with the device process's own interpreter; their output streams back as it comes.
+ELF (126, the ``not executable: 64-bit ELF file`` of a real device), a ``#!`` script.
+
+The device must never give its host away, so the only files that become host processes are the
+programs bench ships for it, recognised by content hash (``trusted_programs``): the shipped
+``benchmark_model`` runs as a host child of the device process, from bench's own code, in
+isolated mode (``python -I``: no script folder, no PYTHON* variables, no user site) with the
+device process's environment, never the device shell's (LD_PRELOAD, PYTHONPATH... set on the
+device stay on the device). Anything else pushed to the device (a Python script, an ELF) answers
+as Android answers for a program it cannot run. Shell scripts run in the emulated shell.
 
 Fault switches for ``benchmark_model`` act here on the real child: a real SIGSEGV, a real
 SIGSTOP, a real dropped link.
@@ -11,6 +17,8 @@ SIGSTOP, a real dropped link.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import os
 import posixpath
 import resource
@@ -28,7 +36,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # The directory that holds the ``device_agents`` package: children import it from there.
 PACKAGE_PARENT_DIR = str(Path(__file__).resolve().parents[2])
+SHIPPED_BIN_DIR = Path(__file__).resolve().parents[1] / "bin"
 BENCHMARK_PROGRAM = "benchmark_model"
+
+
+@dataclass(frozen=True)
+class ShippedProgram:
+    """A program the device may run on the host: a function of bench's code, called with argv."""
+    entry_point: str            # "module:function"
+    is_benchmark: bool = False  # the benchmark_model fault switches act on it
+
+
+# The programs bench ships for its devices, by file name under bin/<abi>/.
+SHIPPED_PROGRAMS = {
+    BENCHMARK_PROGRAM: ShippedProgram("device_agents.benchmark_model.main:main", is_benchmark=True),
+}
+# What the isolated child runs: bench's code from PACKAGE_PARENT_DIR, argv = [device path, args].
+_BOOTSTRAP = ("import sys; sys.path.insert(0, {parent!r}); from {module} import {function}; "
+              "sys.exit({function}(sys.argv[1:]))")
 ELF_MAGIC = b"\x7fELF"
 ELF_MACHINE_X86_64 = 62
 READ_CHUNK_BYTES = 65536
@@ -107,6 +132,10 @@ async def exec_file(path: str, args: list[str], sh: "Interpreter", io: Streams,
         return 126
     with open(host, "rb") as f:
         head = f.read(256)
+    programs = trusted_programs() if sh.ctx.programs is None else sh.ctx.programs
+    program = programs.get(file_sha256(host))
+    if program is not None:
+        return await run_shipped_program(program, path, args, sh, io)
     refusal = elf_refusal(head)
     if refusal:
         await io.complain(f"{SHELL_NAME}: {path}: {refusal}")
@@ -116,18 +145,35 @@ async def exec_file(path: str, args: list[str], sh: "Interpreter", io: Streams,
         # A file without #! is run by the shell itself (ENOEXEC fallback), like mksh does.
         text = host.read_text(errors="replace")
         return await sh.run_script_file(text, [path, *args], io, extra_env)
-    if script.interpreter.startswith("python"):
-        return await run_python_child(path, host, args, sh, io, extra_env)
-    await io.complain(f"{SHELL_NAME}: {path}: inaccessible or not found")
+    # Any other interpreter (python3, /usr/bin/env, perl...) does not exist on the device: the
+    # kernel's execve fails with ENOENT for a missing #! interpreter, and the shell says so.
+    await io.complain(f"{SHELL_NAME}: {path}: No such file or directory")
     return 127
 
 
-def child_environment(sh: "Interpreter", extra_env: dict[str, str]) -> dict[str, str]:
-    env = dict(sh.exported_env())
-    env.update(extra_env)
+@functools.lru_cache(maxsize=1)
+def trusted_programs() -> dict[str, ShippedProgram]:
+    """sha256 of each program file bench ships for its devices -> the program."""
+    programs = {}
+    for path in sorted(SHIPPED_BIN_DIR.glob("*/*")):
+        program = SHIPPED_PROGRAMS.get(path.name)
+        if program is not None and path.is_file():
+            programs[file_sha256(path)] = program
+    return programs
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def child_environment(sh: "Interpreter") -> dict[str, str]:
+    """The device process's own environment (the lab's), plus where the device's / is."""
+    env = dict(os.environ)
     env["BENCH_DEVICE_ROOT"] = str(sh.ctx.sandbox.root)
-    existing = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = PACKAGE_PARENT_DIR + (os.pathsep + existing if existing else "")
     return env
 
 
@@ -162,14 +208,16 @@ async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
         proc.stdin.close()
 
 
-async def run_python_child(device_path: str, host: Path, args: list[str], sh: "Interpreter",
-                           io: Streams, extra_env: dict[str, str]) -> int:
+async def run_shipped_program(program: ShippedProgram, device_path: str, args: list[str],
+                              sh: "Interpreter", io: Streams) -> int:
     faults = sh.ctx.faults.current()
-    is_benchmark = posixpath.basename(device_path) == BENCHMARK_PROGRAM
+    is_benchmark = program.is_benchmark
+    module, _, function = program.entry_point.partition(":")
+    bootstrap = _BOOTSTRAP.format(parent=PACKAGE_PARENT_DIR, module=module, function=function)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(host), *args,
+        sys.executable, "-I", "-c", bootstrap, device_path, *args,
         cwd=str(sh.host_path(sh.cwd)),
-        env=child_environment(sh, extra_env),
+        env=child_environment(sh),
         stdin=asyncio.subprocess.PIPE if io.stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -57,6 +57,8 @@ class VirtualDeviceConfig:
             "ro.hardware": "virtual",
             "ro.serialno": self.serial,
             "ro.kernel.qemu": "0",
+            # As a user-facing phone: adbd asks every host to authenticate (adb_auth.py).
+            "ro.adb.secure": "1",
             # Says plainly, for any reader of the props, what the numbers measured here are.
             "bench.virtual.measures": "host-cpu",
             "bench.virtual.host_cpus": ",".join(str(c) for c in self.cpu_slice().host_cpus),

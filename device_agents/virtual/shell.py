@@ -53,6 +53,9 @@ class ShellContext:
     faults: FaultWatcher
     drop_connection: Callable[[], None]   # closes this device's TCP link now (used by a fault)
     cwd: str = "/"
+    # sha256 -> program the device may run on the host; None: only what bench ships
+    # (process.trusted_programs). Tests of the exec plumbing register programs of their own.
+    programs: dict | None = None
 
 
 class ExitShell(Exception):

@@ -1,7 +1,9 @@
 """The virtual device's ADB transport: a TCP server that speaks adbd's side of the protocol.
 
-One ``Link`` per TCP connection from an adb server: CNXN handshake (no AUTH), then many
-concurrent streams (OPEN/OKAY/WRTE/CLSE). Each stream runs one service task; this module knows
+One ``Link`` per TCP connection from an adb server: the CNXN handshake, then AUTH as adbd does on
+a phone with ``ro.adb.secure=1`` (a token to sign; only the device's trusted keys are accepted, a
+host offering any other key stays ``unauthorized``), then many concurrent streams
+(OPEN/OKAY/WRTE/CLSE). Each stream runs one service task; this module knows
 nothing about services, it asks ``ServiceOpener`` for a coroutine per OPEN.
 
 Flow control is adb's classic one (no delayed_ack): at most one unacknowledged WRTE per stream in
@@ -12,17 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from typing import Awaitable, Callable, Optional
 
+from device_agents.virtual.adb_auth import (
+    ADB_AUTH_RSAPUBLICKEY, ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, TOKEN_SIZE, TrustedKeys,
+)
 from device_agents.virtual.faults import FaultWatcher
 from device_agents.virtual.protocol import (
-    A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_VERSION_SKIP_CHECKSUM, A_WRTE, HEADER_SIZE,
+    A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_VERSION_SKIP_CHECKSUM, A_WRTE, HEADER_SIZE,
     MAX_PAYLOAD, MAX_PAYLOAD_V1, Message, ProtocolError, decode_header, encode_header,
 )
 
 log = logging.getLogger("bench.virtual.transport")
+
+# adbd slows a host down after this many failed signatures on one connection (adb.cpp).
+FAILED_AUTH_ATTEMPTS_BEFORE_DELAY = 256
+FAILED_AUTH_DELAY_S = 1.0
 
 
 class StreamClosed(ConnectionError):
@@ -128,7 +138,10 @@ class Link:
         self._writer = writer
         self.version = A_VERSION
         self.max_payload = MAX_PAYLOAD_V1  # until the host's CNXN says more
-        self.connected = False
+        self.connected = False  # the host's CNXN arrived
+        self.online = False     # ... and it authenticated: streams may be opened
+        self._token = b""       # the AUTH token the host must sign next
+        self._failed_auth_attempts = 0
         self.alive = True
         # Bytes of sync SEND data received on this connection (for the drop_after_push_bytes fault).
         self.pushed_bytes = 0
@@ -183,6 +196,10 @@ class Link:
             self._on_connect(message)
         elif not self.connected:
             return  # nothing but CNXN is accepted before the handshake
+        elif message.command == A_AUTH:
+            self._on_auth(message)
+        elif not self.online:
+            return  # as adbd: no stream before the host has authenticated
         elif message.command == A_OPEN:
             self._on_open(message)
         elif message.command == A_WRTE:
@@ -197,7 +214,7 @@ class Link:
             stream = self._streams.pop(message.arg1, None)
             if stream is not None:
                 stream._host_closed()
-        # AUTH/STLS/SYNC from a host are ignored: this device never asks for them.
+        # STLS/SYNC from a host are ignored: this device never asks for them.
 
     def _on_connect(self, message: Message) -> None:
         if self.connected:
@@ -205,7 +222,37 @@ class Link:
         self.version = min(message.arg0, A_VERSION)
         self.max_payload = min(message.arg1, MAX_PAYLOAD)
         self.connected = True
-        self.send(Message(A_CNXN, self.version, self.max_payload, self.server.banner))
+        self.online = False  # adbd's handle_new_connection: offline until authenticated again
+        self._send_auth_request()
+
+    def _send_auth_request(self) -> None:
+        """A fresh random token for the host to sign (adbd's send_auth_request)."""
+        self._token = os.urandom(TOKEN_SIZE)
+        self.send(Message(A_AUTH, ADB_AUTH_TOKEN, 0, self._token))
+
+    def _on_auth(self, message: Message) -> None:
+        if self.online:
+            return  # already authenticated: a stray AUTH changes nothing
+        if message.arg0 == ADB_AUTH_SIGNATURE:
+            key = self.server.trusted_keys.verify(self._token, message.data)
+            if key is not None:
+                log.info("host authenticated with key %s", key.comment or "(no comment)")
+                self._failed_auth_attempts = 0
+                self.online = True
+                self.send(Message(A_CNXN, self.version, self.max_payload, self.server.banner))
+                return
+            self._failed_auth_attempts += 1
+            if self._failed_auth_attempts > FAILED_AUTH_ATTEMPTS_BEFORE_DELAY:
+                asyncio.get_running_loop().call_later(FAILED_AUTH_DELAY_S, self._send_auth_request)
+            else:
+                self._send_auth_request()  # the host tries its next key
+        elif message.arg0 == ADB_AUTH_RSAPUBLICKEY:
+            # A phone would now ask its user; this device has nobody to ask, so the key is only
+            # logged and the host stays unauthorized (`bench lab up --authorize-key` trusts it).
+            comment = message.data.rstrip(b"\0").partition(b" ")[2].decode(errors="replace")
+            log.warning("unauthorized host key offered (%s): not trusted", comment or "no comment")
+        else:
+            self.drop()  # adbd sets the transport offline on an unknown AUTH type
 
     def _on_open(self, message: Message) -> None:
         host_id = message.arg0
@@ -240,8 +287,10 @@ class Link:
 class DeviceServer:
     """Accepts adb server connections for one device; remembers whether a fault took it offline."""
 
-    def __init__(self, banner: bytes, open_service: ServiceOpener, faults: FaultWatcher):
+    def __init__(self, banner: bytes, open_service: ServiceOpener, faults: FaultWatcher,
+                 trusted_keys: TrustedKeys):
         self.banner = banner
+        self.trusted_keys = trusted_keys
         self.open_service = open_service
         self.faults = faults
         self.links: set[Link] = set()

@@ -3,6 +3,11 @@
 `up` starts N device processes and one `adb server nodaemon`, connects the devices with
 `adb connect`, waits until the server lists each one as `device`, and records every pid it
 started in `<state_dir>/lab.json`; `down` stops exactly those.
+
+Each device trusts only the adb keys it is given (as a phone that has said "always allow" to
+them): by default the key of the user who starts the lab, `~/.android/adbkey.pub`, which the
+lab's own adb server signs with; more with `--authorize-key`. Any other adb server sees the
+device `unauthorized`.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 import adbutils
 
 import device_agents
+from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE, KeyFormatError, read_key_lines
 from device_agents.virtual.cpus import plan_cpu_slices, shared_cores
 from device_agents.virtual.faults import set_faults, clear_faults, FAULT_NAMES
 from device_agents.virtual.sandbox import VirtualDeviceConfig
@@ -94,12 +100,43 @@ def start_adb_server(port: int, log_path: Path) -> subprocess.Popen:
     raise DeviceError(f"adb server on port {port} did not start in 20 s: see {log_path}")
 
 
+def user_adb_key_path() -> Path:
+    """The public key adb signs with for this user: adb keeps its key pair in $HOME/.android."""
+    return Path.home() / ".android" / "adbkey.pub"
+
+
+def trusted_key_lines(extra_key_paths: list[Path] | tuple = ()) -> list[str]:
+    """The user's adb key (adb creates it when its server first starts) and `extra_key_paths`."""
+    lines = _key_lines(user_adb_key_path(), None)
+    for path in extra_key_paths:
+        lines += _key_lines(Path(path), "--authorize-key")
+    return lines
+
+
+def _key_lines(path: Path, option: str | None) -> list[str]:
+    where = f"{option} {path}" if option else f"adb key {path}"
+    try:
+        return read_key_lines(path)
+    except FileNotFoundError:
+        fix = ("give the adbkey.pub of the adb that should reach the lab" if option else
+               "start an adb server once (`adb start-server`) so that adb creates it")
+        raise UserError(f"{where}: no such file; {fix}") from None
+    except (OSError, KeyFormatError) as exc:
+        raise UserError(f"{where}: not an adb public key ({exc}); give an adbkey.pub "
+                        "as adb writes it") from None
+
+
 def start_virtual_device(state_dir: Path, serial: str, port: int, faults: dict | None = None,
-                         host_cpus: list[int] | None = None) -> subprocess.Popen:
-    """Start one virtual device process (on `host_cpus` only, when given); wait until it listens."""
+                         host_cpus: list[int] | None = None,
+                         authorized_keys: list[str] | None = None) -> subprocess.Popen:
+    """Start one virtual device process (on `host_cpus` only, when given); wait until it listens.
+
+    The device trusts the adb public key lines `authorized_keys` (default: the user's key)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     VirtualDeviceConfig(serial=serial, port=port, state_dir=str(state_dir),
                         host_cpus=host_cpus).save()
+    keys = trusted_key_lines() if authorized_keys is None else authorized_keys
+    (state_dir / TRUSTED_KEYS_FILE).write_text("".join(f"{line}\n" for line in keys))
     clear_faults(state_dir)
     if faults:
         set_faults(state_dir, **faults)
@@ -140,15 +177,19 @@ def connect_device(server: AdbServer, address: str, timeout_s: float = 30.0) -> 
     raise DeviceError(f"virtual device {address} not listed as device by adb: {last}")
 
 
-def lab_up(n: int, base: Path | None = None, own_cpus: bool = True) -> LabState:
+def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
+           authorize_keys: list[Path] | tuple = ()) -> LabState:
     """Start `n` virtual devices behind an adb server of their own.
 
     With `own_cpus` (the default) each device runs on host cores of its own (see
     `plan_cpu_slices`), as each phone of a real lab has its own CPU; otherwise all devices share
-    every host core and their concurrent launches slow each other down."""
+    every host core and their concurrent launches slow each other down. The devices trust the
+    user's adb key and the keys in `authorize_keys` (adbkey.pub files)."""
     base = base or default_state_dir()
     if n < 1:
         raise UserError(f"--virtual {n}: give a number of devices of at least 1")
+    for path in authorize_keys:  # bad input is found before anything starts
+        _key_lines(Path(path), "--authorize-key")
     existing = LabState.load(base)
     if existing and _alive(existing.adb_pid):
         raise UserError(f"a lab is already up (adb server port {existing.adb_port}); "
@@ -160,11 +201,12 @@ def lab_up(n: int, base: Path | None = None, own_cpus: bool = True) -> LabState:
     lab.save(base)  # saved early so `down` can clean up even if `up` fails half-way
     slices = plan_cpu_slices(n, sorted(os.sched_getaffinity(0))) if own_cpus else [None] * n
     try:
+        keys = trusted_key_lines(authorize_keys)  # the user's key exists once adb has started
         for i in range(n):
             port = free_port()
             dev_dir = base / "devices" / f"virtual-{i + 1}"
             proc = start_virtual_device(dev_dir, serial=f"VIRT{i + 1:04d}", port=port,
-                                        host_cpus=slices[i])
+                                        host_cpus=slices[i], authorized_keys=keys)
             lab.devices.append(VirtualDeviceRecord(f"127.0.0.1:{port}", port, proc.pid,
                                                    str(dev_dir), slices[i]))
             lab.save(base)
