@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import adbutils
 import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
@@ -14,6 +13,7 @@ from harness.config import BenchmarkSettings, RunConfig
 from harness.lab.virtual_lab import connect_device, lab_down, lab_status, lab_up
 from harness.run import run_benchmarks
 from harness.store import Store
+from harness.lab.adb_binary import adb_path
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def config_for(tmp_path, **kw) -> RunConfig:
 
 
 def test_lab_devices_are_listed_by_the_real_adb_server(lab):
-    out = subprocess.run([adbutils.adb_path(), "-P", str(lab.adb_port), "devices", "-l"],
+    out = subprocess.run([adb_path(), "-P", str(lab.adb_port), "devices", "-l"],
                          capture_output=True, text=True, timeout=30).stdout
     for dev in lab.devices:
         line = next(l for l in out.splitlines() if l.startswith(dev.serial))

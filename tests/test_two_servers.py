@@ -176,6 +176,7 @@ def test_plain_adbutils_would_have_started_a_server(monkeypatch):
             adbutils.AdbClient("127.0.0.1", free_port(), socket_timeout=5).list()
         assert _listening(("127.0.0.1", watched_port))
     finally:
+        # The server adbutils started is stopped by the same adb.
         subprocess.run([adbutils.adb_path(), "-P", str(watched_port), "kill-server"],
                        capture_output=True, timeout=30)
 

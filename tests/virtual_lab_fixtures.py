@@ -23,10 +23,11 @@ from typing import Iterator
 import adbutils
 
 from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE
+from harness.lab.adb_binary import adb_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BENCHMARK_MODEL = REPO_ROOT / "device_agents" / "bin" / "x86_64" / "benchmark_model"
-ADB_PATH = adbutils.adb_path()
+ADB_PATH = adb_path()  # the adb bench itself runs (harness/lab/adb_binary.py)
 # Generous deadlines: only how long to wait before giving up, never what a test asserts.
 DEVICE_START_TIMEOUT_S = 60.0
 ADB_COMMAND_TIMEOUT_S = 120.0

@@ -229,6 +229,9 @@ class SyncSession:
                     if drop_after is not None and link.pushed_bytes >= drop_after:
                         raise PushDropped
                     if written_bytes + size > free_bytes:
+                        # Gone before the host hears of it: the host may look right after FAIL.
+                        handle.close()
+                        temp.unlink(missing_ok=True)
                         await self._fail(f"couldn't write \"{path}\": No space left on device")
                         await self._discard_until_done()
                         raise SyncFailure

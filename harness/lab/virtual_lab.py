@@ -22,8 +22,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import adbutils
-
 import device_agents
 from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE, KeyFormatError, read_key_lines
 from device_agents.virtual.cpus import plan_cpu_slices, shared_cores
@@ -31,6 +29,7 @@ from device_agents.virtual.faults import set_faults, clear_faults, FAULT_NAMES
 from device_agents.virtual.sandbox import VirtualDeviceConfig
 from harness.devices.session import AdbServer, list_device_states
 from harness.errors import DeviceError, UserError
+from harness.lab.adb_binary import adb_path
 from harness.paths import state_dir as default_state_dir
 
 LAB_FILE = "lab.json"
@@ -83,7 +82,7 @@ def _project_root() -> str:
 def start_adb_server(port: int, log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, ADB_MDNS="0", ADB_MDNS_AUTO_CONNECT="0")
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([adbutils.adb_path(), "-P", str(port), "server", "nodaemon"],
+        proc = subprocess.Popen([adb_path(), "-P", str(port), "server", "nodaemon"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
     server = AdbServer("127.0.0.1", port)
@@ -333,7 +332,7 @@ def _restart_server(server: AdbServer, base: Path | None) -> bool:
                 pass  # that device may itself be down; the caller waits for the one it needs
         return True
     if server.host in ("127.0.0.1", "localhost"):
-        subprocess.run([adbutils.adb_path(), "-P", str(server.port), "start-server"],
+        subprocess.run([adb_path(), "-P", str(server.port), "start-server"],
                        capture_output=True, timeout=30)
         return True
     return False  # a remote lab host's server is its owner's to restart
