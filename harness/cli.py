@@ -13,7 +13,13 @@ from pathlib import Path
 import click
 
 from harness.cli_compare import confirm_options
+from harness.cli_types import (NumberType, OptionError, TextType, check_number_text, integer,
+                               number)
+from harness.config_schema import BENCHMARK_RULES, RUN_RULES
 from harness.errors import BenchError, UserError
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _echo_err(message: str) -> None:
@@ -28,26 +34,35 @@ def cli() -> None:
 
 # -- run ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--devices", default=None, help="all, or SERIAL[,SERIAL...] (default: all).")
-@click.option("--model", default=None, help="Model to benchmark (default: digits_cnn).")
-@click.option("--variant", "variants", multiple=True, metavar="SPEC",
-              help="baseline, or knobs like prune=0.35,ft=2,quant=int8 (repeatable).")
-@click.option("--weights", default=None, help="State dict (.pt/.pth) for a built-in architecture.")
-@click.option("--input-shape", default=None, help="Model input shape, e.g. 1,3,224,224.")
-@click.option("--data", "data_dir", default=None, help="ImageFolder directory for accuracy and fine-tuning.")
+@click.option("--devices", type=TextType(RUN_RULES["devices"]), default=None,
+              help="all, or SERIAL[,SERIAL...] (default: all).")
+@click.option("--model", type=TextType(RUN_RULES["model"]), default=None,
+              help="Model to benchmark (default: digits_cnn).")
+@click.option("--variant", "variants", type=TextType(RUN_RULES["variants"]), multiple=True,
+              metavar="SPEC", help="baseline, or knobs like prune=0.35,ft=2,quant=int8 (repeatable).")
+@click.option("--weights", type=TextType(RUN_RULES["weights"]), default=None,
+              help="State dict (.pt/.pth) for a built-in architecture.")
+@click.option("--input-shape", type=TextType(RUN_RULES["input_shape"]), default=None,
+              help="Model input shape, e.g. 1,3,224,224.")
+@click.option("--data", "data_dir", type=TextType(RUN_RULES["data_dir"]), default=None,
+              help="ImageFolder directory for accuracy and fine-tuning.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="TOML config file (default: ./bench.toml when present).")
 @click.option("--binary", "binaries", multiple=True, metavar="ABI=PATH",
               help="benchmark_model binary for an ABI, e.g. arm64-v8a=./benchmark_model.")
-@click.option("--num-runs", type=click.IntRange(min=1), default=None, help="benchmark_model --num_runs.")
-@click.option("--warmup-runs", type=click.IntRange(min=0), default=None, help="--warmup_runs.")
-@click.option("--min-secs", type=click.FloatRange(min=0), default=None, help="--min_secs.")
-@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=None, help="--max_secs.")
-@click.option("--threads", "threads", type=click.IntRange(min=1), multiple=True,
+@click.option("--num-runs", type=NumberType(BENCHMARK_RULES["num_runs"]), default=None,
+              help="benchmark_model --num_runs.")
+@click.option("--warmup-runs", type=NumberType(BENCHMARK_RULES["warmup_runs"]), default=None,
+              help="--warmup_runs.")
+@click.option("--min-secs", type=NumberType(BENCHMARK_RULES["min_secs"]), default=None,
+              help="--min_secs.")
+@click.option("--max-secs", type=NumberType(BENCHMARK_RULES["max_secs"]), default=None,
+              help="--max_secs.")
+@click.option("--threads", "threads", type=NumberType(RUN_RULES["threads"]), multiple=True,
               help="--num_threads as a run dimension (repeatable; default: one per big core).")
 @click.option("--delegate", "delegates", type=click.Choice(["cpu", "xnnpack", "gpu", "nnapi"]),
               multiple=True, help="Delegate as a run dimension (repeatable; default: the tool's).")
-@click.option("--trials", type=click.IntRange(min=1), default=None,
+@click.option("--trials", type=NumberType(RUN_RULES["trials"]), default=None,
               help="Launches per variant, device and configuration, interleaved across variants.")
 @click.option("--peak-memory/--no-peak-memory", default=None,
               help="One extra launch per variant measuring peak memory (default: on).")
@@ -73,10 +88,11 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
-    from harness.report import failures_table, format_table, latency_table, variants_table
-    from harness.run import resume_benchmarks, run_benchmarks
 
-    config = load_config(config_path)
+    config = load_config(config_path)  # a bad file is reported before the heavy imports below
+    from harness.report import failures_table, format_table, latency_table, variants_table
+    from harness.run import RunInterrupted, resume_benchmarks, run_benchmarks
+
     if (confirm or junit_path) and not baseline:
         raise UserError(f"{'--confirm' if confirm else '--junit'} works on the verdicts against "
                         "a baseline: add --baseline RUN_ID|latest|tag:NAME")
@@ -114,10 +130,14 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     # in a store with no run yet lets this run become the first baseline.
     base_id = (_baseline_run_id(baseline, config.store_path, exclude=resume_run_id)
                if baseline else None)
-    if resume_run_id:
-        result = resume_benchmarks(resume_run_id, config.store_path, log=log)
-    else:
-        result = run_benchmarks(config, log=log)
+    try:
+        if resume_run_id:
+            result = resume_benchmarks(resume_run_id, config.store_path, log=log)
+        else:
+            result = run_benchmarks(config, log=log)
+    except RunInterrupted as exc:  # Ctrl-C twice: no tables, just how to finish
+        _echo_err(exc.line)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(f"\nrun {result.run_id}: latency (benchmark_model, timed runs)")
     click.echo(format_table(latency_table(result.measurements)))
     click.echo("\nvariants: size and accuracy")
@@ -131,6 +151,9 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
                f"report: {result.report_dir}/index.html; store: {config.store_path}")
+    if result.interrupted:  # no verdicts on half a run
+        _echo_err(result.interrupted_line)
+        sys.exit(EXIT_INTERRUPTED)
     exit_code = result.exit_code
     if baseline and base_id is None:
         click.echo(f"\n--baseline {baseline}: no earlier run in {config.store_path}; this run "
@@ -145,7 +168,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         if confirm:
             verdicts = confirm_result(store, verdicts, confirm_trials)
         store.close()
-        click.echo(f"\ncompared with baseline {base_id}:")
+        picked = " (latest: the newest other run that finished ok)" if baseline == "latest" else ""
+        click.echo(f"\ncompared with baseline {base_id}{picked}:")
         click.echo(format_compare(verdicts))
         (result.report_dir / "compare.md").write_text(compare_markdown(verdicts))
         if junit_path is not None:
@@ -185,7 +209,7 @@ def _model_options(f):
         click.option("--weights", default=None, help="State dict for a built-in architecture."),
         click.option("--input-shape", default=None, help="Input shape, e.g. 1,3,224,224."),
         click.option("--data", "data_dir", default=None, help="ImageFolder directory."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=NumberType(RUN_RULES["seed"]), default=0, show_default=True),
     ]):
         f = option(f)
     return f
@@ -228,7 +252,7 @@ def optimize(model, weights, input_shape, data_dir, seed, variants, as_json):
 
 @cli.command()
 @_model_options
-@click.option("--ratio", type=float, default=0.3, show_default=True,
+@click.option("--ratio", type=number(), default=0.3, show_default=True,
               help="Pruning ratio of the per-group sensitivity scan.")
 @click.option("--json", "as_json", is_flag=True)
 def analyze(model, weights, input_shape, data_dir, seed, ratio, as_json):
@@ -290,25 +314,47 @@ def devices(as_json):
 @click.option("--json", "as_json", is_flag=True, help="JSON list, one object per benchmark run.")
 def parse(log_file, as_json):
     """Parse a benchmark_model log (any version, plain, INFO:-prefixed or logcat)."""
-    from harness.benchmark.parser import parse_log
+    from harness.benchmark.parser import parse_log_file
 
-    try:
-        text = log_file.read_text(errors="replace")
-    except FileNotFoundError:
-        raise UserError(f"{log_file}: no such file; give the path of a benchmark_model log") from None
-    except IsADirectoryError:
-        raise UserError(f"{log_file}: is a directory; give the path of a benchmark_model log") from None
-    runs = [r.to_dict() for r in parse_log(text)]
+    # The whole log is parsed (a stream, bounded memory; a bad log is refused) before anything
+    # is printed; then one run at a time, never the whole output at once.
+    runs = parse_log_file(log_file)
     if as_json:
-        click.echo(json.dumps(runs, indent=1))
+        if not runs:
+            click.echo("[]")
+            return
+        # The layout of json.dumps(runs, indent=1), written as it is encoded.
+        encoder, pending = json.JSONEncoder(indent=1), []
+        for chunk in encoder.iterencode(_LazyList(runs, lambda run: run.to_dict())):
+            pending.append(chunk)
+            if len(pending) >= 4096:
+                click.echo("".join(pending), nl=False)
+                pending.clear()
+        click.echo("".join(pending))
         return
     if not runs:
         click.echo("no benchmark run found")
         return
-    for i, r in enumerate(runs, 1):
+    for i, run in enumerate(runs, 1):
+        r = run.to_dict()
         fields = ", ".join(f"{k}={v}" for k, v in r.items() if v not in (None, []) and k != "ops")
         ops = f", {len(r['ops'])} op rows" if r.get("ops") else ""
         click.echo(f"run {i}: {fields}{ops}")
+
+
+class _LazyList(list):
+    """A list json's (indenting, pure-Python) encoder walks item by item, each item made only
+    when its turn comes: one run's dict in memory at a time."""
+
+    def __init__(self, items: list, make):
+        super().__init__()
+        self._items, self._make = items, make
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return (self._make(item) for item in self._items)
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -323,12 +369,19 @@ def report(run_id, store_path, reports_dir):
 
     if not store_path.exists():
         raise UserError(f"--store {store_path}: no results store there; run `bench run` first")
-    store = Store(store_path)
-    if store.run(run_id) is None:
-        known = [r["run_id"] for r in store.runs()][-5:]
-        raise UserError(f"run {run_id}: not in {store_path}; recent runs: {', '.join(known) or 'none'}")
-    out = write_report(store, run_id, reports_dir)
-    click.echo(format_table(latency_table(store.measurements(run_id))))
+    store = Store(store_path)  # a newer or non-SQLite store: one line, exit 2
+    try:
+        if store.run(run_id) is None:
+            known = [r["run_id"] for r in store.runs()][-5:]
+            raise UserError(f"run {run_id}: not in {store_path}; recent runs: "
+                            f"{', '.join(known) or 'none'}")
+        # A full or read-only reports dir: a StorageError naming it (exit 1); the files
+        # already there stay whole.
+        out = write_report(store, run_id, reports_dir)
+        table = format_table(latency_table(store.measurements(run_id)))
+    finally:
+        store.close()
+    click.echo(table)
     click.echo(f"report: {out}/index.html (also report.md, results.csv, results.json)")
 
 
@@ -339,7 +392,7 @@ def lab():
 
 
 @lab.command("up")
-@click.option("--virtual", "n", type=int, required=True, help="Number of virtual devices.")
+@click.option("--virtual", "n", type=integer(1), required=True, help="Number of virtual devices.")
 @click.option("--shared-cpus", is_flag=True,
               help="Run every device on all host cores (default: host cores of its own each).")
 @click.option("--authorize-key", "authorize_keys", multiple=True, metavar="PATH",
@@ -428,6 +481,8 @@ def _fault_value(text: str):
         return lowered == "true"
     if lowered in ("none", "null", "off"):
         return None
+    # inf, nan, 1e999: no fault value (byte counts may pass 2**31, so a 64-bit bound here)
+    check_number_text(text, f"fault value {text}", magnitude=2**63 - 1)
     for cast in (int, float):
         try:
             return cast(text)
@@ -447,6 +502,11 @@ def main() -> None:
     except click.exceptions.Abort:
         _echo_err("aborted")
         sys.exit(130)
+    except click.UsageError as exc:  # bad flags: one line, like every bad input
+        hint = (f" (see `{exc.ctx.command_path} --help`)"
+                if exc.ctx and not isinstance(exc, OptionError) else "")
+        _echo_err(f"error: {' '.join(exc.format_message().splitlines())}{hint}")
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from harness.compare import CompareResult, KeyVerdict, MetricVerdict
+from harness.cli_types import check_number_text, integer
 from harness.errors import UserError
+from harness.escape import md_code, md_text
+
+if TYPE_CHECKING:  # harness.compare loads scipy: not for commands that never compare
+    from harness.compare import CompareResult, KeyVerdict, MetricVerdict
 
 DEFAULT_STORE = Path("reports/bench.db")
 
@@ -71,13 +76,9 @@ def format_compare(result: CompareResult) -> str:
     return "\n\n".join(parts)
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -91,9 +92,9 @@ def compare_markdown(result: CompareResult) -> str:
     for v in sorted(result.latency, key=lambda v: order[v.verdict]):
         cells = _latency_cells(v)
         cells[0] = f"{icon[v.verdict]} {v.verdict}"
-        cells[1] = f"`{v.label}`"
+        # The key label stays plain escaped text: in a code span the escapes would show.
         latency_rows.append(cells)
-    parts = [head, f"base `{result.base_run}` → candidate `{result.cand_run}`: "
+    parts = [head, f"base {md_code(result.base_run)} → candidate {md_code(result.cand_run)}: "
              + ", ".join(f"{n} {name}" for name, n in result.counts().items() if n),
              "### Latency", _md_table(latency_header(result), latency_rows)]
     metrics = [*result.size, *result.accuracy]
@@ -106,7 +107,7 @@ def compare_markdown(result: CompareResult) -> str:
         parts.append(f"{len(result.only_in_base)} key(s) only in base, "
                      f"{len(result.only_in_cand)} only in candidate (not compared).")
     t = result.thresholds
-    overrides = ", ".join(f"`{p}`={r:g}" for p, r in t.overrides)
+    overrides = ", ".join(f"{md_code(p)}={r:g}" for p, r in t.overrides)
     parts.append(f"<sub>Samples: each launch's {t.statistic} latency. "
                  f"REGRESSED needs p ≤ {t.alpha:g} (one-sided Mann–Whitney U / KS), median "
                  f"ratio ≥ {t.ratio:g}{' (' + overrides + ')' if overrides else ''} and a bootstrap "
@@ -127,7 +128,7 @@ def confirm_options(f):
     """--confirm and --confirm-trials, shared by `bench compare` and `bench run --baseline`."""
     from harness.confirm import DEFAULT_CONFIRM_TRIALS
 
-    f = click.option("--confirm-trials", type=int, default=DEFAULT_CONFIRM_TRIALS,
+    f = click.option("--confirm-trials", type=integer(), default=DEFAULT_CONFIRM_TRIALS,
                      show_default=True, help="Interleaved launches per side for --confirm.")(f)
     return click.option("--confirm", is_flag=True,
                         help="Re-run REGRESSED keys interleaved with the baseline artifact on "
@@ -143,7 +144,8 @@ def confirm_result(store, result: CompareResult, trials: int) -> CompareResult:
 
 @click.command()
 @click.option("--model", default=None, help="Only this model.")
-@click.option("--device", default=None, help="Only this device serial.")
+@click.option("--device", default=None,
+              help="Only this device: its ro.serialno (as keys show it) or an adb serial.")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--json", "as_json", is_flag=True)
 def history(model, device, store_path, as_json):
@@ -168,6 +170,7 @@ def history(model, device, store_path, as_json):
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Write compare.md into this directory instead.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="RATIO|PATTERN=RATIO",
+              callback=lambda _ctx, _param, values: _finite_ratios(values),
               help="Slowdown ratio that counts (default 1.05); PATTERN=RATIO per key, e.g. '*gpu*=1.10'.")
 @click.option("--statistic", type=click.Choice(["min", "median", "mean"]), default="min",
               show_default=True, help="Which per-launch latency is a sample.")
@@ -190,9 +193,13 @@ def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statist
     for text in thresholds:
         parse_threshold(text, settings)
     store = _open_store(store_path)
-    cand_id = resolve_run_ref(store, cand)
-    base_id = resolve_run_ref(store, base, exclude=cand_id)
+    picked: list[str] = []  # which run `latest` is: said once both runs are known good
+    cand_id = resolve_run_ref(store, cand, log=picked.append)
+    base_id = resolve_run_ref(store, base, exclude=cand_id, log=picked.append)
     result = compare_runs(store, base_id, cand_id, settings)
+    if not as_json:  # --json names both runs in its document
+        for line in picked:
+            click.echo(line, err=True)
     if confirm:
         result = confirm_result(store, result, confirm_trials)
     out_dir = output_dir or (reports_dir or default_reports_dir()) / cand_id
@@ -217,13 +224,22 @@ def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statist
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 def tag(run_id, name, store_path):
     """Name a run (e.g. release-1.4) so `bench compare tag:NAME ...` finds it."""
+    from harness.config_schema import tag_name_problem
+
+    problem = tag_name_problem(name)  # before the store is even opened
+    if problem:
+        raise UserError(problem)
     store = _open_store(store_path)
     if store.run(run_id) is None:
         raise UserError(f"run {run_id}: not in {store_path}")
-    if not name or name != name.strip() or ":" in name:
-        raise UserError(f"tag {name!r}: use a name without spaces at the ends or ':'")
     store.tag_run(run_id, name)
     click.echo(f"tagged {run_id} as {name}")
+
+
+def _finite_ratios(values: tuple[str, ...]) -> tuple[str, ...]:
+    for text in values:
+        check_number_text(text.rpartition("=")[2], f"--threshold {text}")
+    return values
 
 
 def register(cli_group: click.Group) -> None:

@@ -21,9 +21,9 @@ import fnmatch
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 from harness.errors import UserError
 from harness.results import Measurement
@@ -40,7 +40,7 @@ class SeriesKey:
 
     model_name: str
     variant: str
-    device_serial: str
+    device_serial: str  # the device's stable identity (Measurement.device_id), not its adb serial
     adb_server: str
     delegate_choice: str
     num_threads: str
@@ -66,7 +66,8 @@ def os_build(device_props_json: str | None) -> str:
 
 def series_key(m: Measurement) -> SeriesKey:
     return SeriesKey(
-        model_name=m.model_name or "?", variant=m.variant, device_serial=m.device_serial,
+        model_name=m.model_name or "?", variant=m.variant,
+        device_serial=m.device_id or m.device_serial,  # samples stored before ids: adb serial
         adb_server=m.adb_server, delegate_choice=m.delegate_choice or "default",
         num_threads=str(m.num_threads) if m.num_threads is not None else "default",
         cpu_mask=m.cpu_mask or "none", os_build=os_build(m.device_props_json),
@@ -191,6 +192,8 @@ class LatencyTest:
 
 
 def latency_test(base_us, cand_us, thresholds: Thresholds) -> LatencyTest:
+    from scipy import stats  # ~70 MB and 1 s to load: only where a verdict is computed
+
     base = np.asarray(base_us, dtype=float)
     cand = np.asarray(cand_us, dtype=float)
     # Mann-Whitney 'greater': cand's distribution is shifted above base's (slower).
@@ -423,13 +426,24 @@ def compare(store, base_run: str, cand_run: str,
     return result
 
 
-def resolve_run_ref(store, ref: str, exclude: str | None = None) -> str:
-    """A run id, `latest` (newest run other than `exclude`) or `tag:NAME`."""
+def resolve_run_ref(store, ref: str, exclude: str | None = None,
+                    log: Callable[[str], None] | None = None) -> str:
+    """A run id, `latest` or `tag:NAME`. `latest` is the newest run (other than `exclude`)
+    that finished ok with ok samples, never a running, interrupted or failed one; `log` is
+    told which run that is."""
     if ref == "latest":
         run_id = store.latest_run_id(exclude=exclude)
         if run_id is None:
-            raise UserError(f"latest: no run in {store.path}"
-                            + (f" other than {exclude}" if exclude else ""))
+            others = ", ".join(f"{n} {status}" for status, n in
+                               sorted(store.run_counts_by_status().items()))
+            raise UserError(f"latest: no run in {store.path} finished ok"
+                            + (f" other than {exclude}" if exclude else "")
+                            + (f" (runs there: {others})" if others else "")
+                            + "; give a run id or tag:NAME")
+        if log is not None:
+            run = store.run(run_id)
+            log(f"latest: run {run_id} (started {run['started_at']}, finished "
+                f"{run['finished_at']}, {run['status']})")
         return run_id
     if ref.startswith("tag:"):
         run_id = store.run_for_tag(ref[4:])

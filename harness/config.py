@@ -1,10 +1,14 @@
 """Run configuration: defaults, overridden by a TOML file, overridden by command-line flags."""
 from __future__ import annotations
 
+import difflib
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config_schema import (BENCHMARK_RULES, BINARY_PATH_RULE, LAB_HYGIENE_RULES,
+                                   RUN_RULES, SECTIONS, Invalid, Rule, show_key, show_value,
+                                   tag_name_problem)
 from harness.errors import UserError
 
 DEFAULT_CONFIG_FILE = "bench.toml"
@@ -76,50 +80,157 @@ class RunConfig:
 
 
 def load_config(path: Path | None) -> RunConfig:
-    """Config from `path` (or ./bench.toml if present); unknown keys are errors, not ignored."""
-    config = RunConfig()
+    """Config from `path` (or ./bench.toml if present), every key checked against the schema
+    (harness.config_schema): a bad value, an unknown key or section is a UserError naming the
+    file, section and key."""
+    given = path is not None
     if path is None:
-        default = Path(DEFAULT_CONFIG_FILE)
-        if not default.exists():
-            return config
-        path = default
+        if not Path(DEFAULT_CONFIG_FILE).exists():
+            return RunConfig()
+        path = Path(DEFAULT_CONFIG_FILE)
+    return config_from_tables(_read_toml(Path(path), given), str(path))
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a bench config is a few lines; /dev/zero is not one
+
+
+def _read_toml(path: Path, given: bool) -> dict:
+    option = "--config " if given else ""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise UserError(f"--config {path}: file not found; give the path of a TOML file") from None
+        raise UserError(f"{option}{path}: file not found; give the path of a TOML file") from None
+    except IsADirectoryError:
+        raise UserError(f"{option}{path}: is a directory; give the path of a TOML file") from None
+    except OSError as exc:
+        raise UserError(f"{option}{path}: cannot read it ({exc.strerror}); "
+                        "give the path of a readable TOML file") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, so not a bench "
+                        "config; give the path of a TOML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start}); save it as UTF-8 TOML") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    _apply(config, data.get("run", {}), path, "run", skip=("benchmark", "binaries", "lab"))
-    _apply(config.benchmark, data.get("benchmark", {}), path, "benchmark")
-    binaries = data.get("binaries", {})
-    for abi in binaries:
-        if abi not in KNOWN_ABIS:
-            raise UserError(f"{path}: [binaries] {abi}: unknown ABI; use one of {', '.join(KNOWN_ABIS)}")
-    config.binaries.update({k: str(v) for k, v in binaries.items()})
-    config.lab = parse_lab_section(data.get("lab", {}), path)
-    merge_lab_binaries(config.binaries, config.lab, path)
-    unknown = set(data) - {"run", "benchmark", "binaries", "lab"}
-    if unknown:
-        raise UserError(f"{path}: unknown section [{sorted(unknown)[0]}]; "
-                        "known: [run], [benchmark], [binaries], [lab]")
+        raise UserError(f"{path}: not valid TOML ({_one_line(str(exc))}); fix the syntax") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid TOML (nested too deeply); fix the syntax") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def config_from_tables(data: dict, source: str) -> RunConfig:
+    """A RunConfig from bench.toml's tables ([run], [benchmark], [binaries], [lab])."""
+    for name, value in data.items():
+        if name not in SECTIONS:
+            known = ", ".join(f"[{s}]" for s in SECTIONS)
+            if isinstance(value, dict):
+                raise UserError(f"{source}: unknown section [{show_key(name)}]; known: {known}"
+                                f"{_did_you_mean(name, SECTIONS)}")
+            raise UserError(f"{source}: {show_key(name)} = {show_value(value)} at the top "
+                            f"level: unknown key; settings go in a section: {known}")
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {name} = {show_value(value)}: must be a table "
+                            f"([{name}] followed by key = value lines)")
+    config = RunConfig()
+    _apply(config, data.get("run", {}), RUN_RULES, source, "run")
+    _apply(config.benchmark, data.get("benchmark", {}), BENCHMARK_RULES, source, "benchmark")
+    config.binaries.update(_parse_binaries(data.get("binaries", {}), source))
+    config.lab = parse_lab_section(data.get("lab", {}), source)
+    merge_lab_binaries(config.binaries, config.lab, source)
     return config
 
 
-def _apply(target, values: dict, path: Path, section: str, skip: tuple = ()) -> None:
-    known = {f.name: f for f in fields(target) if f.name not in skip}
+def config_from_dict(data: dict, source: str = "the stored run config") -> RunConfig:
+    """A RunConfig back from `dataclasses.asdict` form (a stored run's config, for --resume),
+    checked against the same schema as bench.toml. Keys this version no longer has are ignored."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: not a config table; the run cannot be resumed")
+    config = RunConfig()
+    _apply(config, {k: v for k, v in data.items() if k in RUN_RULES}, RUN_RULES, source, "run")
+    benchmark = _stored_table(data, "benchmark", source)
+    _apply(config.benchmark, {k: v for k, v in benchmark.items() if k in BENCHMARK_RULES},
+           BENCHMARK_RULES, source, "benchmark")
+    config.binaries.update(_parse_binaries(_stored_table(data, "binaries", source), source))
+    try:
+        config.lab = LabConfig.from_dict(_stored_table(data, "lab", source))
+    except (TypeError, AttributeError, ValueError):
+        raise UserError(f"{source}: [lab] is not in the form bench stores; "
+                        "the run cannot be resumed") from None
+    _check_hygiene(config.lab, source)
+    return config
+
+
+def validate_config(config: RunConfig, source: str = "run config") -> None:
+    """Check a RunConfig made in code or changed by command-line flags against the schema,
+    and normalize its values (floats for numbers, Path for paths)."""
+    for target, rules, section in ((config, RUN_RULES, "run"),
+                                   (config.benchmark, BENCHMARK_RULES, "benchmark")):
+        _apply(target, {key: getattr(target, key) for key in rules}, rules, source, section)
+    _parse_binaries(config.binaries, source)
+    _check_hygiene(config.lab, source)
+
+
+def _stored_table(data: dict, name: str, source: str) -> dict:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: {name} = {show_value(value)}: must be a table")
+    return value
+
+
+def _apply(target, values: dict, rules: dict[str, Rule], source: str, section: str) -> None:
     for key, value in values.items():
-        if key not in known:
-            raise UserError(f"{path}: [{section}] {key}: unknown key; known: {', '.join(known)}")
-        current = getattr(target, key)
-        if isinstance(current, Path):
-            value = Path(value)
-        setattr(target, key, value)
+        rule = rules.get(key)
+        if rule is None:
+            raise UserError(f"{source}: [{section}] {show_key(key)}: unknown key"
+                            f"{_did_you_mean(key, rules)}; known: {', '.join(rules)}")
+        try:
+            setattr(target, key, rule.check(value))
+        except Invalid as exc:
+            raise UserError(f"{source}: [{section}] {show_key(key)} = {show_value(value)}: "
+                            f"{exc}") from None
+
+
+def _did_you_mean(key, known) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _parse_binaries(table: dict, source: str) -> dict[str, str]:
+    binaries = {}
+    for abi, path in table.items():
+        if abi not in KNOWN_ABIS:
+            raise UserError(f"{source}: [binaries] {show_key(abi)}: unknown ABI; "
+                            f"use one of {', '.join(KNOWN_ABIS)}")
+        try:
+            binaries[abi] = BINARY_PATH_RULE.check(path)
+        except Invalid as exc:
+            raise UserError(f"{source}: [binaries] {abi} = {show_value(path)}: {exc}") from None
+    return binaries
+
+
+def _check_hygiene(lab: "LabConfig", source: str) -> None:
+    for key, value in lab.hygiene.items():
+        rule = LAB_HYGIENE_RULES.get(key)
+        if rule is None:
+            raise UserError(f"{source}: [lab] {show_key(key)}: unknown key; "
+                            f"known: {', '.join(LAB_HYGIENE_RULES)}")
+        try:
+            lab.hygiene[key] = rule.check(value)
+        except Invalid as exc:
+            raise UserError(f"{source}: [lab] {key} = {show_value(value)}: {exc}") from None
 
 
 # -- [lab] -------------------------------------------------------------------------------------
-# Measurement-hygiene thresholds a lab may set; carried as given, consumers apply the defaults.
-LAB_HYGIENE_KEYS = {"min_battery_pct": int, "max_temp_c": float, "max_thermal_status": int,
-                    "cooldown_deadline_s": float}
+# Keys of [lab] itself are measurement-hygiene thresholds (LAB_HYGIENE_RULES), carried as given;
+# consumers apply the defaults.
 LAB_TABLES = ("servers", "tags", "binaries")
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -146,7 +257,7 @@ class LabConfig:
     servers: list[LabServer] = field(default_factory=list)   # [] : the local default server
     tags: dict[str, list[str]] = field(default_factory=dict)  # serial -> tags
     binaries: dict[str, LabBinary] = field(default_factory=dict)  # ABI -> binary
-    hygiene: dict = field(default_factory=dict)  # LAB_HYGIENE_KEYS that the file sets
+    hygiene: dict = field(default_factory=dict)  # LAB_HYGIENE_RULES keys the file sets
 
     @classmethod
     def from_dict(cls, data: dict) -> "LabConfig":
@@ -170,7 +281,7 @@ class LabConfig:
         return {abi: b.sha256 for abi, b in self.binaries.items() if b.sha256}
 
 
-def parse_lab_section(section: dict, path: Path) -> LabConfig:
+def parse_lab_section(section: dict, path) -> LabConfig:
     """[lab]: thresholds as keys, and the [lab.servers], [lab.tags], [lab.binaries.ABI] tables."""
     if not isinstance(section, dict):
         raise UserError(f"{path}: lab must be a table ([lab])")
@@ -182,86 +293,92 @@ def parse_lab_section(section: dict, path: Path) -> LabConfig:
             lab.tags = _parse_lab_tags(_table(value, path, "lab.tags"), path)
         elif key == "binaries":
             lab.binaries = _parse_lab_binaries(_table(value, path, "lab.binaries"), path)
-        elif key in LAB_HYGIENE_KEYS:
-            kind = LAB_HYGIENE_KEYS[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or (kind is int and not isinstance(value, int)):
-                raise UserError(f"{path}: [lab] {key} = {value!r}: expected a number"
-                                f"{' (whole)' if kind is int else ''}")
-            lab.hygiene[key] = kind(value)
+        elif key in LAB_HYGIENE_RULES:
+            try:
+                lab.hygiene[key] = LAB_HYGIENE_RULES[key].check(value)
+            except Invalid as exc:
+                raise UserError(f"{path}: [lab] {key} = {show_value(value)}: {exc}") from None
         else:
-            known = ", ".join([*LAB_HYGIENE_KEYS, *(f"[lab.{t}]" for t in LAB_TABLES)])
-            raise UserError(f"{path}: [lab] {key}: unknown key; known: {known}")
+            known = ", ".join([*LAB_HYGIENE_RULES, *(f"[lab.{t}]" for t in LAB_TABLES)])
+            raise UserError(f"{path}: [lab] {show_key(key)}: unknown key"
+                            f"{_did_you_mean(key, [*LAB_HYGIENE_RULES, *LAB_TABLES])}; "
+                            f"known: {known}")
     return lab
 
 
-def merge_lab_binaries(binaries: dict[str, str], lab: LabConfig, path: Path) -> None:
+def merge_lab_binaries(binaries: dict[str, str], lab: LabConfig, path) -> None:
     """[lab.binaries] paths join [binaries], so every caller of binaries finds them."""
     for abi, binary in lab.binaries.items():
         if abi in binaries and binaries[abi] != binary.path:
             raise UserError(f"{path}: benchmark_model for {abi} given twice ([binaries] "
-                            f"{binaries[abi]} and [lab.binaries.{abi}] {binary.path}); keep one")
+                            f"{show_value(binaries[abi])} and [lab.binaries.{abi}] "
+                            f"{show_value(binary.path)}); keep one")
         binaries[abi] = binary.path
 
 
-def _table(value, path: Path, name: str) -> dict:
+def _table(value, path, name: str) -> dict:
     if not isinstance(value, dict):
-        raise UserError(f"{path}: {name} must be a table ([{name}])")
+        raise UserError(f"{path}: {name} = {show_value(value)}: must be a table ([{name}])")
     return value
 
 
-def _parse_lab_servers(table: dict, path: Path) -> list[LabServer]:
+def _parse_lab_servers(table: dict, path) -> list[LabServer]:
     servers, seen = [], {}
     for name, address in table.items():
-        where = f"{path}: [lab.servers] {name}"
+        where = f"{path}: [lab.servers] {show_key(name)}"
         if not isinstance(address, str):
-            raise UserError(f'{where}: expected "host:port", e.g. {name} = "10.0.0.5:5037"')
+            raise UserError(f'{where} = {show_value(address)}: expected "host:port", '
+                            f'e.g. {show_key(name)} = "10.0.0.5:5037"')
         host, sep, port = address.strip().rpartition(":")
         host = host.strip("[]")  # [::1]:5037
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UserError(f'{where} = "{address}": expected "host:port" with a port 1-65535, '
-                            f'e.g. "10.0.0.5:5037"')
+        # isascii: str.isdigit() is also true for digits int() does not take, e.g. "²".
+        if not sep or not host or not (port.isascii() and port.isdigit()) \
+                or not 0 < int(port) < 65536:
+            raise UserError(f'{where} = {show_value(address)}: expected "host:port" with a port '
+                            f'1-65535, e.g. "10.0.0.5:5037"')
         if (host, int(port)) in seen:
-            raise UserError(f"{where}: same address as {seen[host, int(port)]} ({address}); "
-                            "list each adb server once")
+            raise UserError(f"{where}: same address as {show_key(seen[host, int(port)])} "
+                            f"({show_value(address)}); list each adb server once")
         seen[host, int(port)] = name
         servers.append(LabServer(name, host, int(port)))
     return servers
 
 
-def _parse_lab_tags(table: dict, path: Path) -> dict[str, list[str]]:
+def _parse_lab_tags(table: dict, path) -> dict[str, list[str]]:
     tags = {}
     for serial, names in table.items():
+        where = f"{path}: [lab.tags] {show_value(serial)}"
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise UserError(f'{path}: [lab.tags] "{serial}": expected a list of tag names, '
-                            f'e.g. "{serial}" = ["big", "pixel"]')
+            raise UserError(f'{where} = {show_value(names)}: expected a list of tag names, '
+                            f'e.g. {show_value(serial)} = ["big", "pixel"]')
         for name in names:
             # A tag is used as `--devices tag:NAME[,...]`: commas and spaces would split it.
-            if not name or any(c in name for c in ", \t:"):
-                raise UserError(f'{path}: [lab.tags] "{serial}": tag {name!r} must be non-empty '
-                                "without commas, colons or spaces")
+            problem = tag_name_problem(name)
+            if problem:
+                raise UserError(f"{where}: {problem}")
         tags[serial] = list(dict.fromkeys(names))
     return tags
 
 
-def _parse_lab_binaries(table: dict, path: Path) -> dict[str, LabBinary]:
+def _parse_lab_binaries(table: dict, path) -> dict[str, LabBinary]:
     binaries = {}
     for abi, spec in table.items():
-        where = f"{path}: [lab.binaries.{abi}]"
+        where = f"{path}: [lab.binaries.{show_key(abi)}]"
         if abi not in KNOWN_ABIS:
             raise UserError(f"{where}: unknown ABI; use one of {', '.join(KNOWN_ABIS)}")
         if not isinstance(spec, dict):
             raise UserError(f'{where}: expected a table with path = "..." and sha256 = "..."')
         unknown = set(spec) - {"path", "sha256"}
         if unknown:
-            raise UserError(f"{where} {sorted(unknown)[0]}: unknown key; known: path, sha256")
+            raise UserError(f"{where} {show_key(sorted(unknown)[0])}: unknown key; "
+                            "known: path, sha256")
         if not isinstance(spec.get("path"), str) or not spec["path"]:
             raise UserError(f'{where}: path = "..." of the benchmark_model binary is required')
         sha256 = spec.get("sha256")
         if sha256 is not None:
-            sha256 = str(sha256).lower()
+            sha256 = str(sha256).lower() if isinstance(sha256, str) else ""
             if len(sha256) != 64 or not set(sha256) <= _SHA256_HEX:
-                raise UserError(f"{where}: sha256 {spec['sha256']!r} is not 64 hex digits "
-                                "(as `sha256sum` prints it)")
+                raise UserError(f"{where}: sha256 {show_value(spec['sha256'])} is not 64 hex "
+                                "digits (as `sha256sum` prints it)")
         binaries[abi] = LabBinary(spec["path"], sha256)
     return binaries

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,7 @@ from harness.artifacts import Artifact, sha256_file
 from harness.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
                              group_samples, key_verdict, series_key)
 from harness.errors import UserError
+from harness.lab.stop import run_per_device, stop_on_sigint
 from harness.results import Measurement, utc_now
 
 DEFAULT_CONFIRM_TRIALS = 10
@@ -37,8 +38,9 @@ class _Pair:
 
 @dataclass
 class _DevicePlan:
-    serial: str
+    serial: str                # the device's stable identity, as in the key
     server_name: str
+    adb_serial: str | None = None  # what adb called it in the candidate run
     pairs: list[_Pair] = field(default_factory=list)
 
 
@@ -69,6 +71,24 @@ def artifact_on_host(store, sha256: str, cache_dir: Path | None = None) -> Artif
     raise UserError(f"--confirm: artifact {name} (sha256 {sha256[:12]}) is not on this host any "
                     f"more (looked in the store's path and {cache}); rebuild it with `bench run`, "
                     "or compare without --confirm")
+
+
+def _adb_serial(measurements: list[Measurement], key: SeriesKey) -> str | None:
+    for m in reversed(measurements):
+        if m.kind == "timing" and series_key(m) == key:
+            return m.device_serial
+    return None
+
+
+def _find_target(targets: list, plan: _DevicePlan):
+    """The plan's device among the listed ones: by its adb serial of the candidate run, else
+    (the lab restarted under new serials) by asking each online device its identity."""
+    from harness.lab.device_runner import ask_device_id
+
+    known = next((t for t in targets if t.serial in (plan.adb_serial, plan.serial)), None)
+    if known is not None:
+        return known
+    return next((t for t in targets if ask_device_id(t) == plan.serial), None)
 
 
 def _artifact_sha(measurements: list[Measurement], key: SeriesKey) -> str | None:
@@ -104,7 +124,8 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
             v.confirmation = "not confirmed (no artifact recorded for this key); the verdict stands"
             continue
         plan = plans.setdefault((v.key.adb_server, v.key.device_serial),
-                                _DevicePlan(v.key.device_serial, v.key.adb_server))
+                                _DevicePlan(v.key.device_serial, v.key.adb_server,
+                                            _adb_serial(cand_ms, v.key)))
         plan.pairs.append(_Pair(v, base_sha, cand_sha))
     if not plans:
         return result
@@ -117,10 +138,14 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
         # Both sides often have the same file name (same model and variant): on the device each
         # artifact goes under a name of its own.
         staged = {sha: _staged(a, Path(staging)) for sha, a in artifacts.items()}
-        with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="confirm") as pool:
-            outcomes = list(pool.map(
-                lambda plan: _confirm_on_device(plan, staged, config, store, result, trials, log),
-                plans.values()))
+        stop = threading.Event()  # set by the first Ctrl-C, as in `bench run`
+        with stop_on_sigint(stop, log):
+            outcomes = run_per_device(
+                lambda plan: _confirm_on_device(plan, staged, config, store, result, trials,
+                                                log, stop),
+                list(plans.values()), "confirm")
+    if stop.is_set():  # the launches that finished are stored; half a confirmation is none
+        raise KeyboardInterrupt
     for plan, problem in zip(plans.values(), outcomes):
         for pair in plan.pairs:
             if problem:
@@ -160,7 +185,8 @@ def _staged(artifact: Artifact, staging: Path) -> Artifact:
 
 
 def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, store,
-                       result: CompareResult, trials: int, log) -> str | None:
+                       result: CompareResult, trials: int, log,
+                       stop: threading.Event | None = None) -> str | None:
     """Launch the plan's pairs on its device; returns why it could not, or None."""
     from harness.devices.discovery import known_servers, list_targets
     from harness.lab.device_runner import DeviceRunner
@@ -168,7 +194,7 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
 
     servers = [s for s in known_servers(config.lab) if s.name == plan.server_name]
     targets, unreachable = list_targets(servers, config.lab) if servers else ([], {})
-    target = next((t for t in targets if t.serial == plan.serial), None)
+    target = _find_target(targets, plan)
     if target is None or target.state != "device":
         where = "; ".join(unreachable.values()) if unreachable else (
             f"state {target.state}" if target else f"not listed on adb server {plan.server_name}")
@@ -182,7 +208,7 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
     log(f"{plan.serial}: confirming {len(plan.pairs)} REGRESSED key(s) with {trials} interleaved "
         "trial(s) of base and candidate")
     runner = DeviceRunner(config, result.cand_run, [staged[sha] for sha in shas], jobs, store,
-                          sha256_file, log)
+                          sha256_file, log, stop=stop)
     started = time.monotonic()
     runner.run(target)
     log(f"{plan.serial}: confirmation took {time.monotonic() - started:.1f} s")

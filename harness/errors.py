@@ -9,6 +9,11 @@ class UserError(BenchError):
     """Bad input (flag, file, config): one line naming the input and the fix; exit 2."""
 
 
+class StorageError(BenchError):
+    """The results store or the reports dir could not be written (disk full, read-only, I/O
+    error): one line naming the path, what was kept and how to finish; exit 1."""
+
+
 class DeviceError(BenchError):
     """The device or its link failed (not found, offline, push failed): retried, then recorded."""
 

@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.convert import to_float, to_input_dtype
-from harness.errors import UserError
+from harness.errors import BenchError, UserError
 
 if TYPE_CHECKING:
     from models.datasets import EvalData
 
 # top-5 only means something when there are clearly more than 5 classes to choose from.
 TOP5_MIN_CLASSES = 10
+
+
+class TensorAllocationError(BenchError):
+    """The .tflite loads but the LiteRT interpreter cannot allocate its tensors (a shape an op
+    rejects, an op this runtime cannot prepare): nothing can run it, benchmark_model included."""
 
 
 @dataclass
@@ -66,7 +71,12 @@ def tflite_predict(path: Path, x_nchw: np.ndarray, *, num_threads: int = 2) -> n
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        why = " ".join(str(exc).split())  # the runtime's lines, run together on one
+        raise TensorAllocationError(f"LiteRT cannot allocate the tensors of {Path(path).name} "
+                                    f"({why})") from None
     input_details = interpreter.get_input_details()
     if len(input_details) != 1:
         raise UserError(f"{path}: has {len(input_details)} inputs; accuracy needs a single image input")

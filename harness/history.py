@@ -25,11 +25,12 @@ def history_rows(store, model: str | None = None, device: str | None = None) -> 
     tags = store.tags_by_run()
     rows = []
     for run in store.runs():
-        groups = group_samples(store.measurements(run["run_id"]), Thresholds(statistic="mean"))
+        measurements = store.measurements(run["run_id"])
+        if device is not None:  # its stable identity, or the adb serial it had in that run
+            measurements = [m for m in measurements if device in (m.device_id, m.device_serial)]
+        groups = group_samples(measurements, Thresholds(statistic="mean"))
         for key, samples in groups.items():
             if model is not None and key.model_name != model:
-                continue
-            if device is not None and key.device_serial != device:
                 continue
             st = sample_stats(samples.values_us)
             rows.append(HistoryRow(

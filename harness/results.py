@@ -7,12 +7,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
+from enum import Enum
 
 
 def utc_now() -> str:
     """Timestamps of runs and samples: UTC, ISO 8601, milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
+
+class RunStatus(str, Enum):
+    """A run's status in the store (`runs.status`); a str Enum, so stored values stay plain
+    strings and compare equal to them."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"   # stopped by Ctrl-C / SIGTERM; finish it with `--resume`
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(kw_only=True)
@@ -59,6 +72,10 @@ class Measurement(BenchmarkFigures):
     cpu_mask: str | None = None      # taskset mask the launch was pinned to
     launch_seconds: float | None = None  # host wall time of the benchmark_model launch
     job_key: str | None = None
+    # The device's stable identity (`ro.serialno`; the adb serial where the props could not be
+    # read): compare/history keys and job keys use it, since the adb serial of a network or
+    # virtual device (127.0.0.1:PORT) changes when the lab restarts.
+    device_id: str | None = None
     telemetry_before_json: str | None = None
     telemetry_after_json: str | None = None
     model_name: str | None = None
@@ -92,7 +109,7 @@ class RunSummary:
     run_id: str
     started_at: str
     finished_at: str | None = None
-    status: str = "running"          # running | ok | failed
+    status: str = RunStatus.RUNNING
     bytes_pushed: int = 0
     devices: list[str] = field(default_factory=list)
     failed_devices: dict[str, str] = field(default_factory=dict)

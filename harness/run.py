@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
+import shlex
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import harness
-from harness.config import RunConfig
+from harness.config import RunConfig, validate_config
 from harness.devices.discovery import known_servers, select_devices
 from harness.errors import UserError
-from harness.results import Measurement, utc_now
+from harness.lab.adb_binary import adb_path, adb_provenance
+from harness.lab.stop import run_per_device, stop_on_sigint
+from harness.results import Measurement, RunStatus, utc_now
+from harness.run_owner import RunOwnership, refuse_if_running, this_owner
 from harness.store import Store
 
 
@@ -31,6 +34,14 @@ class RunResult:
     artifacts: list = field(default_factory=list)
     report_dir: Path | None = None
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C; `interrupted_line` says how to finish it
+    jobs_stored: int = 0       # jobs of the run with a record, earlier sessions' included
+    jobs_planned: int = 0
+    store_path: Path | None = None
+
+    @property
+    def interrupted_line(self) -> str:
+        return interrupted_line(self.run_id, self.jobs_stored, self.jobs_planned, self.store_path)
 
     @property
     def failed(self) -> list[Measurement]:
@@ -46,22 +57,31 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
     """Measure every variant on every selected device, all devices at once; with
     `resume_run_id`, finish only the jobs that run has no record of."""
     from harness.artifacts import sha256_file
+    from harness.binaries import verify_binary_sha256
     from harness.lab.device_runner import DeviceRunner
     from harness.lab.jobs import DELEGATES, plan_jobs
     from harness.paths import cache_dir as default_cache_dir
+    from harness.report import ensure_reports_dir
     from harness.variants import parse_variants
 
     t0 = time.monotonic()
+    validate_config(config)  # every setting against the one schema, before anything is written
     for abi, path in config.binaries.items():  # bad paths are the user's to fix, before any work
         if not Path(path).expanduser().is_file():
             raise UserError(f"benchmark_model for {abi}: {path} is not a file; "
                             f"fix --binary {abi}=PATH or [binaries] in bench.toml")
+        pinned = config.lab.pinned_sha256().get(abi)
+        if pinned:  # another build than the lab pinned: refused now, not per device later
+            verify_binary_sha256(abi, Path(path).expanduser(), pinned)
     for delegate in config.delegates:
         if delegate not in DELEGATES:
             raise UserError(f"--delegate {delegate}: use one of {', '.join(DELEGATES)}")
     if config.trials < 1:
         raise UserError(f"--trials {config.trials}: give at least 1")
     parse_variants(config.variants)  # a bad spec is the user's to fix before any device work
+    ensure_reports_dir(config.reports_dir)  # an unwritable one too, before any device time
+    adb_path()  # and a BENCH_ADB that is no adb
+    Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
     targets = select_devices(config.devices, known_servers(config.lab), config.lab)
     log(f"devices: {', '.join(f'{t.serial} ({t.state})' for t in targets)}")
 
@@ -70,31 +90,71 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
                      list(config.threads) or None, config.peak_memory, config.op_profiling)
 
     store = Store(config.store_path)
+    host, pid = this_owner()
     if resume_run_id:
-        run_id, done = resume_run_id, store.done_job_keys(resume_run_id)
-        log(f"resuming run {run_id}: {len(done)} job(s) already recorded")
+        run_id = resume_run_id
+        store.claim_run(run_id, host, pid, utc_now(), refuse_if_running)
+        kept = store.ingest_journal(run_id)  # samples a full disk could not take last time
+        done = store.done_job_keys(run_id)
+        log(f"resuming run {run_id}: {len(done)} job(s) already recorded"
+            + (f", {kept} sample(s) of them from {store.journal.path}" if kept else ""))
     else:
         run_id, done = new_run_id(), set()
-        store.start_run(run_id, utc_now(), harness.__version__, socket.gethostname(),
-                        _config_dict(config))
+        store.start_run(run_id, utc_now(), harness.__version__, host, _config_dict(config),
+                        owner_pid=pid, adb=adb_provenance({t.server for t in targets}))
+    store.journal.reserve()  # a disk that fills mid-run still takes the samples in flight
     for artifact in artifacts:
         store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
                               artifact.variant, artifact.size_bytes, artifact.metadata,
                               str(artifact.path))
-    runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log, done)
-    # One thread per device: all devices at once, one job at a time on each.
-    with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
-        list(pool.map(runner.run, targets))
+    stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)
+    runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log, done, stop)
+    planned = len(jobs) * len(targets)
+    try:
+        with RunOwnership(store, run_id):  # heartbeat: `--resume` elsewhere refuses meanwhile
+            # One thread per device: all devices at once, one job at a time on each.
+            with stop_on_sigint(stop, log):
+                run_per_device(runner.run, targets)
+    except KeyboardInterrupt:  # a second Ctrl-C: the devices are not waited for
+        stop.set()  # (their threads, left to die with the process, start nothing more)
+        store.stop_run(run_id, utc_now(), RunStatus.INTERRUPTED)
+        store.journal.release()
+        raise RunInterrupted(run_id, len(store.done_job_keys(run_id)), planned,
+                             config.store_path) from None
     measurements = store.measurements(run_id)
     bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
-    status = "ok" if _all_jobs_ok(measurements) else "failed"
+    status = (RunStatus.INTERRUPTED if stop.is_set() else
+              RunStatus.OK if _all_jobs_ok(measurements) else RunStatus.FAILED)
     store.finish_run(run_id, utc_now(), status, bytes_pushed)
     result = RunResult(run_id, measurements, bytes_pushed, artifacts,
-                       seconds=time.monotonic() - t0)
+                       seconds=time.monotonic() - t0, interrupted=stop.is_set(),
+                       jobs_stored=len(store.done_job_keys(run_id)), jobs_planned=planned,
+                       store_path=config.store_path)
+    store.journal.release()
     from harness.report import write_report
-    result.report_dir = write_report(store, run_id, config.reports_dir)
-    store.close()
+    try:  # a report that cannot be written is a StorageError; the samples are in the store
+        result.report_dir = write_report(store, run_id, config.reports_dir)
+    except KeyboardInterrupt:
+        if result.interrupted:  # Ctrl-C again while the report was being written
+            raise RunInterrupted(run_id, result.jobs_stored, planned, config.store_path) from None
+        raise
+    finally:
+        store.close()
     return result
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C twice: the run is marked interrupted without waiting for its devices; the samples
+    that finished are stored, and `--resume` does the rest."""
+
+    def __init__(self, run_id: str, jobs_stored: int, jobs_planned: int, store_path: Path):
+        self.line = interrupted_line(run_id, jobs_stored, jobs_planned, store_path)
+        super().__init__(self.line)
+
+
+def interrupted_line(run_id: str, jobs_stored: int, jobs_planned: int, store_path) -> str:
+    return (f"interrupted: {jobs_stored} of {jobs_planned} launch(es) stored; finish with: "
+            f"bench run --resume {shlex.quote(run_id)} --store {shlex.quote(str(store_path))}")
 
 
 def resume_benchmarks(run_id: str, store_path: Path, log: Callable[[str], None] = lambda _m: None,
@@ -107,21 +167,17 @@ def resume_benchmarks(run_id: str, store_path: Path, log: Callable[[str], None] 
     store.close()
     if run is None:
         raise UserError(f"--resume {run_id}: no such run in {store_path}")
+    refuse_if_running(run)  # before any model is built; checked again when taking it over
     config = config_from_dict(json.loads(run["config_json"]))
     config.store_path = Path(store_path)
     return run_benchmarks(config, log, cache_dir, resume_run_id=run_id)
 
 
 def config_from_dict(data: dict) -> RunConfig:
-    from harness.config import BenchmarkSettings, LabConfig
+    """A stored run's config, checked against the same schema as bench.toml."""
+    from harness.config import config_from_dict as checked_config_from_dict
 
-    data = dict(data)
-    benchmark = BenchmarkSettings(**data.pop("benchmark", {}))
-    lab = LabConfig.from_dict(data.pop("lab", {}) or {})
-    known = {f for f in RunConfig.__dataclass_fields__}
-    config = RunConfig(**{k: v for k, v in data.items() if k in known}, benchmark=benchmark, lab=lab)
-    config.store_path, config.reports_dir = Path(config.store_path), Path(config.reports_dir)
-    return config
+    return checked_config_from_dict(data)
 
 
 def _all_jobs_ok(measurements: list[Measurement]) -> bool:

@@ -249,7 +249,7 @@ def test_cli_compare_regressed_exits_1_and_writes_outputs(tmp_path):
     assert "REGRESSED" in result.output
     md = (tmp_path / "reports" / "20260102-000000-cand" / "compare.md").read_text()
     assert "regressions found" in md and "| " in md and "REGRESSED" in md
-    assert "`digits_cnn:baseline@vdev-1" in md
+    assert "| digits_cnn:baseline@vdev-1" in md
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
 
 

@@ -137,8 +137,12 @@ def test_cli_run_prints_the_latency_table(lab, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "avg ms" in result.stdout and "first ms" in result.stdout
     assert "bytes pushed:" in result.stdout
-    for dev in lab.devices:
-        assert dev.serial in result.stdout
+    for number, _dev in enumerate(lab.devices, 1):  # known by ro.serialno, not 127.0.0.1:PORT
+        assert f"VIRT{number:04d}" in result.stdout
+    # Provenance: the adb bench ran and the protocol version of the lab's server.
+    report_md = next((tmp_path / "r").glob("*/report.md")).read_text()
+    assert "- adb: 1.0.41 (36." in report_md
+    assert f"servers: virtual-lab 127.0.0.1:{lab.adb_port} v41" in report_md
     # The same again, judged against the first: one trial each is too few to call, so UNKNOWN.
     again = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
                       "--store", str(tmp_path / "b.db"), "--reports-dir", str(tmp_path / "r"),

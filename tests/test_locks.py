@@ -1,13 +1,24 @@
 """Per-device locks shared by bench processes: a second process waits, or reports the holder."""
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from device_agents.virtual.faults import clear_faults, set_faults
+from harness.config import BenchmarkSettings, RunConfig
+from harness.devices.session import DeviceSession
 from harness.errors import DeviceError
-from harness.lab.locks import DeviceBusy, DeviceLock, lock_file_name
+from harness.lab.device_lock import LOCK_DIR, Lease, OnDeviceLock
+from harness.lab.locks import DeviceBusy, DeviceLock, LockOwner, lock_file_name, pid_namespace
+from harness.lab.virtual_lab import LabState, lab_down, lab_up
+from harness.run import run_benchmarks
+from harness.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +133,163 @@ def test_default_directory_is_under_the_state_dir(monkeypatch, tmp_path):
     with DeviceLock("X1", "local", wait=False) as lock:
         assert lock.path.parent == tmp_path / "state" / "locks"
         assert lock.path.read_text().strip() == str(os.getpid())
+
+
+# -- the lock kept on the device (issue 9.3), on a real virtual lab ----------------------------
+LIVE_FOREIGN = "user=ghost host=elsewhere pid=4242 pidns=- run=old token=dead expires_at={}"
+GIVE_UP_S = 90  # only how long to wait before giving up, never what a test asserts
+
+
+@pytest.fixture(scope="module")
+def lab():
+    state = lab_up(1)
+    yield state
+    lab_down()
+
+
+@pytest.fixture
+def device(lab):
+    """(the lab's device, a session on it); the device is left unlocked and without faults."""
+    dev = lab.devices[0]
+    session = DeviceSession(dev.serial, lab.server)
+    yield dev, session
+    clear_faults(Path(dev.state_dir))
+    session.shell(f"rm -r -f {LOCK_DIR} {LOCK_DIR}.takeover")
+
+
+def _write_lock(session, owner_line: str) -> None:
+    assert session.shell(f"mkdir {LOCK_DIR} && echo '{owner_line}' > {LOCK_DIR}/owner").status == 0
+
+
+def _lock_exists(session) -> bool:
+    return session.shell(f"ls -d {LOCK_DIR}").status == 0
+
+
+def _device_now(session) -> int:
+    return int(session.shell("date +%s").stdout)
+
+
+def _wait_for(what, condition):
+    deadline = time.monotonic() + GIVE_UP_S
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _bench(tmp_path: Path, name: str, serial: str, model: Path, *extra: str) -> subprocess.Popen:
+    """`bench run` in a process with a BENCH_STATE_DIR of its own, reaching the lab's adb server
+    through bench.toml (as a second controller sharing that server would)."""
+    config = tmp_path / "bench.toml"
+    config.write_text(f'[lab.servers]\nshared = "127.0.0.1:{LabState.load().adb_port}"\n')
+    env = dict(_child_env(), BENCH_STATE_DIR=str(tmp_path / f"state-{name}"),
+               PYTHONUNBUFFERED="1")
+    args = ["--config", str(config), "--devices", serial, "--model", str(model), "--trials", "1",
+            "--no-peak-memory", "--num-runs", "3", "--min-secs", "0.05", "--max-secs", "30",
+            "--store", str(tmp_path / f"{name}.db"), "--reports-dir", str(tmp_path / name)]
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", *args, *extra], env=env,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            stdout=open(tmp_path / f"{name}.out", "w"),
+                            stderr=open(tmp_path / f"{name}.err", "w"))
+
+
+def test_a_bench_with_another_state_dir_is_refused_naming_the_holder_then_runs_after(
+        lab, device, tmp_path, tiny_model):
+    dev, session = device
+    set_faults(Path(dev.state_dir), benchmark_hang=True)  # the holder's launch never ends
+    holder = _bench(tmp_path, "a", dev.serial, tiny_model)
+    waiter = None
+    try:
+        _wait_for("the holder's launch", lambda: _benchmark_stopped(dev.state_dir))
+        clear_faults(Path(dev.state_dir))
+        with sqlite3.connect(tmp_path / "a.db") as conn:
+            [(holder_run,)] = conn.execute("SELECT run_id FROM runs").fetchall()
+        waiter = _bench(tmp_path, "c", dev.serial, tiny_model, "--busy", "wait")
+
+        # This process has another BENCH_STATE_DIR (the test session's): only the device's own
+        # lock can keep it off.
+        refused = run_benchmarks(RunConfig(
+            devices=dev.serial, model=str(tiny_model), busy="fail", peak_memory=False,
+            benchmark=BenchmarkSettings(num_runs=3, min_secs=0.05, max_secs=30),
+            store_path=tmp_path / "b.db", reports_dir=tmp_path / "b"))
+        [m] = refused.measurements
+        assert m.status == "failed" and m.failure_kind == "device" and m.command is None
+        assert "busy: held by " in m.error and socket.gethostname() in m.error
+        assert f"pid {holder.pid}, run {holder_run}" in m.error
+
+        _wait_for("the waiter to wait", lambda: "waiting for the device lock held by "
+                  in (tmp_path / "c.err").read_text())
+        assert _benchmark_stopped(dev.state_dir)  # the holder still has the device
+        holder.send_signal(signal.SIGINT)  # it lets go ...
+        assert holder.wait(timeout=GIVE_UP_S) == 130
+        assert waiter.wait(timeout=GIVE_UP_S) == 0, (tmp_path / "c.err").read_text()[-3000:]
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    waiter_store = Store(tmp_path / "c.db")
+    [done] = waiter_store.measurements(waiter_store.runs()[0]["run_id"])
+    assert done.status == "ok"  # ... and the waiter measured on a device of its own
+    assert not _lock_exists(session)  # the last holder released it
+
+
+def test_an_expired_lease_is_taken_over(lab, device, tmp_path, tiny_model):
+    dev, session = device
+    _write_lock(session, LIVE_FOREIGN.format(_device_now(session) - 5))  # ran out 5 s ago
+    lines = []
+    result = run_benchmarks(RunConfig(
+        devices=dev.serial, busy="fail", peak_memory=False, model=str(tiny_model),
+        benchmark=BenchmarkSettings(num_runs=3, min_secs=0.05, max_secs=30),
+        store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports"), log=lines.append)
+    assert result.exit_code == 0, [m.error for m in result.measurements]
+    assert any("took over the stale device lock of ghost@elsewhere pid 4242, run old" in line
+               for line in lines)
+    assert not _lock_exists(session)
+
+
+def test_a_live_lease_holds_is_renewed_and_a_dead_local_holder_loses_it(device):
+    _dev, session = device
+    me = LockOwner.this_process("run-1")
+    # Another host's lease, still running: never taken, and the refusal names its holder.
+    _write_lock(session, LIVE_FOREIGN.format(_device_now(session) + 600))
+    with pytest.raises(DeviceBusy, match=r"held by ghost@elsewhere pid 4242, run old .*lease "
+                                         r"ends in \d+ s"):
+        OnDeviceLock(session, me, wait=False).acquire()
+    session.shell(f"rm -r {LOCK_DIR}")
+
+    # A holder of this host that is gone: its lock is taken at once, lease or not.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = LockOwner(me.user, me.host, gone.pid, "run-0", pid_namespace())
+    _write_lock(session, Lease(dead, "t0", _device_now(session) + 600).line())
+    with OnDeviceLock(session, me, wait=False, lease_s=2) as lock:
+        def lease() -> Lease:
+            return Lease.parse(session.shell(f"cat {LOCK_DIR}/owner").stdout)
+
+        first = lease()
+        assert first.token == lock.token and first.owner == me
+        _wait_for("the lease to be renewed", lambda: lease().expires_at > first.expires_at)
+        # Held and renewed: another bench (here another run of this process) is kept off.
+        with pytest.raises(DeviceBusy, match=f"held by {me.user}@{me.host} pid {os.getpid()}, "
+                                             "run run-1"):
+            OnDeviceLock(session, LockOwner.this_process("run-2"), wait=False).acquire()
+        assert not lock.lost
+    assert not _lock_exists(session)
+
+
+def _benchmark_stopped(state_dir: str) -> bool:
+    """Whether a benchmark_model process inside this device's sandbox is stopped (hung)."""
+    fs_root = str(Path(state_dir).resolve() / "fs").encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"benchmark_model" in (proc / "cmdline").read_bytes() \
+                    and fs_root in (proc / "environ").read_bytes() \
+                    and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False

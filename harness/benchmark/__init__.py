@@ -3,10 +3,12 @@ from harness.benchmark.parser import (
     NO_TIMED_STATS_ERROR,
     RUN_DICT_KEYS,
     BenchmarkRun,
+    LogLimits,
     OpProfileRow,
     parse_last_run,
     parse_log,
+    parse_log_file,
 )
 
-__all__ = ["NO_TIMED_STATS_ERROR", "RUN_DICT_KEYS", "BenchmarkRun", "OpProfileRow",
-           "parse_last_run", "parse_log"]
+__all__ = ["NO_TIMED_STATS_ERROR", "RUN_DICT_KEYS", "BenchmarkRun", "LogLimits", "OpProfileRow",
+           "parse_last_run", "parse_log", "parse_log_file"]

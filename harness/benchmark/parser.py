@@ -8,13 +8,22 @@ The parser never raises on odd input: unknown lines are ignored, and a log witho
 benchmark_model line gives ``[]``. It never computes a latency the log does not state; the only
 derivation is unit conversion (ms -> us) and reading ``count=N curr=C`` (all samples equal) as
 min = max = avg = C, std = 0.
+
+``parse_log_file`` reads a log as a stream with bounded memory (limits on bytes, line length,
+runs and op rows; past one, a UserError naming the file).
 """
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
 
+from harness.errors import UserError
 from harness.results import BenchmarkFigures
 
 NO_TIMED_STATS_ERROR = "no timed-run stats in the log (benchmark cut off or never measured)"
@@ -74,7 +83,7 @@ def _normalize_line(raw: str) -> _LogLine:
 
 
 # ---------------------------------------------------------------- result records
-@dataclass
+@dataclass(slots=True)  # a profile may have many thousand rows: no __dict__ per row
 class OpProfileRow:
     """One row of an op profiling table (times in ms, as the table prints them)."""
 
@@ -438,16 +447,29 @@ class _RunBuilder:
 
 # ---------------------------------------------------------------- the log, line by line
 class _LogParser:
-    """Feeds lines to the current run and decides where one run ends and the next begins."""
+    """Feeds lines to the current run and decides where one run ends and the next begins.
 
-    def __init__(self) -> None:
-        self.finished: list[_RunBuilder] = []
+    A finished run is kept as its (smaller) record only. With `limits`, what the parser keeps is
+    bounded too: more runs or op rows than allowed raise LogLimitExceeded."""
+
+    def __init__(self, limits: "LogLimits | None" = None) -> None:
+        self.finished: list[BenchmarkRun] = []
         self.run = _RunBuilder()
+        self.limits = limits
+        self.rows_kept = 0  # op rows and delegation facts of every run so far
 
     def _start_new_run(self) -> None:
         if self.run.has_content:
-            self.finished.append(self.run)
+            if self.limits and len(self.finished) + 2 > self.limits.max_runs:  # + this, the next
+                raise LogLimitExceeded(f"more than {self.limits.max_runs} benchmark runs")
+            self.finished.append(self.run.build())
         self.run = _RunBuilder()
+
+    def _keep_row(self) -> None:
+        self.rows_kept += 1
+        if self.limits and self.rows_kept > self.limits.max_rows:
+            raise LogLimitExceeded(f"more than {self.limits.max_rows} op profiling rows and "
+                                   "delegation lines")
 
     def _begin_marker(self, starts_run: bool = False) -> _RunBuilder:
         """A benchmark line: a closed run (failed / crashed) or `starts_run` opens the next one."""
@@ -550,7 +572,11 @@ class _LogParser:
             counts = (_to_int(delegated), _to_int(total), _to_int(partitions))
             if None not in counts:
                 # One line per subgraph; a repeated line for the same subgraph replaces the earlier.
-                self._begin_marker().replacements[(name, scope or "subgraph 0")] = counts
+                run = self._begin_marker()
+                key = (name, scope or "subgraph 0")
+                if key not in run.replacements:
+                    self._keep_row()
+                run.replacements[key] = counts
             return True
         match = _EXPLICIT_APPLIED.match(text)
         if match:
@@ -568,6 +594,7 @@ class _LogParser:
             name = next(group for group in match.groups() if group)
             run = self._begin_marker()
             if name not in run.created_delegates:
+                self._keep_row()
                 run.created_delegates.append(name)
             return True
         match = _GPU_KERNELS.match(text)
@@ -590,20 +617,20 @@ class _LogParser:
             return
         if _SHELL_ERROR.match(text) or _CRASH.match(text):
             run = self._begin_marker()
-            run.shell_errors.append(text)
+            _keep_first(run.shell_errors, text)
             run.closed = True
             return
         if _TOOL_FATAL.match(text) or line.level == "FATAL":
-            self._begin_marker().fatal_errors.append(text)
+            _keep_first(self._begin_marker().fatal_errors, text)
             return
         if _INVOKE_ERROR.match(text):
-            self._begin_marker().invoke_errors.append(text)
+            _keep_first(self._begin_marker().invoke_errors, text)
             return
         if _RESTORED_PLAN.match(text):
             # The failing delegate nodes were undone: their "failed to prepare" lines are not fatal.
             self.run.invoke_errors.clear()
         if line.level == "ERROR":
-            self.run.error_lines.append(text)
+            _keep_first(self.run.error_lines, text)
 
     def _feed_profiling(self, text: str) -> bool:
         run = self.run
@@ -627,15 +654,22 @@ class _LogParser:
             return text.startswith("[")  # the column header belongs to the table too
         if run.profile_section == "init":
             if run.profile_table == "Run Order":
+                self._keep_row()
                 run.init_rows.append(row)
         elif run.profile_section != "internal":
             target = run.run_order_rows if run.profile_table == "Run Order" else run.top_rows
+            self._keep_row()
             target.append(row)
         return True
 
     def results(self) -> list[BenchmarkRun]:
-        runs = [*self.finished, self.run] if self.run.has_content else list(self.finished)
-        return [builder.build() for builder in runs]
+        return [*self.finished, self.run.build()] if self.run.has_content else list(self.finished)
+
+
+def _keep_first(found: list[str], text: str) -> None:
+    # Only the first line of each kind is reported: a log of a million error lines keeps one.
+    if not found:
+        found.append(text)
 
 
 def parse_log(text: str) -> list[BenchmarkRun]:
@@ -646,6 +680,85 @@ def parse_log(text: str) -> list[BenchmarkRun]:
     for raw in text.splitlines():
         parser.feed(raw)
     return parser.results()
+
+
+# ---------------------------------------------------------------- a log file, as a stream
+@dataclass(frozen=True)
+class LogLimits:
+    """What `parse_log_file` reads and keeps at most. Real benchmark_model logs, even logcat
+    captures with op profiles of big models, stay far below; beyond them memory would grow with
+    the input (a run or an op row costs far more memory than its line of text)."""
+
+    max_bytes: int = 256 * 2**20
+    max_line_bytes: int = 2**20
+    max_runs: int = 10_000
+    max_rows: int = 50_000
+
+
+class LogLimitExceeded(Exception):
+    """The log is past a LogLimits bound (str: which)."""
+
+
+class NotATextLog(LogLimitExceeded):
+    """A line past max_line_bytes: binary data (or /dev/zero), not what benchmark_model prints."""
+
+
+def parse_log_file(path: Path, limits: LogLimits = LogLimits()) -> list[BenchmarkRun]:
+    """Every run found in the log at `path` (a file, a pipe, /dev/stdin), read line by line.
+
+    UserError naming `path` when it cannot be read or is past a limit; nothing is returned then."""
+    path = Path(path)
+    fix = "give the path of a benchmark_model log"
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; {fix}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory; {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
+    cut = "cut out the benchmark_model output (e.g. with grep or tail) and parse that"
+    with f:
+        info = os.fstat(f.fileno())
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None  # pipes, devices: unknown
+        if size is not None and size > limits.max_bytes:
+            raise UserError(f"{path}: {_mib(size)}, over bench parse's limit of "
+                            f"{_mib(limits.max_bytes)}; {cut}")
+        parser = _LogParser(limits)
+        try:
+            for line in _log_lines(f, limits):
+                parser.feed(line)
+        except NotATextLog as exc:
+            raise UserError(f"{path}: {exc}, so it is no benchmark_model log (binary data?); "
+                            f"{fix}") from None
+        except LogLimitExceeded as exc:
+            raise UserError(f"{path}: {exc}, over bench parse's limit; {cut}") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
+        return parser.results()
+
+
+def _mib(size: int) -> str:
+    if size < 2**20:
+        return f"{size:,} bytes"
+    return f"{size / 2**20:,.0f} MiB" if size < 2**30 else f"{size / 2**30:,.1f} GiB"
+
+
+def _log_lines(f: BinaryIO, limits: LogLimits) -> Iterator[str]:
+    """The lines of `f` as `str.splitlines()` of the whole text would give them, one at a time."""
+    total = 0
+    for number in itertools.count(1):
+        chunk = f.readline(limits.max_line_bytes + 1)  # up to a b"\n", or a line's limit
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise LogLimitExceeded(f"more than {_mib(limits.max_bytes)} of text")
+        if len(chunk.rstrip(b"\r\n")) > limits.max_line_bytes:
+            raise NotATextLog(f"line {number} is longer than {_mib(limits.max_line_bytes)}")
+        # splitlines() also breaks at \r, \v, \f, \x1c-\x1e, \x85, \u2028/9, as for a whole text;
+        # a line that is only a newline is one blank line (it ends an op profiling table).
+        yield from chunk.decode("utf-8", errors="replace").splitlines() or [""]
 
 
 def parse_last_run(text: str) -> BenchmarkRun:

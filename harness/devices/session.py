@@ -9,6 +9,7 @@ import io
 import re
 import shlex
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,12 @@ import adbutils
 from adbutils._adb import AdbConnection
 from adbutils.errors import AdbError, AdbTimeout
 
-from harness.errors import DeviceError
+from harness.errors import BenchError, DeviceError
 
 # Shell exit statuses that mean the shell could not run the program (not the program's own).
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+CANCEL_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -148,14 +150,19 @@ class DeviceSession:
         return dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]$", out, flags=re.M))
 
     # -- shell -------------------------------------------------------------------------------
-    def shell(self, command: str, timeout_s: float | None = None) -> ShellResult:
+    def shell(self, command: str, timeout_s: float | None = None,
+              cancel: threading.Event | None = None) -> ShellResult:
         """Run `command` with shell protocol v2: separate stdout/stderr and the exit status.
 
         The deadline is for the whole command, not per read, so a silent hang is caught.
-        Raises DeviceError when the link fails or the deadline passes.
+        Raises DeviceError when the link fails or the deadline passes, and Cancelled soon after
+        another thread sets `cancel`. Either way the stream is closed, and the device kills
+        the command (as adbd does).
         """
         timeout_s = timeout_s or self.timeout_s
         deadline = time.monotonic() + timeout_s
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{self.serial}: not started, the run is stopping: {command[:80]}")
         try:
             conn = self._device.open_transport(timeout=timeout_s)
         except (AdbError, OSError) as exc:
@@ -165,9 +172,9 @@ class DeviceSession:
             conn.send_command("shell,v2:" + command)
             conn.check_okay()
             while True:
-                header = self._read(conn, 5, deadline, command)
+                header = self._read(conn, 5, deadline, command, cancel)
                 length = int.from_bytes(header[1:5], "little")
-                data = self._read(conn, length, deadline, command) if length else b""
+                data = self._read(conn, length, deadline, command, cancel) if length else b""
                 if header[0] == 1:
                     stdout.write(data)
                 elif header[0] == 2:
@@ -181,13 +188,17 @@ class DeviceSession:
         finally:
             conn.close()
 
-    def _read(self, conn, n: int, deadline: float, command: str) -> bytes:
+    def _read(self, conn, n: int, deadline: float, command: str,
+              cancel: threading.Event | None = None) -> bytes:
         chunks = []
         while n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CommandTimeout(f"{self.serial}: command timed out: {command[:80]}")
-            conn.conn.settimeout(min(remaining, 5.0))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{self.serial}: abandoned, the run is stopping: {command[:80]}")
+            # Short reads when cancellable: how soon a stop is noticed.
+            conn.conn.settimeout(min(remaining, CANCEL_POLL_S if cancel is not None else 5.0))
             try:
                 chunk = conn.conn.recv(n)
             except socket.timeout:
@@ -258,6 +269,11 @@ class DeviceSession:
 
 class CommandTimeout(DeviceError):
     """A device command ran past its deadline (a hung benchmark, a stalled link)."""
+
+
+class Cancelled(BenchError):
+    """A command or a wait given up because the caller is stopping (Ctrl-C). Not a
+    DeviceError: the device did nothing wrong, so nothing retries it or records a failure."""
 
 
 def parse_dumpsys_battery(text: str) -> tuple[int | None, float | None]:

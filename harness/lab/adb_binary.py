@@ -51,3 +51,26 @@ def adb_version(path: str) -> str:
     if not protocol:
         return "unknown"
     return protocol.group(1) + (f" ({build.group(1)})" if build else "")
+
+
+def adb_provenance(servers) -> dict:
+    """What a run records of adb: the program bench runs and each server's protocol version
+    (`host:version`; servers bench did not start may come from any adb)."""
+    path = adb_path()
+    versions = {}
+    for server in servers:
+        try:
+            versions[f"{server.name} {server.address}"] = server.client(5).server_version()
+        except Exception:  # adbutils raises several kinds; an unreachable server has no version
+            versions[f"{server.name} {server.address}"] = None
+    return {"program": path, "version": adb_version(path), "server_versions": versions}
+
+
+def describe_adb(provenance: dict | None) -> str:
+    """One line for reports, e.g. `1.0.41 (36.0.0-13206524); servers: virtual-lab ... v41`."""
+    if not provenance:
+        return "not recorded"
+    servers = ", ".join(f"{name} v{version if version is not None else '?'}"
+                        for name, version in (provenance.get("server_versions") or {}).items())
+    return f"{provenance.get('version')} ({provenance.get('program')})" + (
+        f"; servers: {servers}" if servers else "")

@@ -3,12 +3,15 @@
 Each launch becomes one stored sample (committed before the next launch starts) with the
 telemetry seen before and after it. A dropped device is waited for and the job retried; a
 crash or hang is recorded and not retried (the artifact, not the link, is at fault); a device
-that fails several jobs in a row is quarantined for the rest of the run.
+that fails several jobs in a row is quarantined for the rest of the run. Once `stop` is set
+(Ctrl-C), no new launch starts and the launch in progress is abandoned: its stream is closed, so
+the device kills the benchmark, and nothing is stored for it.
 """
 from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,10 +21,10 @@ from typing import Callable
 from harness.binaries import binary_for_abi
 from harness.config import RunConfig
 from harness.devices.discovery import DeviceTarget
-from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, CommandTimeout,
-                                     DeviceSession, list_device_states)
-from harness.errors import BenchmarkError, DeviceError, UserError
-from harness.lab.jobs import DELEGATE_FLAGS, KIND_FLAGS, Job
+from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
+                                     CommandTimeout, DeviceSession, list_device_states)
+from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
+from harness.lab.jobs import DELEGATE_FLAGS, KIND_FLAGS, Job, device_identity
 from harness.results import PARSED_FIELDS, Measurement, utc_now
 from harness.store import Store
 
@@ -46,17 +49,18 @@ class _Prepared:
 class DeviceRunner:
     def __init__(self, config: RunConfig, run_id: str, artifacts: list, jobs: list[Job],
                  store: Store, sha256_of: Callable[[Path], str], log: Callable[[str], None],
-                 done_keys: set[str] | None = None):
+                 done_keys: set[str] | None = None, stop: threading.Event | None = None):
         self.config, self.run_id, self.artifacts, self.jobs = config, run_id, artifacts, jobs
         self.store, self.sha256_of, self.log = store, sha256_of, log
         self.done_keys = done_keys or set()
+        self.stop = stop or threading.Event()
+        self._device_ids: dict[tuple[str, str], str] = {}  # (server address, adb serial) -> id
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, target: DeviceTarget) -> list[Measurement]:
-        from harness.lab.locks import DeviceLock
-
         results: list[Measurement] = []
-        todo = [j for j in self.jobs if self._key(j, target) not in self.done_keys]
+        self._device_ids[_ref(target)] = self._read_device_id(target)
+        todo = [j for j in self.jobs if not self._done(j, target)]
         if not todo:
             return results
         with ExitStack() as stack:
@@ -64,18 +68,18 @@ class DeviceRunner:
             try:
                 if target.state == "not found":
                     raise DeviceError(f"device {target.serial} not found on adb server {target.server.name}")
-                # Keyed by the server's address, not its name: two configs naming one server
-                # differently still share its phones' locks.
-                stack.enter_context(DeviceLock(target.serial, target.server.address,
-                                               wait=self.config.busy == "wait",
-                                               timeout_s=self.config.cooldown_deadline_s + 3600))
+                self._lock_device(target, stack)
                 prepared = self._prepare_with_retries(target)
                 stack.enter_context(_performance_mode(prepared.session))
             except (DeviceError, UserError) as exc:
                 failure = exc
                 self.log(f"{target.serial}: FAILED (device): {exc}")
+            except Cancelled:
+                return results
             consecutive_failures = 0
             for index, job in enumerate(todo):
+                if self.stop.is_set():
+                    break  # Ctrl-C: no new launch; the jobs left are --resume's
                 if failure is not None:
                     results.append(self._record_without_launch(target, job, prepared, failure,
                                                                "failed", "device"))
@@ -86,15 +90,47 @@ class DeviceRunner:
                                                                reason, "skipped", "quarantine"))
                     continue
                 m, prepared = self._run_job(target, job, prepared, first=index == 0)
+                if m is None:
+                    break  # stopped mid-launch: nothing stored for it
                 results.append(m)
                 consecutive_failures = 0 if m.status in ("ok", "invalid") else consecutive_failures + 1
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
         return results
 
+    def _lock_device(self, target: DeviceTarget, stack: ExitStack) -> None:
+        """Hold the device for this run: first this host's lock (bench processes sharing the
+        state dir queue there, without asking the device), then the device's own, which every
+        other bench that can reach the device honours."""
+        from harness.lab.device_lock import OnDeviceLock
+        from harness.lab.locks import DeviceBusy, DeviceLock, LockOwner
+
+        owner = LockOwner.this_process(self.run_id)
+        wait, timeout_s = self.config.busy == "wait", self.config.cooldown_deadline_s + 3600
+        # Keyed by the server's address, not its name: two configs naming one server
+        # differently still share its phones' locks.
+        stack.enter_context(DeviceLock(target.serial, target.server.address, wait=wait,
+                                       timeout_s=timeout_s, owner=owner, stop=self.stop))
+        if target.state != "device":
+            wait_for_device(target, self.config.device_wait_s, self.stop)
+        for attempt in range(self.config.retries + 1):
+            lock = OnDeviceLock(DeviceSession(target.serial, target.server), owner, wait=wait,
+                                timeout_s=timeout_s, stop=self.stop, log=self.log)
+            try:
+                stack.enter_context(lock)
+                return
+            except DeviceError as exc:
+                if isinstance(exc, DeviceBusy) or attempt == self.config.retries:
+                    raise
+                wait_for_device(target, self.config.device_wait_s, self.stop)
+
     def _run_job(self, target: DeviceTarget, job: Job, prepared: _Prepared, first: bool):
+        """The job's final record and the (maybe re-made) preparation; (None, prepared) when
+        the run was stopped before the job finished."""
         artifact = self.artifacts[job.artifact_index]
         for attempt in range(1, self.config.retries + 2):
+            if self.stop.is_set():
+                return None, prepared
             m = self._new_measurement(target, job, prepared, first and attempt == 1)
             m.attempt = attempt
             try:
@@ -104,6 +140,10 @@ class DeviceRunner:
                          + (f"{m.inference_avg_us / 1000:.3f} ms avg" if m.status == "ok"
                             else f"{m.status}: {m.error}"))
                 return self._commit(m, ops), prepared
+            except Cancelled:
+                self.log(f"{target.serial} [{artifact.variant} {job.kind} #{job.trial}]: stopped "
+                         "(interrupted); the launch was killed and is not stored")
+                return None, prepared
             except BenchmarkError as exc:
                 m.status = "crashed" if _is_signal(exc.exit_status) else (
                     "timed_out" if "timed out" in str(exc) else "failed")
@@ -124,8 +164,10 @@ class DeviceRunner:
                 m.status = "retried"
                 self._commit(m)
                 try:
-                    wait_for_device(target, self.config.device_wait_s)
+                    wait_for_device(target, self.config.device_wait_s, self.stop)
                     prepared = self._prepare(target)
+                except Cancelled:
+                    return None, prepared
                 except (DeviceError, UserError) as again:
                     m2 = self._new_measurement(target, job, prepared, False)
                     m2.attempt, m2.error, m2.failure_kind = attempt + 1, str(again), "device"
@@ -141,7 +183,7 @@ class DeviceRunner:
 
         session = prepared.session
         fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
-        readiness = wait_until_ready(session, _hygiene(self.config),
+        readiness = wait_until_ready(session, _hygiene(self.config), sleep=self._cool_down,
                                      first_reading=prepared.last_telemetry if fresh else None)
         m.telemetry_before_json = json.dumps(readiness.after.to_dict())
         m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.max_temp_c
@@ -162,7 +204,7 @@ class DeviceRunner:
         m.command, m.num_threads = command, threads
         started = time.monotonic()
         try:
-            result = session.shell(command, timeout_s=settings.timeout_s())
+            result = session.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)
             m.launch_seconds = time.monotonic() - started
         except CommandTimeout:
             # Closing the stream makes the device kill the process, as adbd does.
@@ -191,17 +233,22 @@ class DeviceRunner:
         m.status = "ok"
         return parsed.ops if job.kind == "op_profile" else []
 
+    def _cool_down(self, pause_s: float) -> None:
+        """The hygiene wait's sleep, cut short by a stop."""
+        if self.stop.wait(pause_s):
+            raise Cancelled("stopped during the cool-down wait")
+
     # -- preparation -------------------------------------------------------------------------
     def _prepare_with_retries(self, target: DeviceTarget) -> _Prepared:
         for attempt in range(self.config.retries + 1):
             try:
                 if target.state not in ("device",) and attempt == 0:
-                    wait_for_device(target, self.config.device_wait_s)
+                    wait_for_device(target, self.config.device_wait_s, self.stop)
                 return self._prepare(target)
             except DeviceError:
                 if attempt == self.config.retries:
                     raise
-                wait_for_device(target, self.config.device_wait_s)
+                wait_for_device(target, self.config.device_wait_s, self.stop)
         raise AssertionError("unreachable")
 
     def _prepare(self, target: DeviceTarget) -> _Prepared:
@@ -212,8 +259,9 @@ class DeviceRunner:
         info = session.info()
         if info.state != "device":
             raise DeviceError(f"device {target.serial} is {info.state}")
+        self._device_ids[_ref(target)] = device_identity(info.props, target.serial)
         self.store.record_device(target.serial, target.server.name, info.model, info.abi,
-                                 info.sdk, info.props, utc_now())
+                                 info.sdk, info.props, utc_now(), self._device_id(target))
         binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256())
         binary_sha256 = self.sha256_of(binary)
         files = [(binary, self._remote_binary(), binary_sha256, 0o755)]
@@ -235,7 +283,23 @@ class DeviceRunner:
 
     # -- records -----------------------------------------------------------------------------
     def _key(self, job: Job, target: DeviceTarget) -> str:
-        return job.key(target.serial, target.server.name, self.artifacts[job.artifact_index].sha256)
+        return job.key(self._device_id(target), target.server.name,
+                       self.artifacts[job.artifact_index].sha256)
+
+    def _done(self, job: Job, target: DeviceTarget) -> bool:
+        # Runs stored before device ids keyed their jobs by the adb serial.
+        legacy = job.key(target.serial, target.server.name,
+                         self.artifacts[job.artifact_index].sha256)
+        return self._key(job, target) in self.done_keys or legacy in self.done_keys
+
+    def _device_id(self, target: DeviceTarget) -> str:
+        return self._device_ids.get(_ref(target), target.serial)
+
+    def _read_device_id(self, target: DeviceTarget) -> str:
+        """The device's identity before anything else is done with it; a device that cannot
+        be asked now is known by what the store last recorded for its adb serial."""
+        return (ask_device_id(target) or self.store.device_id_of(target.serial, target.server.name)
+                or target.serial)
 
     def _new_measurement(self, target: DeviceTarget, job: Job, prepared: _Prepared | None,
                          first: bool) -> Measurement:
@@ -245,7 +309,8 @@ class DeviceRunner:
                         model_name=artifact.model_name, artifact_sha256=artifact.sha256,
                         model_size_bytes=artifact.size_bytes, started_at=utc_now(),
                         kind=job.kind, trial=job.trial, delegate_choice=job.delegate,
-                        role=job.role, job_key=self._key(job, target))
+                        role=job.role, job_key=self._key(job, target),
+                        device_id=self._device_id(target))
         if prepared is not None:
             info = prepared.info
             m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
@@ -262,8 +327,30 @@ class DeviceRunner:
 
     def _commit(self, m: Measurement, ops: list | None = None) -> Measurement:
         m.finished_at = utc_now()
-        self.store.add_measurement(m, ops)  # committed before the device starts anything else
+        try:
+            self.store.add_measurement(m, ops)  # committed before the device starts anything else
+        except StorageError:
+            # The sample is in the store's journal; the other devices stop too, so the run
+            # ends here and `--resume` finishes it once the store can take samples again.
+            self.stop.set()
+            raise
         return m
+
+
+def ask_device_id(target: DeviceTarget) -> str | None:
+    """The device's stable identity (harness.lab.jobs.device_identity), read from it; None when
+    it does not answer."""
+    if target.state != "device":
+        return None
+    try:
+        props = DeviceSession(target.serial, target.server, timeout_s=10).getprops()
+    except DeviceError:
+        return None
+    return device_identity(props, target.serial)
+
+
+def _ref(target: DeviceTarget) -> tuple[str, str]:
+    return target.server.address, target.serial
 
 
 def _hygiene(config: RunConfig):
@@ -297,14 +384,17 @@ class _performance_mode:
             return False  # the device is gone; nothing to restore
 
 
-def wait_for_device(target: DeviceTarget, deadline_s: float) -> None:
+def wait_for_device(target: DeviceTarget, deadline_s: float,
+                    stop: threading.Event | None = None) -> None:
     """Wait until the device is listed as `device` again; re-`adb connect` network devices and
-    restart a virtual lab's adb server if it was killed."""
+    restart a virtual lab's adb server if it was killed. Cancelled once `stop` is set."""
     from harness.lab.virtual_lab import recover_server
 
     deadline = time.monotonic() + deadline_s
     last = "unknown"
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise Cancelled(f"{target.serial}: stopped waiting for the device")
         try:
             states = dict(list_device_states(target.server))
         except DeviceError as exc:

@@ -35,11 +35,27 @@ class Job:
     threads: int | None        # None: one per big core
     role: str | None = None    # confirm jobs: "base" or "cand" (the same artifact may be both)
 
-    def key(self, serial: str, server: str, artifact_sha256: str) -> str:
-        """Identifies a job across processes, so `--resume` can tell what is already done."""
-        parts = [server, serial, artifact_sha256, self.kind, self.trial,
+    def key(self, device: str, server: str, artifact_sha256: str) -> str:
+        """Identifies a job across processes, so `--resume` can tell what is already done.
+
+        `device`: the device's stable identity (`device_identity`), so a run can be resumed
+        after its lab restarted under new adb serials. Runs stored before had the adb serial
+        here; `--resume` accepts those keys too."""
+        parts = [server, device, artifact_sha256, self.kind, self.trial,
                  self.delegate or "default", self.threads or "auto"]
         return "|".join(str(v) for v in parts + ([self.role] if self.role else []))
+
+
+# Serial numbers that several devices report alike (generic builds): no identity at all.
+SHARED_SERIALS = {"", "unknown", "0123456789abcdef"}
+
+
+def device_identity(props: dict, adb_serial: str) -> str:
+    """A device's stable identity: its `ro.serialno` (a virtual device's configured serial,
+    VIRT0001 ...), else the adb serial. The adb serial of a network or virtual device
+    (127.0.0.1:PORT) changes whenever it reconnects on another port."""
+    serial = str(props.get("ro.serialno") or props.get("ro.boot.serialno") or "").strip()
+    return adb_serial if serial.lower() in SHARED_SERIALS else serial
 
 
 def plan_jobs(n_artifacts: int, trials: int = 1, delegates: list[str | None] | None = None,

@@ -261,14 +261,24 @@ class Pipeline:
 
     def _verify_accuracy(self, path: Path, spec: VariantSpec, baseline: Artifact | None,
                          metadata: dict) -> None:
-        from harness.evaluate import evaluate_tflite, tflite_predict
+        from harness.evaluate import TensorAllocationError, evaluate_tflite, tflite_predict
 
         baseline_pred = None
-        if baseline is not None:
-            if self._baseline_predictions is None:
-                self._baseline_predictions = tflite_predict(baseline.path, self.data.x_test).argmax(1)
-            baseline_pred = self._baseline_predictions
-        report = evaluate_tflite(path, self.data, baseline_predictions=baseline_pred)
+        try:
+            if baseline is not None:
+                if self._baseline_predictions is None:
+                    self._baseline_predictions = tflite_predict(baseline.path,
+                                                                self.data.x_test).argmax(1)
+                baseline_pred = self._baseline_predictions
+            report = evaluate_tflite(path, self.data, baseline_predictions=baseline_pred)
+        except TensorAllocationError as exc:
+            if self.source.kind != "tflite":
+                raise  # bench converted it: its own fault, not the user's model
+            # A given .tflite that no runtime can allocate: built without accuracy; each
+            # device's benchmark_model then records its own failure for it.
+            metadata["accuracy"] = {"error": str(exc), "dataset": self.data.name}
+            self.log(f"{spec.name}: accuracy not measured: {exc}")
+            return
         if baseline is None:
             self._baseline_predictions = np.asarray(report.predictions)
         accuracy = {k: v for k, v in _plain(report).items() if k != "predictions"}

@@ -1,11 +1,14 @@
 """Everything one run's report shows, computed once; the HTML and Markdown views only lay it out."""
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from harness.lab.adb_binary import describe_adb
 from harness.report import plots
 from harness.report.tables import (accuracy_table, devices_table, failures_table, hashes_table,
                                    history_frame, latency_table, size_table, trial_samples_ms,
@@ -37,6 +40,7 @@ class ReportContent:
 
 def build_content(store, run_id: str, measurements: list[Measurement], out: Path) -> ReportContent:
     run = store.run(run_id) or {"run_id": run_id}
+    run["adb"] = describe_adb(json.loads(run.get("adb_json") or "null"))
     shas = sorted({m.artifact_sha256 for m in measurements if m.artifact_sha256})
     variants = variants_table(store.artifacts(shas))
     model_names = {m.model_name for m in measurements if m.model_name}

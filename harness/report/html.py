@@ -1,15 +1,16 @@
 """index.html: one self-contained file (inline CSS, plots as base64 PNG, no scripts, no network).
 
-Every name that came from a device, a config or a model (serials, variants, errors) is escaped:
-pandas' `to_html(escape=True)` for table cells, `html.escape` for everything else.
+Every name that came from a device, a config or a model (serials, variants, errors) is escaped
+by `harness.escape.html_text`, table cells included (pandas' own escaping is switched off so the
+rule is the one every writer shares).
 """
 from __future__ import annotations
 
 import base64
-import html
 
 import pandas as pd
 
+from harness.escape import html_text
 from harness.report.content import ReportContent
 
 CSS = """
@@ -29,8 +30,13 @@ img { max-width: 100%; border: 1px solid #ddd; }
 def html_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
-    return frame.to_html(index=False, escape=True, na_rep="-", border=0,
-                         float_format=lambda v: f"{v:.3f}")
+    # Only text is escaped here: numeric columns keep their dtype, so float_format applies.
+    safe = frame.rename(columns=html_text)
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(lambda v: html_text(v) if isinstance(v, str) else v)
+    return safe.to_html(index=False, escape=False, na_rep="-", border=0,
+                        float_format=lambda v: f"{v:.3f}")
 
 
 def png_data_uri(png_bytes: bytes) -> str:
@@ -38,7 +44,7 @@ def png_data_uri(png_bytes: bytes) -> str:
 
 
 def render_html(content: ReportContent) -> str:
-    e = html.escape
+    e = html_text
     run = content.run
     status = str(run.get("status"))
     sections = [
@@ -65,6 +71,7 @@ def render_html(content: ReportContent) -> str:
         f"<li>started {e(str(run.get('started_at')))}, finished {e(str(run.get('finished_at')))},"
         f' status <strong class="status-{e(status)}">{e(status)}</strong></li>',
         f"<li>tool: bench {e(str(run.get('tool_version')))} on {e(str(run.get('host')))}</li>",
+        f"<li>adb: {e(str(run.get('adb')))}</li>",
         f"<li>bytes pushed: {e(str(run.get('bytes_pushed')))}</li>",
         "</ul>",
         *[f"<h2>{e(title)}</h2>\n{body}" for title, body in sections],

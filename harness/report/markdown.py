@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.escape import md_text
 from harness.report.content import ReportContent
 
 
@@ -14,22 +15,22 @@ def markdown_table(frame: pd.DataFrame) -> str:
     def cell(v):
         if v is None or (isinstance(v, float) and pd.isna(v)):
             return "-"
-        text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
-    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+        return f"{v:.3f}" if isinstance(v, float) else md_text(v)
+    head = "| " + " | ".join(md_text(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body]) + "\n"
 
 
 def render_markdown(content: ReportContent) -> str:
-    run = content.run
+    run = {key: md_text(value) for key, value in content.run.items()}
     lines = [
-        f"# bench run {content.run_id}",
+        f"# bench run {md_text(content.run_id)}",
         "",
         f"- started: {run.get('started_at')}, finished: {run.get('finished_at')}, "
         f"status: **{run.get('status')}**",
         f"- tool: bench {run.get('tool_version')} on {run.get('host')}",
+        f"- adb: {run.get('adb')}",
         f"- bytes pushed: {run.get('bytes_pushed')}",
         "",
         "## Latency",

@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # headless: CI and the lab host have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.escape import plot_text  # noqa: E402
+
 DPI = 110
 
 
@@ -42,12 +44,13 @@ def latency_bars(samples_ms: dict[tuple[str, str], list[float]], path: Path) -> 
         for i, variant in enumerate(variants):
             values = pd.Series(samples_ms[(device, variant)])
             median = float(values.median())
-            ax.bar(i, median, color=colour[variant], label=variant, alpha=0.85)
+            ax.bar(i, median, color=colour[variant], label=plot_text(variant), alpha=0.85)
             ax.errorbar(i, median, yerr=[[median - values.min()], [values.max() - median]],
                         fmt="none", ecolor="black", capsize=5)
             ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
-        ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right")
-        ax.set_title(f"Latency on {device}")
+        ax.set_xticks(range(len(variants)), [plot_text(v) for v in variants], rotation=20,
+                      ha="right")
+        ax.set_title(f"Latency on {plot_text(device)}")
         ax.set_ylabel("inference latency (ms)")
     # One legend for all panels, below them, so it never hides a bar.
     legend = {}
@@ -90,11 +93,11 @@ def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame, path:
         rows = merged[merged["device"] == device]
         points = [(float(r["avg ms"]), float(accuracy[r["variant"]])) for _, r in rows.iterrows()]
         for (lat, acc), variant in zip(points, rows["variant"]):
-            ax.scatter(lat, acc, color=colour[variant], s=50, label=variant, zorder=3)
+            ax.scatter(lat, acc, color=colour[variant], s=50, label=plot_text(variant), zorder=3)
         front = pareto_frontier(points)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="gray",
                 label="Pareto frontier", zorder=2)
-        ax.set_title(f"Accuracy vs latency on {device}")
+        ax.set_title(f"Accuracy vs latency on {plot_text(device)}")
         ax.set_xlabel("median inference latency (ms)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.legend(fontsize="small")
@@ -112,7 +115,8 @@ def size_bars(variants: pd.DataFrame, path: Path) -> Path | None:
     if "zip bytes" in variants:
         ax.bar([p + 0.2 for p in positions], variants["zip bytes"].astype(float) / 1e6, width=0.4,
                label="zip (compressed)")
-    ax.set_xticks(list(positions), variants["variant"], rotation=20, ha="right")
+    ax.set_xticks(list(positions), [plot_text(v) for v in variants["variant"]], rotation=20,
+                  ha="right")
     ax.set_title("Model size per variant")
     ax.set_ylabel("size (MB)")
     ax.legend()
@@ -127,8 +131,9 @@ def latency_trend(history: pd.DataFrame, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(9.0, 0.8 * len(runs) + 7), 4.2))
     for (device, variant), rows in history.groupby(["device", "variant"], sort=False):
         xs = [runs.index(r) for r in rows["run_id"]]
-        ax.plot(xs, rows["avg ms"], marker="o", label=f"{variant} @ {device}")
-    ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize="small")
+        ax.plot(xs, rows["avg ms"], marker="o", label=plot_text(f"{variant} @ {device}"))
+    ax.set_xticks(range(len(runs)), [plot_text(r) for r in runs], rotation=30, ha="right",
+                  fontsize="small")
     ax.set_title("Median latency over runs")
     ax.set_xlabel("run")
     ax.set_ylabel("median inference latency (ms)")

@@ -5,11 +5,13 @@ of a run always show the same numbers.
 """
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pandas as pd
 
+from harness.escape import csv_cell
 from harness.results import Measurement
 
 CSV_EXCLUDED = ("output_tail", "device_props_json")
@@ -19,6 +21,20 @@ OPTIONAL_KEYS = ("delegate", "threads")
 
 def measurements_frame(measurements: list[Measurement]) -> pd.DataFrame:
     return pd.DataFrame([m.to_dict() for m in measurements])
+
+
+def results_csv(measurements: list[Measurement]) -> str:
+    """results.csv, for spreadsheets: one line per measurement, without the bulky raw fields
+    (output tail, full props), which stay in the store.
+
+    Text cells that a spreadsheet would run as a formula are neutralised; every text cell is
+    quoted and numbers are not, so an importer can tell text from numbers.
+    """
+    frame = measurements_frame(measurements).drop(columns=list(CSV_EXCLUDED), errors="ignore")
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].map(csv_cell, na_action="ignore")
+    return frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 def device_label(serial: str, model: str | None) -> str:
@@ -31,7 +47,9 @@ def _keyed_frame(measurements: list[Measurement]) -> pd.DataFrame:
     frame = measurements_frame([m for m in measurements if m.status == "ok" and m.kind != "confirm"])
     if frame.empty:
         return frame
-    frame["device"] = [device_label(s, m) for s, m in zip(frame["device_serial"], frame["device_model"])]
+    # The device's stable identity (ro.serialno), as in compare and history keys.
+    devices = frame["device_id"].fillna(frame["device_serial"])
+    frame["device"] = [device_label(s, m) for s, m in zip(devices, frame["device_model"])]
     frame["delegate"] = frame["delegate_choice"].fillna("default")
     frame["threads"] = frame["num_threads"]
     return frame
@@ -123,7 +141,7 @@ def trial_samples_ms(measurements: list[Measurement]) -> dict[tuple[str, str], l
     samples: dict[tuple[str, str], list[float]] = {}
     for m in measurements:
         if m.status == "ok" and m.kind == "timing" and m.inference_avg_us is not None:
-            key = (device_label(m.device_serial, m.device_model), m.variant)
+            key = (device_label(m.device_id or m.device_serial, m.device_model), m.variant)
             samples.setdefault(key, []).append(m.inference_avg_us / 1000.0)
     return samples
 
@@ -254,14 +272,15 @@ def hashes_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Which exact model file and benchmark_model binary each variant's numbers come from."""
     rows = {}
     for m in measurements:
-        row = rows.setdefault(m.variant, {"variant": m.variant, "model sha256": None,
-                                          "benchmark_model sha256": set()})
+        row = rows.setdefault((m.model_name, m.variant), {
+            "model": m.model_name, "variant": m.variant, "model sha256": None,
+            "benchmark_model sha256": set()})
         row["model sha256"] = row["model sha256"] or m.artifact_sha256
         if m.binary_sha256:
             row["benchmark_model sha256"].add(m.binary_sha256)
     for row in rows.values():
         row["benchmark_model sha256"] = ", ".join(sorted(row["benchmark_model sha256"])) or None
-    return pd.DataFrame(list(rows.values()), columns=["variant", "model sha256",
+    return pd.DataFrame(list(rows.values()), columns=["model", "variant", "model sha256",
                                                        "benchmark_model sha256"])
 
 
@@ -280,7 +299,9 @@ def history_frame(store, model_name: str | None, until_started_at: str | None = 
             if model_name is not None and m.model_name != model_name:
                 continue
             if m.status == "ok" and m.kind == "timing" and m.inference_avg_us is not None:
-                samples.setdefault((m.device_serial, m.variant), []).append(m.inference_avg_us)
+                # By the stable identity: a lab restarted under new adb serials is one line.
+                device = m.device_id or m.device_serial
+                samples.setdefault((device, m.variant), []).append(m.inference_avg_us)
         for (device, variant), values in samples.items():
             rows.append({"run_id": run["run_id"], "started_at": run["started_at"],
                          "device": device, "variant": variant,
