@@ -13,9 +13,9 @@ import os
 import socket
 import threading
 from datetime import datetime, timezone
-from pathlib import Path
 
 from harness.errors import BenchError, StorageError, UserError
+from harness.lab.locks import pid_alive
 from harness.results import RunStatus, utc_now
 
 HEARTBEAT_S = 5.0
@@ -37,7 +37,7 @@ def refuse_if_running(run: dict) -> None:
     this_host, this_pid = this_owner()
     if host == this_host and pid is not None:
         with _active_lock:
-            alive = run_id in _active if pid == this_pid else _pid_alive(pid)
+            alive = run_id in _active if pid == this_pid else pid_alive(pid)
         if alive:
             raise UserError(f"--resume {run_id}: the run is still running (owner: pid {pid} on "
                             f"{host}, alive); let it finish, or stop that process first")
@@ -84,20 +84,6 @@ class RunOwnership:
                 self.store.heartbeat(self.run_id, utc_now())
             except BenchError:
                 pass  # a full disk stops the run through its samples, not through this thread
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    try:  # a killed but not yet reaped process (a zombie) makes no more progress
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _age_s(timestamp: str | None) -> float | None:
