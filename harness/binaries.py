@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import device_agents
+from harness.config import KNOWN_ABIS
 from harness.errors import DeviceError, UserError
 
 SHIPPED_DIR = Path(device_agents.__file__).resolve().parent / "bin"
@@ -70,5 +71,7 @@ def parse_binary_options(values: tuple[str, ...]) -> dict[str, str]:
         abi, sep, path = value.partition("=")
         if not sep or not abi or not path:
             raise UserError(f"--binary {value}: expected ABI=PATH, e.g. --binary arm64-v8a=./benchmark_model")
+        if abi not in KNOWN_ABIS:
+            raise UserError(f"--binary {value}: unknown ABI {abi}; use one of {', '.join(KNOWN_ABIS)}")
         out[abi] = path
     return out

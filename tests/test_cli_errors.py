@@ -15,6 +15,7 @@ def bench(*args, cwd=None):
     (("parse", "/no/such/log.txt"), "/no/such/log.txt"),
     (("run", "--binary", "arm64-v8a"), "ABI=PATH"),
     (("run", "--binary", "arm64-v8a=/no/such/bm"), "/no/such/bm"),
+    (("run", "--binary", "arm65=/bin/true"), "--binary arm65=/bin/true: unknown ABI arm65"),
     (("run", "--config", "/no/such.toml"), "/no/such.toml"),
     (("run", "--devices", ""), "--devices"),
     (("report", "nope", "--store", "/no/such.db"), "/no/such.db"),
