@@ -206,8 +206,9 @@ def _pct(value):
 # -- failures and provenance ----------------------------------------------------------------------
 def failures_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Launches that are not ok: failed, crashed, timed out, invalid (hygiene), skipped."""
-    rows = [{"device": m.device_serial, "variant": m.variant, "kind": m.failure_kind,
-             "status": m.status, "trial": m.trial, "attempt": m.attempt, "reason": m.error}
+    rows = [{"device": m.device_id or m.device_serial, "variant": m.variant,
+             "kind": m.failure_kind, "status": m.status, "trial": m.trial, "attempt": m.attempt,
+             "reason": m.error}
             for m in measurements if m.status != "ok"]
     return pd.DataFrame(rows, columns=["device", "variant", "kind", "status", "trial",
                                        "attempt", "reason"])
@@ -218,12 +219,13 @@ def devices_table(measurements: list[Measurement]) -> pd.DataFrame:
     rows = []
     by_device: dict[str, list[Measurement]] = {}
     for m in measurements:
-        by_device.setdefault(m.device_serial, []).append(m)
-    for serial, ms in by_device.items():
+        by_device.setdefault(m.device_id or m.device_serial, []).append(m)
+    for device, ms in by_device.items():
         props = _first_props(ms)
         temps, batteries = _telemetry_ranges(ms)
         rows.append({
-            "device": serial, "server": ms[0].adb_server,
+            "device": device, "adb serial": ", ".join(sorted({m.device_serial for m in ms})),
+            "server": ms[0].adb_server,
             "model": next((m.device_model for m in ms if m.device_model), None),
             "ABI": next((m.device_abi for m in ms if m.device_abi), None),
             "SDK": next((m.device_sdk for m in ms if m.device_sdk is not None), None),
@@ -231,7 +233,7 @@ def devices_table(measurements: list[Measurement]) -> pd.DataFrame:
             "min °C": min(temps) if temps else None, "max °C": max(temps) if temps else None,
             "battery %": (f"{min(batteries)}–{max(batteries)}" if batteries else None),
         })
-    return pd.DataFrame(rows, columns=["device", "server", "model", "ABI", "SDK",
+    return pd.DataFrame(rows, columns=["device", "adb serial", "server", "model", "ABI", "SDK",
                                        "build fingerprint", "min °C", "max °C", "battery %"])
 
 
