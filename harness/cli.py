@@ -159,6 +159,7 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         click.echo(f"\n--baseline {baseline}: no earlier run in {config.store_path}; this run "
                    "is the first baseline", err=True)
     if base_id:
+        from harness.atomic_write import write_atomic
         from harness.cli_compare import compare_markdown, confirm_result, format_compare
         from harness.compare import compare as compare_runs
         from harness.store import Store
@@ -171,7 +172,7 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         picked = " (latest: the newest other run that finished ok)" if baseline == "latest" else ""
         click.echo(f"\ncompared with baseline {base_id}{picked}:")
         click.echo(format_compare(verdicts))
-        (result.report_dir / "compare.md").write_text(compare_markdown(verdicts))
+        write_atomic(result.report_dir / "compare.md", compare_markdown(verdicts), "compare.md")
         if junit_path is not None:
             from harness.junit import write_junit
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from harness.atomic_write import write_atomic
 from harness.cli_types import check_number_text, integer
 from harness.errors import UserError
 from harness.escape import md_code, md_text
@@ -203,8 +204,7 @@ def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statist
     if confirm:
         result = confirm_result(store, result, confirm_trials)
     out_dir = output_dir or (reports_dir or default_reports_dir()) / cand_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(compare_markdown(result))
+    write_atomic(out_dir / "compare.md", compare_markdown(result), "compare.md")
     if junit_path is not None:
         write_junit(result, junit_path)
     if as_json:

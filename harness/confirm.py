@@ -81,14 +81,14 @@ def _adb_serial(measurements: list[Measurement], key: SeriesKey) -> str | None:
 
 
 def _find_target(targets: list, plan: _DevicePlan):
-    """The plan's device among the listed ones: by its adb serial of the candidate run, else
-    (the lab restarted under new serials) by asking each online device its identity."""
+    """The plan's device among the listed ones: the one whose identity is the plan's, asking
+    first the device at the candidate run's adb serial (after a lab restart that address may
+    belong to another device, so it is asked too), then every other online device."""
     from harness.lab.device_runner import ask_device_id
 
-    known = next((t for t in targets if t.serial in (plan.adb_serial, plan.serial)), None)
-    if known is not None:
-        return known
-    return next((t for t in targets if ask_device_id(t) == plan.serial), None)
+    likely = [t for t in targets if t.serial in (plan.adb_serial, plan.serial)]
+    others = [t for t in targets if t not in likely]
+    return next((t for t in likely + others if ask_device_id(t) == plan.serial), None)
 
 
 def _artifact_sha(measurements: list[Measurement], key: SeriesKey) -> str | None:

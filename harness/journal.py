@@ -43,12 +43,18 @@ class JournalEntry:
 
 
 class Journal:
-    def __init__(self, path: Path):
+    """`holders_path` (the store file) carries a shared flock per run that reserved room: the
+    journal file, and the room in it, stays while any run on the store may still need it."""
+
+    def __init__(self, path: Path, holders_path: Path | None = None):
         self.path = Path(path)
+        self.holders_path = Path(holders_path) if holders_path else None
+        self._holder_fd: int | None = None
 
     def reserve(self, nbytes: int = RESERVE_BYTES) -> bool:
         """Allocate `nbytes` for the journal without changing its size; False where the
         platform or file system cannot (the journal is then written without a reserve)."""
+        self._hold()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError:
@@ -57,6 +63,16 @@ class Journal:
             return _fallocate_keep_size(fd, os.fstat(fd).st_size, nbytes)
         finally:
             os.close(fd)
+
+    def _hold(self) -> None:
+        if self._holder_fd is not None or self.holders_path is None:
+            return
+        try:
+            fd = os.open(self.holders_path, os.O_RDONLY)
+        except OSError:
+            return
+        fcntl.flock(fd, fcntl.LOCK_SH)  # flock, not SQLite's fcntl locks: the two never meet
+        self._holder_fd = fd
 
     def append(self, m: Measurement, ops: list | None = None) -> None:
         """Add one sample, durably (fsync'd) before returning; raises OSError if it cannot."""
@@ -134,12 +150,29 @@ class Journal:
             os.close(fd)
 
     def release(self) -> None:
-        """Give back the reserved room: remove the journal if it holds no sample."""
+        """Give back the reserved room: remove the journal if it holds no sample and no other
+        run on the store holds a reserve in it. Decided under the journal's lock, so a sample
+        another run is appending is never removed with it."""
+        holder, self._holder_fd = self._holder_fd, None
         try:
-            if self.path.stat().st_size == 0:
-                self.path.unlink()
+            if holder is not None:
+                try:
+                    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours is the only hold
+                except BlockingIOError:
+                    return  # another run still counts on the room
+            if not self.path.exists():
+                return
+            fd = self._open_locked()
+            try:
+                if os.fstat(fd).st_size == 0:
+                    self.path.unlink()
+            finally:
+                os.close(fd)
         except OSError:
             pass
+        finally:
+            if holder is not None:
+                os.close(holder)
 
 
 def op_row(values: dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.atomic_write import write_atomic
 from harness.compare import INVALID, REGRESSED, UNKNOWN, CompareResult
 from harness.escape import xml_text
 
@@ -42,9 +43,7 @@ def junit_tree(result: CompareResult) -> ET.ElementTree:
 
 
 def write_junit(result: CompareResult, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tree = junit_tree(result)
     ET.indent(tree)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    return write_atomic(Path(path), ET.tostring(tree.getroot(), encoding="utf-8",
+                                                xml_declaration=True), "JUnit XML")

@@ -22,7 +22,7 @@ class RunStatus(str, Enum):
     RUNNING = "running"
     OK = "ok"
     FAILED = "failed"
-    INTERRUPTED = "interrupted"   # stopped by Ctrl-C / SIGTERM; finish it with `--resume`
+    INTERRUPTED = "interrupted"   # stopped by Ctrl-C or a storage fault; finish it with `--resume`
 
     def __str__(self) -> str:
         return self.value

@@ -16,6 +16,7 @@ from harness.config import RunConfig, validate_config
 from harness.devices.discovery import known_servers, select_devices
 from harness.errors import UserError
 from harness.lab.adb_binary import adb_path, adb_provenance
+from harness.lab.locks import pid_namespace
 from harness.lab.stop import run_per_device, stop_on_sigint
 from harness.results import Measurement, RunStatus, utc_now
 from harness.run_owner import RunOwnership, refuse_if_running, this_owner
@@ -93,25 +94,31 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
     host, pid = this_owner()
     if resume_run_id:
         run_id = resume_run_id
-        store.claim_run(run_id, host, pid, utc_now(), refuse_if_running)
-        kept = store.ingest_journal(run_id)  # samples a full disk could not take last time
-        done = store.done_job_keys(run_id)
-        log(f"resuming run {run_id}: {len(done)} job(s) already recorded"
-            + (f", {kept} sample(s) of them from {store.journal.path}" if kept else ""))
+        store.claim_run(run_id, host, pid, utc_now(), refuse_if_running, pid_namespace())
     else:
-        run_id, done = new_run_id(), set()
+        run_id = new_run_id()
         store.start_run(run_id, utc_now(), harness.__version__, host, _config_dict(config),
-                        owner_pid=pid, adb=adb_provenance({t.server for t in targets}))
-    store.journal.reserve()  # a disk that fills mid-run still takes the samples in flight
-    for artifact in artifacts:
-        store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
-                              artifact.variant, artifact.size_bytes, artifact.metadata,
-                              str(artifact.path))
+                        owner_pid=pid, adb=adb_provenance({t.server for t in targets}),
+                        owner_pidns=pid_namespace())
     stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)
-    runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log, done, stop)
     planned = len(jobs) * len(targets)
     try:
-        with RunOwnership(store, run_id):  # heartbeat: `--resume` elsewhere refuses meanwhile
+        # Owned from here on: a heartbeat while it runs, and `interrupted`, never `running`,
+        # if anything below fails.
+        with RunOwnership(store, run_id):
+            done = set()
+            if resume_run_id:
+                kept = store.ingest_journal(run_id)  # samples a full disk could not take
+                done = store.done_job_keys(run_id)
+                log(f"resuming run {run_id}: {len(done)} job(s) already recorded"
+                    + (f", {kept} sample(s) of them from {store.journal.path}" if kept else ""))
+            store.journal.reserve()  # a disk that fills mid-run still takes samples in flight
+            for artifact in artifacts:
+                store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
+                                      artifact.variant, artifact.size_bytes, artifact.metadata,
+                                      str(artifact.path))
+            runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log,
+                                  done, stop)
             # One thread per device: all devices at once, one job at a time on each.
             with stop_on_sigint(stop, log):
                 run_per_device(runner.run, targets)
@@ -121,6 +128,9 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
         store.journal.release()
         raise RunInterrupted(run_id, len(store.done_job_keys(run_id)), planned,
                              config.store_path) from None
+    except BaseException:
+        store.journal.release()
+        raise
     measurements = store.measurements(run_id)
     bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
     status = (RunStatus.INTERRUPTED if stop.is_set() else

@@ -14,8 +14,8 @@ import socket
 import threading
 from datetime import datetime, timezone
 
-from harness.errors import BenchError, StorageError, UserError
-from harness.lab.locks import pid_alive
+from harness.errors import BenchError, UserError
+from harness.lab.locks import pid_alive, pid_namespace
 from harness.results import RunStatus, utc_now
 
 HEARTBEAT_S = 5.0
@@ -35,7 +35,10 @@ def refuse_if_running(run: dict) -> None:
         return
     run_id, host, pid = run["run_id"], run.get("host"), run.get("owner_pid")
     this_host, this_pid = this_owner()
-    if host == this_host and pid is not None:
+    # Its pid means something here only in the same pid namespace (two containers may share a
+    # host name); elsewhere only the heartbeat tells. Runs stored before namespaces: same.
+    same_pids = host == this_host and run.get("owner_pidns") in (None, pid_namespace())
+    if same_pids and pid is not None:
         with _active_lock:
             alive = run_id in _active if pid == this_pid else pid_alive(pid)
         if alive:
@@ -72,8 +75,10 @@ class RunOwnership:
             self._thread.join()
         with _active_lock:
             _active.discard(self.run_id)
-        if exc_type is not None and issubclass(exc_type, StorageError):
-            try:  # stopped, not running: `--resume` finishes it once there is room again
+        if exc_type is not None:
+            # Stopped, not running, whatever stopped it (a storage fault, a second Ctrl-C, a
+            # bug): `--resume` finishes it, once there is room again after a storage fault.
+            try:
                 self.store.stop_run(self.run_id, utc_now(), RunStatus.INTERRUPTED)
             except BenchError:
                 pass  # the disk is still full; the dead owner lets `--resume` take it anyway

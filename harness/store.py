@@ -26,7 +26,7 @@ SCHEMA_VERSION = 3
 ADDED_COLUMNS = {
     "artifacts": {"path": "TEXT"},                                   # version 2
     "runs": {"owner_pid": "INTEGER", "heartbeat_at": "TEXT",         # version 3
-             "adb_json": "TEXT"},
+             "owner_pidns": "TEXT", "adb_json": "TEXT"},
     "devices": {"device_id": "TEXT"},                                # version 3
 }
 
@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS runs (
   bytes_pushed INTEGER DEFAULT 0,
   owner_pid INTEGER,
   heartbeat_at TEXT,
+  owner_pidns TEXT,
   adb_json TEXT
 );
 CREATE TABLE IF NOT EXISTS devices (
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS op_profiles (
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.journal = Journal(journal_path(self.path))
+        self.journal = Journal(journal_path(self.path), holders_path=self.path)
         if self.path.is_dir():
             raise UserError(f"store {self.path}: is a directory; give --store a file path "
                             "such as reports/bench.db")
@@ -181,13 +182,15 @@ class Store:
 
     # -- runs and their owners (harness.run_owner) --------------------------------------------
     def start_run(self, run_id: str, started_at: str, tool_version: str, host: str,
-                  config: dict, owner_pid: int | None = None, adb: dict | None = None) -> None:
+                  config: dict, owner_pid: int | None = None, adb: dict | None = None,
+                  owner_pidns: str | None = None) -> None:
         self._write(f"run {run_id}",
                     "INSERT INTO runs (run_id, started_at, status, tool_version, host, config_json,"
-                    " owner_pid, heartbeat_at, adb_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " owner_pid, heartbeat_at, adb_json, owner_pidns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, started_at, RunStatus.RUNNING.value, tool_version, host,
                      json.dumps(config, default=str), owner_pid, started_at,
-                     json.dumps(adb) if adb is not None else None))
+                     json.dumps(adb) if adb is not None else None, owner_pidns))
 
     def finish_run(self, run_id: str, finished_at: str, status: str, bytes_pushed: int) -> None:
         self._write(f"the end of run {run_id}",
@@ -206,7 +209,7 @@ class Store:
                     "UPDATE runs SET heartbeat_at=? WHERE run_id=?", (at, run_id))
 
     def claim_run(self, run_id: str, host: str, pid: int, at: str,
-                  check: Callable[[dict], None]) -> dict:
+                  check: Callable[[dict], None], pidns: str | None = None) -> dict:
         """Make this process the run's owner (for `--resume`), in one transaction that no other
         process can interleave with: `check(run)` raises to refuse. Returns the run as it was."""
         try:
@@ -220,8 +223,8 @@ class Store:
                     check(dict(row))
                     self._conn.execute(
                         "UPDATE runs SET status=?, finished_at=NULL, host=?, owner_pid=?,"
-                        " heartbeat_at=? WHERE run_id=?",
-                        (RunStatus.RUNNING.value, host, pid, at, run_id))
+                        " heartbeat_at=?, owner_pidns=? WHERE run_id=?",
+                        (RunStatus.RUNNING.value, host, pid, at, pidns, run_id))
                 except BaseException:
                     self._conn.rollback()
                     raise

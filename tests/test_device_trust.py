@@ -280,3 +280,39 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
             raise EOFError
         data += chunk
     return data
+
+
+def test_a_flood_of_bad_signatures_is_slowed_to_one_token_a_second(trusted):
+    _adb, device, _serial = trusted
+    stranger = new_adb_test_key()
+    with socket.create_connection(("127.0.0.1", device.port), timeout=10) as sock:
+        sock.sendall(encode(Message(A_CNXN, A_VERSION, 4096, b"host::features=shell_v2"), True))
+        token = _receive(sock).data
+        tokens = 1
+        for _ in range(300):  # adbd answers each of the first 256 failures with a new token
+            sock.sendall(encode(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, stranger.sign(token))))
+            reply = _receive(sock) if tokens <= 256 else None
+            if reply is not None:
+                assert (reply.command, reply.arg0) == (A_AUTH, ADB_AUTH_TOKEN)
+                token, tokens = reply.data, tokens + 1
+        # Past that, the signatures sent before the next token are dropped unchecked, and one
+        # token comes a second later (as adbd sleeps), not one per signature.
+        sock.settimeout(5)
+        late = _receive(sock)
+        assert (late.command, late.arg0) == (A_AUTH, ADB_AUTH_TOKEN)
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            _receive(sock)
+
+
+def test_modes_set_on_the_device_never_carry_setuid_to_the_host(trusted, tmp_path):
+    adb, device, serial = trusted
+    local = tmp_path / "tool"
+    local.write_text("#!/system/bin/sh\necho hi\n")
+    assert adb.run("-s", serial, "push", str(local), f"{REMOTE_TMP}/tool").returncode == 0
+    assert shell(adb, serial, f"chmod 6755 {REMOTE_TMP}/tool").returncode == 0
+    assert shell(adb, serial, f"mkdir -m 4777 {REMOTE_TMP}/sdir").returncode == 0
+    adb.client().device(serial=serial).sync.push(str(local), f"{REMOTE_TMP}/pushed", mode=0o6755)
+    for name in ("tool", "sdir", "pushed"):
+        mode = (device.fs_root / "data/local/tmp" / name).stat().st_mode
+        assert mode & 0o7000 == 0, (name, oct(mode))

@@ -276,3 +276,29 @@ def test_a_store_on_a_full_disk_journals_the_sample(tmp_path):
         assert store.ingest_journal("r") == 1
         assert store.measurements("r") == [first, lost]
         store.close()
+
+
+def test_an_owner_in_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
+    store = Store(tmp_path / "bench.db")
+    # Same host name, another pid namespace (a container): its pid 1 says nothing here.
+    store.start_run("r", utc_now(), "0.1", socket.gethostname(), {}, owner_pid=1,
+                    owner_pidns="pid:[1]")
+    with pytest.raises(UserError, match="heartbeat"):
+        store.claim_run("r", socket.gethostname(), os.getpid(), utc_now(), refuse_if_running)
+
+
+def test_releasing_one_runs_reserve_keeps_another_runs_journal(tmp_path):
+    first, second = Store(tmp_path / "bench.db"), Store(tmp_path / "bench.db")
+    first.journal.reserve()
+    second.journal.reserve()
+    second.journal.release()  # the first run still counts on the room
+    assert first.journal.path.exists()
+    m = Measurement("r", "dev", "lab", "baseline", "ok", job_key="a", started_at="t1")
+    first.journal.append(m)
+    first.journal.release()  # it holds a sample: kept for --resume
+    assert [e.measurement for e in first.journal.entries()] == [m]
+    first.journal.drop(first.journal.entries())
+    third = Store(tmp_path / "bench.db")
+    third.journal.reserve()
+    third.journal.release()  # empty, and nobody else holds a reserve: gone
+    assert not third.journal.path.exists()

@@ -17,6 +17,9 @@ from device_agents.virtual.cpus import CpuSlice
 DEVICE_FILE = "device.json"
 # Writable areas that count against the storage quota (as /data and /sdcard on a phone).
 QUOTA_ROOTS = ("/data", "/sdcard")
+# The mode bits a sandbox file may carry on the host: no setuid, setgid or sticky bit, so that no
+# file the device makes lets another local user run code as the lab's user.
+HOST_MODE_BITS = 0o777
 
 
 @dataclass

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from device_agents.virtual.faults import FaultWatcher
-from device_agents.virtual.sandbox import Sandbox
+from device_agents.virtual.sandbox import HOST_MODE_BITS, Sandbox
 from device_agents.virtual.transport import Stream
 
 log = logging.getLogger("bench.virtual.sync")
@@ -237,7 +237,8 @@ class SyncSession:
                         raise SyncFailure
                     handle.write(data)
                     written_bytes += size
-            os.chmod(temp, stat.S_IMODE(mode) or 0o644)
+            # Permission bits only: no setuid/setgid file of the lab's user on the host.
+            os.chmod(temp, (stat.S_IMODE(mode) & HOST_MODE_BITS) or 0o644)
             os.utime(temp, (mtime, mtime))
             os.replace(temp, target)
         except PushDropped:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device_agents.virtual.cpus import CpuSlice
+from device_agents.virtual.sandbox import HOST_MODE_BITS
 from device_agents.virtual.shell_io import Streams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -344,7 +345,9 @@ async def chmod(argv: list[str], sh: "Interpreter", io: Streams) -> int:
                 targets += sorted(host.rglob("*"))
             for target in targets:
                 st = target.stat()
-                target.chmod(apply_mode(spec, st.st_mode, stat.S_ISDIR(st.st_mode)))
+                # Only permission bits reach the host file: a setuid/setgid bit on a file
+                # owned by the lab's user would let another local user run code as it.
+                target.chmod(apply_mode(spec, st.st_mode, stat.S_ISDIR(st.st_mode)) & HOST_MODE_BITS)
         except ValueError:
             await io.complain(f"chmod: bad mode '{spec}'")
             return 1
@@ -374,7 +377,7 @@ async def mkdir(argv: list[str], sh: "Interpreter", io: Streams) -> int:
                 continue
             host.mkdir(parents=parents)
             if mode is not None:
-                host.chmod(mode)
+                host.chmod(mode & HOST_MODE_BITS)
         except OSError as e:
             status = await fail(io, "mkdir", f"'{path}'", e)
     return status

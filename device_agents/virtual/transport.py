@@ -234,6 +234,8 @@ class Link:
         if self.online:
             return  # already authenticated: a stray AUTH changes nothing
         if message.arg0 == ADB_AUTH_SIGNATURE:
+            if not self._token:
+                return  # a fresh token is on its way (slowed down): nothing to check yet
             key = self.server.trusted_keys.verify(self._token, message.data)
             if key is not None:
                 log.info("host authenticated with key %s", key.comment or "(no comment)")
@@ -243,6 +245,9 @@ class Link:
                 return
             self._failed_auth_attempts += 1
             if self._failed_auth_attempts > FAILED_AUTH_ATTEMPTS_BEFORE_DELAY:
+                # One token a second from now on, as adbd's sleep does; the signatures sent
+                # meanwhile are dropped unchecked, so a flood costs neither CPU nor memory.
+                self._token = b""
                 asyncio.get_running_loop().call_later(FAILED_AUTH_DELAY_S, self._send_auth_request)
             else:
                 self._send_auth_request()  # the host tries its next key

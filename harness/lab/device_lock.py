@@ -113,24 +113,32 @@ class OnDeviceLock:
         self._clock_offset_s = self._device_now() - time.time()
         deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         said = None
-        while True:
-            if self.stop.is_set():
-                raise Cancelled(f"{self.serial}: stopped waiting for the device lock")
-            seen = self._try_take()
-            if seen is None:
-                break
-            if not seen.exists:  # released between the two looks: try again soon
-                self.stop.wait(POLL_INTERVAL_S / 10)
-                continue
-            if not self.wait or (deadline is not None and time.monotonic() >= deadline):
-                raise self._busy(seen)
-            holder = seen.lease.owner.describe() if seen.lease else "a bench process"
-            if holder != said:
-                self.log(f"{self.serial}: waiting for the device lock held by {holder}")
-                said = holder
-            self.stop.wait(POLL_INTERVAL_S)
+        # Known as ours before the owner file names it: another thread of this process that
+        # reaches the same device (through another serial or server) must not see the new
+        # lock as one this process left behind.
         with _held_guard:
             _held_tokens.add(self.token)
+        try:
+            while True:
+                if self.stop.is_set():
+                    raise Cancelled(f"{self.serial}: stopped waiting for the device lock")
+                seen = self._try_take()
+                if seen is None:
+                    break
+                if not seen.exists:  # released between the two looks: try again soon
+                    self.stop.wait(POLL_INTERVAL_S / 10)
+                    continue
+                if not self.wait or (deadline is not None and time.monotonic() >= deadline):
+                    raise self._busy(seen)
+                holder = seen.lease.owner.describe() if seen.lease else "a bench process"
+                if holder != said:
+                    self.log(f"{self.serial}: waiting for the device lock held by {holder}")
+                    said = holder
+                self.stop.wait(POLL_INTERVAL_S)
+        except BaseException:
+            with _held_guard:
+                _held_tokens.discard(self.token)
+            raise
         self._held = True
         self._renewal_stop.clear()
         self._renewer = threading.Thread(target=self._renew_until_released, daemon=True,

@@ -77,9 +77,12 @@ class DeviceRunner:
             except Cancelled:
                 return results
             consecutive_failures = 0
-            for index, job in enumerate(todo):
+            first_launch = True
+            for job in todo:
                 if self.stop.is_set():
                     break  # Ctrl-C: no new launch; the jobs left are --resume's
+                if self._done(job, target):
+                    continue  # done under the id the device gave once it answered (_prepare)
                 if failure is not None:
                     results.append(self._record_without_launch(target, job, prepared, failure,
                                                                "failed", "device"))
@@ -89,7 +92,8 @@ class DeviceRunner:
                     results.append(self._record_without_launch(target, job, prepared,
                                                                reason, "skipped", "quarantine"))
                     continue
-                m, prepared = self._run_job(target, job, prepared, first=index == 0)
+                m, prepared = self._run_job(target, job, prepared, first=first_launch)
+                first_launch = False
                 if m is None:
                     break  # stopped mid-launch: nothing stored for it
                 results.append(m)
