@@ -44,6 +44,8 @@ class AdbTestKey:
     modulus: int
     exponent: int
     private_exponent: int
+    p: int
+    q: int
 
     def public_line(self, comment: str = "tester@elsewhere") -> str:
         return encode_public_key(self.modulus, self.exponent, comment)
@@ -52,7 +54,10 @@ class AdbTestKey:
         payload = SHA1_DIGEST_INFO + token
         padded = (b"\x00\x01" + b"\xff" * (ANDROID_PUBKEY_MODULUS_SIZE - 3 - len(payload))
                   + b"\x00" + payload)
-        signature = pow(int.from_bytes(padded, "big"), self.private_exponent, self.modulus)
+        # By the Chinese remainder theorem (as RSA libraries sign): about 4x faster in Python.
+        m, d = int.from_bytes(padded, "big"), self.private_exponent
+        sp, sq = pow(m, d % (self.p - 1), self.p), pow(m, d % (self.q - 1), self.q)
+        signature = sq + self.q * ((pow(self.q, -1, self.p) * (sp - sq)) % self.p)
         return signature.to_bytes(ANDROID_PUBKEY_MODULUS_SIZE, "big")
 
 
@@ -62,4 +67,4 @@ def new_adb_test_key() -> AdbTestKey:
         p, q = _prime(1024), _prime(1024)
         n, phi = p * q, (p - 1) * (q - 1)
         if p != q and n.bit_length() == 2048 and phi % exponent:
-            return AdbTestKey(n, exponent, pow(exponent, -1, phi))
+            return AdbTestKey(n, exponent, pow(exponent, -1, phi), p, q)
