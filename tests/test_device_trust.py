@@ -25,8 +25,8 @@ from device_agents.virtual.adb_auth import (ADB_AUTH_RSAPUBLICKEY, ADB_AUTH_SIGN
 from device_agents.virtual.protocol import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_STLS,
                                             A_SYNC, A_VERSION, A_WRTE, Message, encode)
 from tests.adb_test_keys import new_adb_test_key
-from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, adb_server, host_processes_with_root,
-                                        virtual_device, wait_until)
+from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, RawHost, adb_server,
+                                        host_processes_with_root, virtual_device)
 
 REMOTE_TMP = "/data/local/tmp"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -96,23 +96,19 @@ def test_adb_server_with_an_unknown_key_stays_unauthorized(trusted, tmp_path):
 def test_no_stream_opens_before_authentication(trusted):
     _adb, device, _serial = trusted
     stranger = new_adb_test_key()
-    with socket.create_connection(("127.0.0.1", device.port), timeout=10) as sock:
-        sock.sendall(encode(Message(A_CNXN, A_VERSION, 4096, b"host::features=shell_v2"), True))
-        challenge = _receive(sock)
+    with RawHost(device.port) as host:
+        challenge = host.connect()
         assert (challenge.command, challenge.arg0, len(challenge.data)) == (A_AUTH, ADB_AUTH_TOKEN, 20)
         # An OPEN before authenticating gets nothing at all: not READY, not CLSE.
-        sock.sendall(encode(Message(A_OPEN, 1, 0, b"shell:echo pwned\0")))
+        host.send(Message(A_OPEN, 1, 0, b"shell:echo pwned\0"))
         # A signature by an untrusted key: a fresh token, and still no stream.
-        sock.sendall(encode(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, stranger.sign(challenge.data))))
-        again = _receive(sock)
+        host.send(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, stranger.sign(challenge.data)))
+        again = host.receive()
         assert (again.command, again.arg0) == (A_AUTH, ADB_AUTH_TOKEN)
         assert again.data != challenge.data
-        sock.sendall(encode(Message(A_AUTH, ADB_AUTH_RSAPUBLICKEY, 0,
-                                    stranger.public_line().encode() + b"\0")))
-        sock.sendall(encode(Message(A_OPEN, 2, 0, b"shell:echo pwned\0")))
-        sock.settimeout(1.0)
-        with pytest.raises(socket.timeout):
-            _receive(sock)  # the device waits for a user who never says yes
+        host.send(Message(A_AUTH, ADB_AUTH_RSAPUBLICKEY, 0, stranger.public_line().encode() + b"\0"))
+        host.send(Message(A_OPEN, 2, 0, b"shell:echo pwned\0"))
+        assert not host.has_pending(1.0)  # the device waits for a user who never says yes
 
 
 def test_lab_up_trusts_the_users_key_and_authorize_key(tmp_path):
@@ -266,43 +262,23 @@ def test_fuzzed_packets_leave_the_device_answering(trusted):
     assert shell(adb, serial, "echo ok").stdout.strip() == b"ok"
 
 
-def _receive(sock: socket.socket) -> Message:
-    header = _exactly(sock, 24)
-    command, arg0, arg1, length, _check, _magic = struct.unpack("<6I", header)
-    return Message(command, arg0, arg1, _exactly(sock, length))
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
 def test_a_flood_of_bad_signatures_is_slowed_to_one_token_a_second(trusted):
     _adb, device, _serial = trusted
     stranger = new_adb_test_key()
-    with socket.create_connection(("127.0.0.1", device.port), timeout=10) as sock:
-        sock.sendall(encode(Message(A_CNXN, A_VERSION, 4096, b"host::features=shell_v2"), True))
-        token = _receive(sock).data
+    with RawHost(device.port) as host:
+        token = host.connect().data
         tokens = 1
         for _ in range(300):  # adbd answers each of the first 256 failures with a new token
-            sock.sendall(encode(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, stranger.sign(token))))
-            reply = _receive(sock) if tokens <= 256 else None
-            if reply is not None:
+            host.send(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, stranger.sign(token)))
+            if tokens <= 256:
+                reply = host.receive()
                 assert (reply.command, reply.arg0) == (A_AUTH, ADB_AUTH_TOKEN)
                 token, tokens = reply.data, tokens + 1
         # Past that, the signatures sent before the next token are dropped unchecked, and one
         # token comes a second later (as adbd sleeps), not one per signature.
-        sock.settimeout(5)
-        late = _receive(sock)
+        late = host.receive()
         assert (late.command, late.arg0) == (A_AUTH, ADB_AUTH_TOKEN)
-        sock.settimeout(0.5)
-        with pytest.raises(socket.timeout):
-            _receive(sock)
+        assert not host.has_pending(0.5)
 
 
 def test_modes_set_on_the_device_never_carry_setuid_to_the_host(trusted, tmp_path):

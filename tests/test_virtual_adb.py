@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
-import socket
 import stat
 import struct
 import threading
@@ -17,17 +15,17 @@ from pathlib import Path
 import adbutils
 import pytest
 
-from device_agents.virtual.adb_auth import ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, TRUSTED_KEYS_FILE
+from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE
 from device_agents.virtual.faults import clear_faults, set_faults
 from device_agents.virtual.protocol import (
-    A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, HEADER_SIZE, MAX_PAYLOAD, Message,
+    A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, HEADER_SIZE, Message,
     ProtocolError, decode_header, device_banner, encode,
 )
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
 from device_agents.virtual.services import FEATURES
-from tests.adb_test_keys import AdbTestKey, new_adb_test_key
-from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, adb_server, benchmark_processes,
-                                        virtual_device, wait_until)
+from tests.adb_test_keys import new_adb_test_key
+from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, RawHost, adb_server,
+                                        benchmark_processes, virtual_device, wait_until)
 
 REMOTE_TMP = "/data/local/tmp"
 
@@ -81,40 +79,6 @@ def test_banner_carries_product_model_device_and_features():
                             "ro.product.device": "d"}, FEATURES).decode()
     assert banner == ("device::ro.product.name=p;ro.product.model=m_x;ro.product.device=d;"
                       "features=shell_v2,cmd,stat_v2,ls_v2,fixed_push_mkdir")
-
-
-class RawHost:
-    """The host side of the transport, by hand: to check what adb itself never varies."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-
-    def send(self, message: Message) -> None:
-        self.sock.sendall(encode(message, with_checksum=True))
-
-    def receive(self) -> Message:
-        header = decode_header(self._exactly(HEADER_SIZE), max_payload=MAX_PAYLOAD)
-        return Message(header.command, header.arg0, header.arg1, self._exactly(header.data_length))
-
-    def handshake(self, key: AdbTestKey, max_payload: int = 4096) -> Message:
-        """CNXN, then sign the device's AUTH token with ``key``; returns the device's CNXN."""
-        self.send(Message(A_CNXN, A_VERSION, max_payload, b"host::features=shell_v2"))
-        challenge = self.receive()
-        assert (challenge.command, challenge.arg0, len(challenge.data)) == (A_AUTH, ADB_AUTH_TOKEN, 20)
-        self.send(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, key.sign(challenge.data)))
-        return self.receive()
-
-    def has_pending(self, wait_s: float) -> bool:
-        return bool(select.select([self.sock], [], [], wait_s)[0])
-
-    def _exactly(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
 
 
 def test_raw_transport_honours_small_max_payload_and_one_write_in_flight(lab):

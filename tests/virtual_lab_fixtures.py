@@ -22,7 +22,9 @@ from typing import Iterator
 
 import adbutils
 
-from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE
+from device_agents.virtual.adb_auth import ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, TRUSTED_KEYS_FILE
+from device_agents.virtual.protocol import (A_AUTH, A_CNXN, A_VERSION, HEADER_SIZE, MAX_PAYLOAD,
+                                            Message, decode_header, encode)
 from harness.lab.adb_binary import adb_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -245,3 +247,49 @@ def adb_server(home: Path) -> Iterator[AdbServer]:
         server.run("kill-server", timeout_s=30)
 
 
+
+
+class RawHost:
+    """The host side of the transport, by hand: to check what adb itself never varies (and to
+    send what no adb sends)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+
+    def __enter__(self) -> "RawHost":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.sock.close()
+
+    def send(self, message: Message) -> None:
+        self.sock.sendall(encode(message, with_checksum=True))
+
+    def receive(self) -> Message:
+        header = decode_header(self._exactly(HEADER_SIZE), max_payload=MAX_PAYLOAD)
+        return Message(header.command, header.arg0, header.arg1, self._exactly(header.data_length))
+
+    def connect(self, max_payload: int = 4096) -> Message:
+        """CNXN; returns the device's answer (its AUTH token)."""
+        self.send(Message(A_CNXN, A_VERSION, max_payload, b"host::features=shell_v2"))
+        return self.receive()
+
+    def handshake(self, key, max_payload: int = 4096) -> Message:
+        """CNXN, then sign the device's AUTH token with ``key`` (tests.adb_test_keys);
+        returns the device's CNXN."""
+        challenge = self.connect(max_payload)
+        assert (challenge.command, challenge.arg0, len(challenge.data)) == (A_AUTH, ADB_AUTH_TOKEN, 20)
+        self.send(Message(A_AUTH, ADB_AUTH_SIGNATURE, 0, key.sign(challenge.data)))
+        return self.receive()
+
+    def has_pending(self, wait_s: float) -> bool:
+        return bool(select.select([self.sock], [], [], wait_s)[0])
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
