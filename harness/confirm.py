@@ -168,7 +168,7 @@ def check_confirm_trials(trials: int) -> None:
 def _confirm_config(store, cand_run: str):
     import json
 
-    from harness.run import config_from_dict
+    from harness.config import config_from_dict
 
     run = store.run(cand_run)
     config = config_from_dict(json.loads(run["config_json"] or "{}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import harness
-from harness.config import RunConfig, validate_config
+from harness.config import RunConfig, config_from_dict, validate_config
 from harness.devices.discovery import known_servers, select_devices
 from harness.errors import UserError
 from harness.lab.adb_binary import adb_path, adb_provenance
@@ -181,13 +181,6 @@ def resume_benchmarks(run_id: str, store_path: Path, log: Callable[[str], None] 
     config = config_from_dict(json.loads(run["config_json"]))
     config.store_path = Path(store_path)
     return run_benchmarks(config, log, cache_dir, resume_run_id=run_id)
-
-
-def config_from_dict(data: dict) -> RunConfig:
-    """A stored run's config, checked against the same schema as bench.toml."""
-    from harness.config import config_from_dict as checked_config_from_dict
-
-    return checked_config_from_dict(data)
 
 
 def _all_jobs_ok(measurements: list[Measurement]) -> bool:

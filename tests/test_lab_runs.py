@@ -17,11 +17,10 @@ from harness.devices.session import list_device_states
 from harness.lab.virtual_lab import LabState, lab_down, lab_up
 from harness.run import resume_benchmarks, run_benchmarks
 from harness.store import Store
+from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
 pytestmark = pytest.mark.slow
 
-FAST = BenchmarkSettings(num_runs=3, warmup_runs=1, min_secs=0.02, warmup_min_secs=0.01,
-                         max_secs=20)
 THREE_VARIANTS = ["baseline", "quant=fp16", "quant=dynamic_int8"]
 
 

@@ -19,17 +19,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness.config import BenchmarkSettings, RunConfig
+from harness.config import RunConfig
 from harness.escape import csv_cell, md_code, md_text, plot_text, xml_text
 from harness.lab.virtual_lab import lab_down, lab_up
 from harness.run import run_benchmarks
+from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
 pytestmark = pytest.mark.slow
 
 HTML_NAME = "<img src=x onerror=alert(1)>"
 FORMULA_NAME = '=HYPERLINK("x","y")'
-FAST = BenchmarkSettings(num_runs=3, warmup_runs=1, min_secs=0.02, warmup_min_secs=0.01,
-                         max_secs=20)
 
 
 @pytest.fixture(scope="module")

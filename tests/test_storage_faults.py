@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import BenchmarkSettings, RunConfig
+from harness.config import RunConfig
 from harness.errors import StorageError
 from harness.lab.virtual_lab import lab_down, lab_up
 from harness.results import RunStatus
 from harness.run import resume_benchmarks, run_benchmarks
 from harness.store import SCHEMA_VERSION, Store
 from tests.small_disk import fill, remount, tmpfs
+from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = BenchmarkSettings(num_runs=3, warmup_runs=1, min_secs=0.02, warmup_min_secs=0.01,
-                         max_secs=20)
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,15 @@ import adbutils
 from device_agents.virtual.adb_auth import ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, TRUSTED_KEYS_FILE
 from device_agents.virtual.protocol import (A_AUTH, A_CNXN, A_VERSION, HEADER_SIZE, MAX_PAYLOAD,
                                             Message, decode_header, encode)
+from harness.config import BenchmarkSettings
 from harness.lab.adb_binary import adb_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BENCHMARK_MODEL = REPO_ROOT / "device_agents" / "bin" / "x86_64" / "benchmark_model"
+# benchmark_model settings for lab tests that need samples, not figures: a launch of well
+# under a second on a tiny model.
+FAST_BENCHMARK = BenchmarkSettings(num_runs=3, warmup_runs=1, min_secs=0.02, warmup_min_secs=0.01,
+                                   max_secs=20)
 ADB_PATH = adb_path()  # the adb bench itself runs (harness/lab/adb_binary.py)
 # Generous deadlines: only how long to wait before giving up, never what a test asserts.
 DEVICE_START_TIMEOUT_S = 60.0
