@@ -23,6 +23,9 @@ from device_agents.virtual.protocol import (
 )
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
 from device_agents.virtual.services import FEATURES
+from harness.devices.session import AdbServer as BenchAdbServer
+from harness.devices.session import DeviceSession
+from harness.errors import DeviceError
 from tests.adb_test_keys import new_adb_test_key
 from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, RawHost, adb_server,
                                         benchmark_processes, virtual_device, wait_until)
@@ -208,6 +211,62 @@ def test_adbutils_push_stat_list_pull(device_handle, lab, tmp_path):
     assert "model.tflite" in names
     device_handle.sync.pull(remote, tmp_path / "back.tflite")
     assert sha256_of(tmp_path / "back.tflite") == sha256_of(local)
+
+
+# -- sync with bench's own push (harness.devices.session) -------------------------------------
+@pytest.fixture
+def bench_session(lab) -> DeviceSession:
+    adb, _device, serial = lab
+    return DeviceSession(serial, BenchAdbServer("127.0.0.1", adb.port), timeout_s=20)
+
+
+def test_bench_push_writes_the_exact_bytes_and_mode_and_reports_progress(bench_session, lab,
+                                                                         tmp_path):
+    _adb, device, _serial = lab
+    # Not a multiple of 64 KiB: the last DATA chunk is a short one.
+    local = random_file(tmp_path / "benchmark_model", 3 * 1024 * 1024 + 4097)
+    size_bytes = local.stat().st_size
+    seen = []
+    remote = f"{REMOTE_TMP}/bench-push/benchmark_model"
+    assert bench_session.push(local, remote, mode=0o755, progress=seen.append) == size_bytes
+    on_device = device.fs_root / remote.lstrip("/")
+    assert on_device.read_bytes() == local.read_bytes()
+    assert stat.S_IMODE(on_device.stat().st_mode) == 0o755
+    assert seen and seen == sorted(seen) and seen[-1] == size_bytes
+    # An empty file, and a push into a folder (the file keeps its name there, as adb push).
+    empty = tmp_path / "empty.tflite"
+    empty.write_bytes(b"")
+    assert bench_session.push(empty, f"{REMOTE_TMP}/bench-push") == 0
+    assert (on_device.parent / "empty.tflite").read_bytes() == b""
+    assert stat.S_IMODE((on_device.parent / "empty.tflite").stat().st_mode) == 0o644
+
+
+def test_bench_push_cached_reports_progress_over_all_files(bench_session, lab, tmp_path):
+    first, second = random_file(tmp_path / "a.bin", 70_000), random_file(tmp_path / "b.bin", 9)
+    files = [(first, f"{REMOTE_TMP}/bench-cached/a.bin", sha256_of(first), 0o644),
+             (second, f"{REMOTE_TMP}/bench-cached/b.bin", sha256_of(second), 0o644)]
+    seen = []
+    assert bench_session.push_cached(files, progress=seen.append) == 70_009
+    assert seen == sorted(seen) and seen[-1] == 70_009
+    assert bench_session.push_cached(files, progress=seen.append) == 0  # already there
+
+
+def test_bench_push_to_a_full_device_says_why_and_how_much_is_free(bench_session, lab, tmp_path):
+    _adb, device, _serial = lab
+    quota_bytes = Sandbox(device.state_dir).used_bytes() + 500_000
+    set_faults(device.state_dir, storage_quota_bytes=quota_bytes)
+    try:
+        local = random_file(tmp_path / "too-big.bin", 2_000_000)
+        with pytest.raises(DeviceError) as failed:
+            bench_session.push(local, f"{REMOTE_TMP}/bench-full/too-big.bin")
+        message = str(failed.value)
+        assert "No space left on device" in message  # the device's own FAIL message
+        assert "bytes free, file is 2000000" in message
+        # The link is fine afterwards: the next push on the same session goes through.
+        small = random_file(tmp_path / "fits.bin", 1000)
+        assert bench_session.push(small, f"{REMOTE_TMP}/bench-full/fits.bin") == 1000
+    finally:
+        clear_faults(device.state_dir)
 
 
 def test_push_through_symlink_out_of_sandbox_is_refused(device_handle, lab, tmp_path):

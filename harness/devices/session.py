@@ -9,10 +9,13 @@ import io
 import re
 import shlex
 import socket
+import stat
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import adbutils
 from adbutils._adb import AdbConnection
@@ -24,6 +27,15 @@ from harness.errors import BenchError, DeviceError
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 CANCEL_POLL_S = 0.25
+SHELL_V2_CLOSE_STDIN = bytes([4, 0, 0, 0, 0])  # shell protocol v2 packet: id 4, no data
+
+# The sync protocol (adb's file_sync_protocol.h): requests and replies are id(4) + u32 LE.
+_SYNC_HEADER = struct.Struct("<4sI")
+_SYNC_STAT_V1 = struct.Struct("<4sIII")  # STAT reply: id, mode, size, mtime
+SYNC_DATA_MAX_BYTES = 64 * 1024  # the largest DATA chunk a device accepts
+# DATA chunks per sendall: 1 MiB, one full adb packet (the servers' max payload) per batch.
+PUSH_BATCH_CHUNKS = 16
+PUSH_PROGRESS_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,20 @@ class _NoAutoStartConnection(AdbConnection):
     def _safe_connect(self):
         return self._create_socket()
 
+    def close(self) -> None:
+        """As adbutils' close without its 10 ms sleep after the shutdown: bench closes a
+        connection only once it has read the reply, and at two connections a shell command the
+        sleeps were a good part of a run's orchestration time."""
+        if self.closed:
+            return
+        sock = self.conn
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
+        self._AdbConnection__conn = None  # adbutils' (name-mangled) socket attribute
+
 
 class ServerBoundClient(adbutils.AdbClient):
     """An AdbClient whose every connection (list, shell, sync, connect) goes to its own server,
@@ -58,6 +84,14 @@ class ServerBoundClient(adbutils.AdbClient):
     def __init__(self, host: str, port: int, socket_timeout: float):
         super().__init__(host=host, port=port, socket_timeout=socket_timeout)
         self._timeout_s = socket_timeout
+        self._server_version: int | None = None
+
+    def server_version(self) -> int:
+        """Asked once per client: adbutils asks again before opening every transport (one more
+        connection per shell command), and a server's version does not change under it."""
+        if self._server_version is None:
+            self._server_version = super().server_version()
+        return self._server_version
 
     def make_connection(self, timeout: float | None = None) -> AdbConnection:
         try:
@@ -66,6 +100,9 @@ class ServerBoundClient(adbutils.AdbClient):
             raise AdbTimeout("connect to adb server timeout") from None
         # Sync (push) asks for no timeout at all; a stalled link must still fail.
         conn.conn.settimeout(timeout or self._timeout_s)
+        # Two writes in a row (a push's SEND then its data, its data then DONE) would otherwise
+        # wait out the server's delayed ACK: 40 ms on Linux, the whole time of a small push.
+        conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
 
@@ -171,6 +208,9 @@ class DeviceSession:
         try:
             conn.send_command("shell,v2:" + command)
             conn.check_okay()
+            # No stdin, said at once as the adb CLI does: a device may otherwise wait for some
+            # (the virtual one waits 20 ms per command) and a program reading it gets EOF.
+            conn.conn.sendall(SHELL_V2_CLOSE_STDIN)
             while True:
                 header = self._read(conn, 5, deadline, command, cancel)
                 length = int.from_bytes(header[1:5], "little")
@@ -185,6 +225,8 @@ class DeviceSession:
                                        stderr.getvalue().decode(errors="replace"))
         except AdbError as exc:
             raise DeviceError(f"{self.serial}: shell failed: {exc}") from exc
+        except OSError as exc:  # sending the command or close-stdin (reads raise their own)
+            raise DeviceError(f"{self.serial}: connection lost: {exc}") from exc
         finally:
             conn.close()
 
@@ -212,11 +254,13 @@ class DeviceSession:
         return b"".join(chunks)
 
     # -- files -------------------------------------------------------------------------------
-    def push(self, local: Path, remote: str, mode: int = 0o644) -> int:
-        """Push one file; returns bytes sent."""
+    def push(self, local: Path, remote: str, mode: int = 0o644,
+             progress: Callable[[int], None] | None = None) -> int:
+        """Push one file; returns bytes sent. `progress` is called with the bytes sent so far,
+        a few times a second at most, and once at the end."""
         size = Path(local).stat().st_size
         try:
-            self._device.sync.push(str(local), remote, mode=mode)
+            self._sync_push(Path(local), remote, mode, _Throttled(progress))
         except (AdbError, OSError, EOFError) as exc:
             free = None
             try:
@@ -228,6 +272,34 @@ class DeviceSession:
             raise DeviceError(f"{self.serial}: push of {Path(local).name} to {remote} failed: "
                               f"{str(exc) or type(exc).__name__ + ' (connection lost?)'}{hint}") from exc
         return size
+
+    def _sync_push(self, local: Path, remote: str, mode: int, progress: "_Throttled") -> None:
+        """SEND, DATA..., DONE over one `sync:` stream, then the device's OKAY or FAIL.
+
+        adbutils' own push sends 4 KiB chunks, two send calls each: the adb server then forwards
+        tiny packets and bench pushed at half `adb push`'s speed. Here the file is read straight
+        into large batches of framed 64 KiB chunks, each batch one sendall. The socket keeps the
+        session's timeout (make_connection), so a stalled link fails instead of hanging."""
+        conn = self._device.open_transport(timeout=self.timeout_s)
+        with conn, open(local, "rb", buffering=0) as source:
+            conn.send_command("sync:")
+            conn.check_okay()
+            sock = conn.conn
+            if _sync_is_directory(sock, remote):  # as adb push: into the folder, same name
+                remote = remote.rstrip("/") + "/" + local.name
+            _send_request(sock, b"SEND", f"{remote},{stat.S_IFREG | mode}")
+            batch = bytearray(PUSH_BATCH_CHUNKS * (_SYNC_HEADER.size + SYNC_DATA_MAX_BYTES))
+            sent_bytes = 0
+            while True:
+                framed_bytes, data_bytes = _fill_batch(source, batch)
+                if not data_bytes:
+                    break
+                sock.sendall(memoryview(batch)[:framed_bytes])
+                sent_bytes += data_bytes
+                progress(sent_bytes)
+            sock.sendall(_SYNC_HEADER.pack(b"DONE", int(time.time())))
+            _read_sync_status(sock)
+            progress(sent_bytes, final=True)
 
     def remote_sha256(self, remote_paths: list[str]) -> dict[str, str]:
         """sha256 of files on the device (missing files are absent from the result)."""
@@ -242,10 +314,12 @@ class DeviceSession:
                 found[parts[1].strip()] = parts[0]
         return found
 
-    def push_cached(self, files: list[tuple[Path, str, str, int]]) -> int:
+    def push_cached(self, files: list[tuple[Path, str, str, int]],
+                    progress: Callable[[int], None] | None = None) -> int:
         """Push (local, remote, sha256, mode) files whose sha256 on the device differs.
 
-        Returns the bytes pushed (0 when everything was already there).
+        Returns the bytes pushed (0 when everything was already there). `progress` is called
+        with the bytes pushed so far over all the files (as `push` calls it).
         """
         on_device = self.remote_sha256([remote for _l, remote, _h, _m in files])
         pushed = 0
@@ -254,7 +328,9 @@ class DeviceSession:
                 continue
             dirname = remote.rsplit("/", 1)[0]
             self.shell(f"mkdir -p {shlex.quote(dirname)}")
-            pushed += self.push(local, remote, mode=mode)
+            file_progress = None if progress is None else (
+                lambda sent_bytes, before_bytes=pushed: progress(before_bytes + sent_bytes))
+            pushed += self.push(local, remote, mode=mode, progress=file_progress)
             if mode & 0o111:
                 self.shell(f"chmod {mode:o} {shlex.quote(remote)}")
         return pushed
@@ -265,6 +341,72 @@ class DeviceSession:
         if result.status != 0 or not rows or len(rows[-1]) < 4:
             raise DeviceError(f"{self.serial}: cannot read free space of {path}: {result.output.strip()}")
         return int(rows[-1][3]) * 1024
+
+
+class _Throttled:
+    """A push's progress callback, called at most every PUSH_PROGRESS_INTERVAL_S, and once at
+    the end: a progress bar needs no more, and one call per 1 MiB batch would be hundreds a
+    second on a fast link."""
+
+    def __init__(self, report: Callable[[int], None] | None):
+        self._report = report
+        self._last_s = time.monotonic()
+
+    def __call__(self, sent_bytes: int, final: bool = False) -> None:
+        if self._report is None:
+            return
+        now_s = time.monotonic()
+        if final or now_s - self._last_s >= PUSH_PROGRESS_INTERVAL_S:
+            self._last_s = now_s
+            self._report(sent_bytes)
+
+
+def _send_request(sock: socket.socket, request_id: bytes, path: str) -> None:
+    raw = path.encode("utf-8")
+    sock.sendall(_SYNC_HEADER.pack(request_id, len(raw)) + raw)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the sync stream closed early (connection lost?)")
+        data += chunk
+    return bytes(data)
+
+
+def _sync_is_directory(sock: socket.socket, remote: str) -> bool:
+    """STAT (v1, which every device answers; mode 0 when the path does not exist)."""
+    _send_request(sock, b"STAT", remote)
+    _id, mode, _size, _mtime = _SYNC_STAT_V1.unpack(_recv_exactly(sock, _SYNC_STAT_V1.size))
+    return stat.S_ISDIR(mode)
+
+
+def _fill_batch(source: BinaryIO, batch: bytearray) -> tuple[int, int]:
+    """Read the file straight into `batch` as framed DATA chunks (no copy in Python);
+    returns (bytes framed, data bytes), (0, 0) at the end of the file."""
+    view = memoryview(batch)
+    framed_bytes = data_bytes = 0
+    while framed_bytes + _SYNC_HEADER.size + SYNC_DATA_MAX_BYTES <= len(batch):
+        start = framed_bytes + _SYNC_HEADER.size
+        read_bytes = source.readinto(view[start:start + SYNC_DATA_MAX_BYTES])
+        if not read_bytes:
+            break
+        _SYNC_HEADER.pack_into(batch, framed_bytes, b"DATA", read_bytes)
+        framed_bytes = start + read_bytes
+        data_bytes += read_bytes
+    return framed_bytes, data_bytes
+
+
+def _read_sync_status(sock: socket.socket) -> None:
+    """The device's one reply to a SEND: OKAY, or FAIL with its message (raised)."""
+    reply_id, length = _SYNC_HEADER.unpack(_recv_exactly(sock, _SYNC_HEADER.size))
+    if reply_id == b"OKAY":
+        return
+    if reply_id == b"FAIL":
+        raise AdbError(_recv_exactly(sock, length).decode("utf-8", "replace"))
+    raise AdbError(f"unexpected sync reply {reply_id!r}")
 
 
 class CommandTimeout(DeviceError):
