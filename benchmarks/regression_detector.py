@@ -49,7 +49,7 @@ def record_samples(trials: int, model: str, min_secs: float, work: Path) -> tupl
     lab_up(1)
     try:
         config = RunConfig(store_path=work / "bench.db", reports_dir=work / "reports",
-                           model=model, trials=trials, peak_memory=False,
+                           model=model, variants=["baseline"], trials=trials, peak_memory=False,
                            benchmark=BenchmarkSettings(num_runs=20, min_secs=min_secs,
                                                        warmup_min_secs=0.02, max_secs=20))
         result = run_benchmarks(config, log=lambda m: print(m, flush=True))

@@ -80,11 +80,14 @@ def cli() -> None:
               help="SQLite results store (default: reports/bench.db).")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
               help="Where reports/<run-id>/ goes (default: reports).")
-@click.option("--quiet", is_flag=True, help="Only the table and summary.")
+@click.option("--quiet", is_flag=True, help="Only the tables and the summary.")
+@click.option("--verbose", is_flag=True,
+              help="Show torch/TensorFlow/LiteRT/quantizer output on the terminal too (by default "
+                   "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
         op_profiling, busy, baseline, confirm, confirm_trials, junit_path, resume_run_id,
-        store_path, reports_dir, quiet):
+        store_path, reports_dir, quiet, verbose):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
     from harness.config import load_config
@@ -92,6 +95,7 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     config = load_config(config_path)  # a bad file is reported before the heavy imports below
     from harness.report import failures_table, format_table, latency_table, variants_table
     from harness.run import RunInterrupted, resume_benchmarks, run_benchmarks
+    from harness.run_log import run_output
 
     if (confirm or junit_path) and not baseline:
         raise UserError(f"{'--confirm' if confirm else '--junit'} works on the verdicts against "
@@ -125,16 +129,17 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         config.store_path = store_path
     if reports_dir is not None:
         config.reports_dir = reports_dir
-    log = (lambda _m: None) if quiet else (lambda m: click.echo(f"  {m}", err=True))
     # A baseline that does not exist is found out before any device time is spent; `latest`
     # in a store with no run yet lets this run become the first baseline.
     base_id = (_baseline_run_id(baseline, config.store_path, exclude=resume_run_id)
                if baseline else None)
     try:
-        if resume_run_id:
-            result = resume_benchmarks(resume_run_id, config.store_path, log=log)
-        else:
-            result = run_benchmarks(config, log=log)
+        # Third-party output goes to the run's bench.log; bench speaks through out.reporter.
+        with run_output(config.reports_dir, verbose=verbose, quiet=quiet) as out:
+            if resume_run_id:
+                result = resume_benchmarks(resume_run_id, config.store_path, log=out.reporter)
+            else:
+                result = run_benchmarks(config, log=out.reporter)
     except RunInterrupted as exc:  # Ctrl-C twice: no tables, just how to finish
         _echo_err(exc.line)
         sys.exit(EXIT_INTERRUPTED)
@@ -150,7 +155,15 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     ok = len(result.measurements) - len(result.failed)
     click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
-               f"report: {result.report_dir}/index.html; store: {config.store_path}")
+               f"report: {result.report_dir}/index.html; store: {config.store_path}"
+               + (f"; log: {out.log_path}" if out.log_path else ""))
+    if result.summary:  # last, where the eye lands: what the run found, per device
+        from harness.report.summary import ACCURACY_BUDGET_PT
+
+        click.echo(f"\nsummary: per device, the fastest variant within {ACCURACY_BUDGET_PT:g} pt "
+                   "top-1 of the baseline")
+        for line in result.summary:
+            click.echo(f"  {line.line}")
     if result.interrupted:  # no verdicts on half a run
         _echo_err(result.interrupted_line)
         sys.exit(EXIT_INTERRUPTED)
@@ -231,17 +244,26 @@ def _load_model_and_data(model, weights, input_shape, data_dir, seed):
 @click.option("--variant", "variants", multiple=True, metavar="SPEC",
               help="baseline, or knobs like prune=0.5,ft=2,quant=int8 (repeatable).")
 @click.option("--json", "as_json", is_flag=True)
-def optimize(model, weights, input_shape, data_dir, seed, variants, as_json):
-    """Build variants of MODEL (prune, fine-tune, quantize, convert, verify) without devices."""
+@click.option("--verbose", is_flag=True,
+              help="Show torch/LiteRT/quantizer output on the terminal too (by default it goes "
+                   "to reports/optimize-<time>/bench.log only).")
+def optimize(model, weights, input_shape, data_dir, seed, variants, as_json, verbose):
+    """Build variants of MODEL (prune, fine-tune, quantize, convert, verify) without devices;
+    no --variant: the model's default set, as `bench run`."""
+    from datetime import datetime
+
     from harness.optimize.pipeline import Pipeline
     from harness.paths import cache_dir
     from harness.report import format_table, variants_table
-    from harness.variants import parse_variants
+    from harness.run_log import run_output
+    from harness.variants import default_variants, parse_variants
 
-    specs = parse_variants(variants or ["baseline"])
-    source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
-    log = lambda m: click.echo(f"  {m}", err=True)
-    artifacts = Pipeline(source, data, cache_dir(), seed=seed, log=log).build_all(specs)
+    specs = parse_variants(variants or default_variants(model))
+    with run_output(Path("reports"), verbose=verbose) as out:
+        out.reporter.run_started(datetime.now().strftime("optimize-%Y%m%d-%H%M%S"))
+        source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
+        artifacts = Pipeline(source, data, cache_dir(), seed=seed,
+                             log=out.reporter).build_all(specs)
     if as_json:
         click.echo(json.dumps([a.to_json_dict() | {"path": str(a.path)} for a in artifacts],
                               indent=1, default=str))
@@ -249,6 +271,7 @@ def optimize(model, weights, input_shape, data_dir, seed, variants, as_json):
     click.echo(format_table(variants_table(artifacts)))
     for a in artifacts:
         click.echo(f"  {a.name}: {a.path}")
+    click.echo(f"log: {out.log_path}")
 
 
 @cli.command()
@@ -515,7 +538,7 @@ def main() -> None:
         _echo_err(f"error: {exc}")
         sys.exit(2)
     except BenchError as exc:
-        _echo_err(f"error: {exc}")
+        _echo_err(f"error: {exc}{_log_hint(exc)}")
         sys.exit(1)
     except KeyboardInterrupt:
         _echo_err("interrupted")
@@ -523,5 +546,12 @@ def main() -> None:
     except Exception as exc:  # a bug: one line by default, the traceback on request
         if os.environ.get("BENCH_DEBUG"):
             raise
-        _echo_err(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for the traceback)")
+        _echo_err(f"internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for the "
+                  f"traceback){_log_hint(exc)}")
         sys.exit(1)
+
+
+def _log_hint(exc: BaseException) -> str:
+    """Where the run's captured output went (harness.run_log), when it got that far."""
+    path = getattr(exc, "bench_log", None)
+    return f" (log: {path})" if path else ""

@@ -50,7 +50,8 @@ class BenchmarkSettings:
 class RunConfig:
     devices: str = "all"
     model: str = "digits_cnn"
-    variants: list[str] = field(default_factory=lambda: ["baseline"])
+    variants: list[str] = field(default_factory=list)  # [] : the model's default set
+    #                                                     (harness.variants.default_variants)
     weights: str | None = None        # state dict for a built-in architecture
     input_shape: str | None = None    # e.g. "1,3,224,224" for user models without one
     data_dir: str | None = None       # ImageFolder for accuracy, calibration and fine-tuning

@@ -176,7 +176,7 @@ def _seconds(low_open: bool = False) -> Rule:
 RUN_RULES: dict[str, Rule] = {
     "devices": Rule(Kind.TEXT, example='"all"'),
     "model": Rule(Kind.TEXT, example='"digits_cnn"'),
-    "variants": Rule(Kind.TEXT_LIST, example='["baseline", "quant=int8"]'),
+    "variants": Rule(Kind.TEXT_LIST, example='["baseline", "quant=int8"]', non_empty=False),
     "weights": Rule(Kind.TEXT, optional=True),
     "input_shape": Rule(Kind.TEXT, optional=True, example='"1,3,224,224"'),
     "data_dir": Rule(Kind.TEXT, optional=True),

@@ -6,10 +6,9 @@ import secrets
 import shlex
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import harness
 from harness.config import RunConfig, config_from_dict, validate_config
@@ -18,6 +17,7 @@ from harness.errors import UserError
 from harness.lab.adb_binary import adb_path, adb_provenance
 from harness.lab.locks import pid_namespace
 from harness.lab.stop import run_per_device, stop_on_sigint
+from harness.progress import Line, Reporter, as_reporter
 from harness.results import Measurement, RunStatus, utc_now
 from harness.run_owner import RunOwnership, refuse_if_running, this_owner
 from harness.store import Store
@@ -39,6 +39,7 @@ class RunResult:
     jobs_stored: int = 0       # jobs of the run with a record, earlier sessions' included
     jobs_planned: int = 0
     store_path: Path | None = None
+    summary: list = field(default_factory=list)  # a DeviceSummary per device (report.summary)
 
     @property
     def interrupted_line(self) -> str:
@@ -53,19 +54,23 @@ class RunResult:
         return 0 if _all_jobs_ok(self.measurements) else 1
 
 
-def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: None,
+def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                    cache_dir: Path | None = None, resume_run_id: str | None = None) -> RunResult:
     """Measure every variant on every selected device, all devices at once; with
-    `resume_run_id`, finish only the jobs that run has no record of."""
+    `resume_run_id`, finish only the jobs that run has no record of. No variants in the
+    config: the model's default set (harness.variants.default_variants)."""
     from harness.artifacts import sha256_file
     from harness.binaries import verify_binary_sha256
     from harness.lab.device_runner import DeviceRunner
     from harness.lab.jobs import DELEGATES, plan_jobs
     from harness.paths import cache_dir as default_cache_dir
     from harness.report import ensure_reports_dir
-    from harness.variants import parse_variants
+    from harness.variants import default_variants, parse_variants
 
     t0 = time.monotonic()
+    log = as_reporter(log)
+    if not config.variants:  # stored resolved, so a resume or a rerun builds the same set
+        config = replace(config, variants=default_variants(config.model))
     validate_config(config)  # every setting against the one schema, before anything is written
     for abi, path in config.binaries.items():  # bad paths are the user's to fix, before any work
         if not Path(path).expanduser().is_file():
@@ -100,6 +105,7 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
         store.start_run(run_id, utc_now(), harness.__version__, host, _config_dict(config),
                         owner_pid=pid, adb=adb_provenance({t.server for t in targets}),
                         owner_pidns=pid_namespace())
+    log.run_started(run_id)
     stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)
     planned = len(jobs) * len(targets)
     try:
@@ -142,7 +148,9 @@ def run_benchmarks(config: RunConfig, log: Callable[[str], None] = lambda _m: No
                        store_path=config.store_path)
     store.journal.release()
     from harness.report import write_report
+    from harness.report.summary import device_summaries
     try:  # a report that cannot be written is a StorageError; the samples are in the store
+        result.summary = device_summaries(store, run_id)
         result.report_dir = write_report(store, run_id, config.reports_dir)
     except KeyboardInterrupt:
         if result.interrupted:  # Ctrl-C again while the report was being written
@@ -167,7 +175,7 @@ def interrupted_line(run_id: str, jobs_stored: int, jobs_planned: int, store_pat
             f"bench run --resume {shlex.quote(run_id)} --store {shlex.quote(str(store_path))}")
 
 
-def resume_benchmarks(run_id: str, store_path: Path, log: Callable[[str], None] = lambda _m: None,
+def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None = None,
                       cache_dir: Path | None = None) -> RunResult:
     """`bench run --resume RUN_ID`: the same config, only the jobs with no record yet."""
     if not Path(store_path).exists():
@@ -189,7 +197,7 @@ def _all_jobs_ok(measurements: list[Measurement]) -> bool:
     return bool(final) and all(m.status == "ok" for m in final)
 
 
-def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Callable[[str], None]) -> list:
+def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter) -> list:
     """One artifact per variant of the configured model (built, or taken from the cache)."""
     from harness.optimize.pipeline import Pipeline
     from harness.variants import parse_variants

@@ -2,6 +2,7 @@
 adbutils, a real conversion and real LiteRT benchmarks. Nothing here is mocked."""
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from harness.config import BenchmarkSettings, RunConfig
 from harness.lab.virtual_lab import connect_device, lab_down, lab_status, lab_up
 from harness.run import run_benchmarks
 from harness.store import Store
+from harness.variants import default_variants, parse_variant
 from harness.lab.adb_binary import adb_path
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,8 @@ def lab():
 
 
 def config_for(tmp_path, **kw) -> RunConfig:
-    kw.setdefault("peak_memory", False)  # one launch per device and variant keeps these tests short
+    kw.setdefault("peak_memory", False)
+    kw.setdefault("variants", ["baseline"])  # not the default model's three  # one launch per device and variant keeps these tests short
     kw.setdefault("device_wait_s", 15)
     return RunConfig(store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports",
                      benchmark=kw.pop("benchmark", FAST), **kw)
@@ -136,39 +139,60 @@ def test_unknown_serial_is_a_failed_device_with_its_reason(lab, tmp_path):
     assert "not found" in by_serial["no-such-phone"].error
 
 
-def test_cli_run_prints_the_latency_table(lab, tmp_path):
+def test_first_run_shows_the_mission_quietly(lab, tmp_path):
+    """README line 1 as a newcomer types it: no variant given, so the default model's default set
+    (baseline, pruned + fine-tuned, and that in int8) on every device; a summary line per
+    device; on the terminal nothing but bench's own lines (torch, absl, LiteRT and the
+    quantizer go to the run's bench.log)."""
     result = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
-                       "--store", str(tmp_path / "b.db"), "--reports-dir", str(tmp_path / "r"),
-                       "--quiet")
+                       "--no-peak-memory", "--store", str(tmp_path / "b.db"),
+                       "--reports-dir", str(tmp_path / "r"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "avg ms" in result.stdout and "first ms" in result.stdout
-    assert "bytes pushed:" in result.stdout
+    variants = [parse_variant(v).name for v in default_variants("digits_cnn")]
+    assert variants == ["baseline", "pruned50-ft10-lr0.001", "pruned50-ft10-lr0.001-int8"]
+    for text in variants + ["avg ms", "first ms", "bytes pushed:", "tflite bytes"]:
+        assert text in result.stdout
     for number, _dev in enumerate(lab.devices, 1):  # known by ro.serialno, not 127.0.0.1:PORT
         assert f"VIRT{number:04d}" in result.stdout
+    assert " None" not in result.stdout and " nan" not in result.stdout
+    summary = result.stdout.split("\nsummary: ")[1].splitlines()[1:]
+    assert len(summary) == len(lab.devices)
+    for line in summary:  # the int8 variant costs well under the 1 pt budget on digits
+        assert re.fullmatch(r"  VIRT000\d: pruned50-ft10-lr0\.001-int8: \d+\.\dx faster, "
+                            r"\d+\.\dx smaller, [-+]\d\.\d pt top-1 \(baseline .*\)", line), line
+    # Only bench's own lines on the terminal: its progress lines are indented.
+    foreign = [line for line in result.stderr.splitlines() if line and not line.startswith("  ")]
+    assert foreign == [], foreign
+    for noise in ("absl", "oneDNN", "XNNPACK", "I0000", "_pytree", "%|"):
+        assert noise not in result.stderr + result.stdout
+    [log] = (tmp_path / "r").glob("*/bench.log")
+    text = log.read_text()
+    assert "bench: VIRT0001: baseline timing #0" in text and "bench: build digits_cnn-" in text
+    # What the converter, oneDNN and LiteRT printed (C++ and Python alike) is there instead.
+    assert "oneDNN custom operations" in text and "XNNPACK delegate" in text
+    assert f"log: {log}" in result.stdout
+    store = Store(tmp_path / "b.db")
+    [run] = store.runs()
+    measured = store.measurements(run["run_id"])
+    assert {(m.device_serial, m.variant) for m in measured} == {
+        (d.serial, v) for d in lab.devices for v in variants}
+    sizes = {a["variant"]: a["size_bytes"] for a in store.artifacts(
+        sorted({m.artifact_sha256 for m in measured}))}
+    assert sizes[variants[2]] * 4 < sizes[variants[1]] * 2 < sizes["baseline"]
+    assert all(m.model_size_bytes == sizes[m.variant] and m.inference_avg_us > 0
+               for m in measured)
+    store.close()
+
+    # The same again, judged against the first: one trial each is too few to call, so UNKNOWN.
+    again = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
+                      "--no-peak-memory", "--store", str(tmp_path / "b.db"),
+                      "--reports-dir", str(tmp_path / "r"), "--quiet", "--baseline", "latest")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stderr == ""  # --quiet: the tables and the summary only
+    assert "compared with baseline" in again.stdout and "UNKNOWN" in again.stdout
+    assert "REGRESSED" not in again.stdout.split("compared with baseline")[1]
+    assert list((tmp_path / "r").glob("*/compare.md"))
     # Provenance: the adb bench ran and the protocol version of the lab's server.
     report_md = next((tmp_path / "r").glob("*/report.md")).read_text()
     assert "- adb: 1.0.41 (36." in report_md
     assert f"servers: virtual-lab 127.0.0.1:{lab.adb_port} v41" in report_md
-    # The same again, judged against the first: one trial each is too few to call, so UNKNOWN.
-    again = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
-                      "--store", str(tmp_path / "b.db"), "--reports-dir", str(tmp_path / "r"),
-                      "--quiet", "--baseline", "latest")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "compared with baseline" in again.stdout and "UNKNOWN" in again.stdout
-    assert "REGRESSED" not in again.stdout.split("compared with baseline")[1]
-    assert list((tmp_path / "r").glob("*/compare.md"))
-
-
-def test_every_variant_is_measured_on_every_device(lab, tmp_path):
-    config = config_for(tmp_path, variants=["baseline", "prune=0.5,quant=int8"])
-    result = run_benchmarks(config)
-    assert result.exit_code == 0, [m.error for m in result.measurements]
-    pairs = {(m.device_serial, m.variant) for m in result.measurements}
-    assert pairs == {(d.serial, v) for d in lab.devices for v in ("baseline", "pruned50-int8")}
-    by_variant = {a.variant: a for a in result.artifacts}
-    assert by_variant["pruned50-int8"].size_bytes * 4 < by_variant["baseline"].size_bytes
-    for m in result.measurements:
-        assert m.model_size_bytes == by_variant[m.variant].size_bytes
-        assert m.inference_avg_us > 0
-    report = (result.report_dir / "report.md").read_text()
-    assert "## Variants" in report and "zip bytes" in report and "pruned50-int8" in report

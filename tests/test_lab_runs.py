@@ -41,6 +41,7 @@ def healthy_devices(lab):
 def config_for(tmp_path, **kw) -> RunConfig:
     kw.setdefault("benchmark", FAST)
     kw.setdefault("peak_memory", False)
+    kw.setdefault("variants", ["baseline"])  # not the default model's three
     kw.setdefault("cooldown_poll_s", 0.2)
     kw.setdefault("device_wait_s", 20)
     return RunConfig(store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports", **kw)

@@ -92,7 +92,7 @@ def digits() -> ToyData:
 def trained_digits(digits: ToyData) -> nn.Module:
     torch.manual_seed(0)
     model = digits_cnn()
-    fine_tune(model, digits, FineTuneSettings(epochs=8, lr=3e-3), progress=False)
+    fine_tune(model, digits, FineTuneSettings(epochs=8, lr=3e-3))
     assert torch_top1(model, digits.x_test, digits.y_test) > 0.95
     return model
 
@@ -320,7 +320,7 @@ def test_fine_tune_recovers_accuracy_lost_to_heavy_pruning(digits: ToyData, trai
     print(f"digits top-1: baseline {report.accuracy_before:.4f}, pruned 80% {after_prune:.4f}", end="")
     assert after_prune < report.accuracy_before - 0.3  # heavy pruning really hurts
 
-    tuned = fine_tune(model, digits, FineTuneSettings(epochs=2, lr=1e-3), progress=False)
+    tuned = fine_tune(model, digits, FineTuneSettings(epochs=2, lr=1e-3))
     print(f", fine-tuned {tuned.val_top1[-1]:.4f}")
     assert len(tuned.val_top1) == 2 and tuned.device in ("cpu", "cuda") and tuned.steps > 0
     assert tuned.val_top1[-1] == accuracy(model)
@@ -334,7 +334,7 @@ def test_distillation_without_labels_raises_agreement_with_the_teacher(digits: T
     structured_prune(student, torch.from_numpy(digits.x_test[:1]), PruneSettings(ratio=0.8, round_to=None))
     agreement_before = float(np.mean(torch_predict(student, digits.x_test) == torch_predict(trained_digits, digits.x_test)))
     report = fine_tune(
-        student, unlabelled, FineTuneSettings(epochs=2, lr=1e-3, distill=True), teacher=trained_digits, progress=False
+        student, unlabelled, FineTuneSettings(epochs=2, lr=1e-3, distill=True), teacher=trained_digits
     )
     assert report.val_metric == "agreement"
     assert report.val_top1[-1] > agreement_before + 0.2
@@ -343,7 +343,7 @@ def test_distillation_without_labels_raises_agreement_with_the_teacher(digits: T
 def test_fine_tune_without_labels_or_teacher_is_a_user_error(digits: ToyData) -> None:
     unlabelled = ToyData("sample_images", digits.x_train, None, digits.x_test, None, None)
     with pytest.raises(UserError, match="no labels"):
-        fine_tune(digits_cnn(), unlabelled, FineTuneSettings(), progress=False)
+        fine_tune(digits_cnn(), unlabelled, FineTuneSettings())
 
 
 # --- counting and analysis ----------------------------------------------------------------

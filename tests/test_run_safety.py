@@ -37,6 +37,7 @@ def lab():
 def config_for(store_path: Path, reports_dir: Path, **kw) -> RunConfig:
     kw.setdefault("benchmark", FAST)
     kw.setdefault("peak_memory", False)
+    kw.setdefault("variants", ["baseline"])  # not the default model's three
     return RunConfig(store_path=store_path, reports_dir=reports_dir, **kw)
 
 
@@ -90,7 +91,8 @@ def _run_in_child(store_path: Path, reports_dir: Path) -> subprocess.Popen:
             "from harness.config import RunConfig, BenchmarkSettings;"
             "from harness.run import run_benchmarks;"
             "run_benchmarks(RunConfig(store_path=Path(%r), reports_dir=Path(%r), trials=12,"
-            " peak_memory=False, benchmark=BenchmarkSettings(num_runs=3, min_secs=0.5,"
+            " peak_memory=False, variants=['baseline'],"
+            " benchmark=BenchmarkSettings(num_runs=3, min_secs=0.5,"
             " warmup_min_secs=0.01, max_secs=20)))") % (str(REPO), str(store_path),
                                                        str(reports_dir))
     return subprocess.Popen([sys.executable, "-c", code])

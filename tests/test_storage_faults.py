@@ -34,6 +34,7 @@ def lab():
 def config_for(store_path: Path, reports_dir: Path, **kw) -> RunConfig:
     kw.setdefault("benchmark", FAST)
     kw.setdefault("peak_memory", False)
+    kw.setdefault("variants", ["baseline"])  # not the default model's three
     return RunConfig(store_path=store_path, reports_dir=reports_dir, **kw)
 
 

@@ -25,6 +25,7 @@ from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancel
                                      CommandTimeout, DeviceSession, list_device_states)
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
 from harness.lab.jobs import DELEGATE_FLAGS, KIND_FLAGS, Job, device_identity
+from harness.progress import Line, Reporter, Task, as_reporter
 from harness.results import PARSED_FIELDS, Measurement, utc_now
 from harness.store import Store
 
@@ -48,10 +49,11 @@ class _Prepared:
 
 class DeviceRunner:
     def __init__(self, config: RunConfig, run_id: str, artifacts: list, jobs: list[Job],
-                 store: Store, sha256_of: Callable[[Path], str], log: Callable[[str], None],
+                 store: Store, sha256_of: Callable[[Path], str], log: Line | Reporter,
                  done_keys: set[str] | None = None, stop: threading.Event | None = None):
         self.config, self.run_id, self.artifacts, self.jobs = config, run_id, artifacts, jobs
-        self.store, self.sha256_of, self.log = store, sha256_of, log
+        self.store, self.sha256_of, self.log = store, sha256_of, as_reporter(log)
+        self._launch_tasks: dict[tuple[str, str], Task] = {}  # per device: launches done/total
         self.done_keys = done_keys or set()
         self.stop = stop or threading.Event()
         self._device_ids: dict[tuple[str, str], str] = {}  # (server address, adb serial) -> id
@@ -63,7 +65,10 @@ class DeviceRunner:
         todo = [j for j in self.jobs if not self._done(j, target)]
         if not todo:
             return results
+        launches = self.log.task(self._device_id(target), total=len(todo), unit="launches")
+        self._launch_tasks[_ref(target)] = launches
         with ExitStack() as stack:
+            stack.callback(launches.finish)
             prepared, failure = None, None
             try:
                 if target.state == "not found":
@@ -86,17 +91,19 @@ class DeviceRunner:
                 if failure is not None:
                     results.append(self._record_without_launch(target, job, prepared, failure,
                                                                "failed", "device"))
+                    launches.advance()
                     continue
                 if consecutive_failures >= self.config.quarantine_after:
                     reason = (f"device quarantined after {consecutive_failures} failed jobs in a row")
                     results.append(self._record_without_launch(target, job, prepared,
                                                                reason, "skipped", "quarantine"))
+                    launches.advance()
                     continue
                 m, prepared = self._run_job(target, job, prepared, first=first_launch)
                 first_launch = False
                 if m is None:
                     break  # stopped mid-launch: nothing stored for it
-                results.append(m)
+                results.append(m)  # counted by _run_job as it ended
                 consecutive_failures = 0 if m.status in ("ok", "invalid") else consecutive_failures + 1
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
@@ -132,6 +139,11 @@ class DeviceRunner:
         """The job's final record and the (maybe re-made) preparation; (None, prepared) when
         the run was stopped before the job finished."""
         artifact = self.artifacts[job.artifact_index]
+        role = f" {job.role}" if job.role else ""
+        what = f"{artifact.variant} {job.kind}{role} #{job.trial}"
+        # The job's end is counted and said before its record is committed (tests time
+        # storage faults on the "ms avg" line).
+        ended = self._launch_tasks[_ref(target)].advance
         for attempt in range(1, self.config.retries + 2):
             if self.stop.is_set():
                 return None, prepared
@@ -139,10 +151,8 @@ class DeviceRunner:
             m.attempt = attempt
             try:
                 ops = self._launch(prepared, artifact, job, m)
-                role = f" {job.role}" if job.role else ""
-                self.log(f"{target.serial} [{artifact.variant} {job.kind}{role} #{job.trial}]: "
-                         + (f"{m.inference_avg_us / 1000:.3f} ms avg" if m.status == "ok"
-                            else f"{m.status}: {m.error}"))
+                ended(note=f"{what}: " + (f"{m.inference_avg_us / 1000:.3f} ms avg"
+                                          if m.status == "ok" else f"{m.status}: {m.error}"))
                 return self._commit(m, ops), prepared
             except Cancelled:
                 self.log(f"{target.serial} [{artifact.variant} {job.kind} #{job.trial}]: stopped "
@@ -154,15 +164,16 @@ class DeviceRunner:
                 m.error, m.failure_kind = str(exc), "benchmark"
                 m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
                 m.output_tail = m.output_tail or exc.output_tail
-                self.log(f"{target.serial} [{artifact.variant}]: {m.status}: {exc}")
+                ended(note=f"{what}: {m.status}: {exc}")
                 return self._commit(m), prepared
             except (DeviceError, UserError) as exc:
                 m.error, m.failure_kind = str(exc), "device"
                 last_attempt = attempt == self.config.retries + 1
-                self.log(f"{target.serial} [{artifact.variant}]: device error"
-                         f"{'' if last_attempt else ', waiting for it to come back'}: {exc}")
                 if last_attempt:
+                    ended(note=f"{what}: device error: {exc}")
                     return self._commit(m), prepared
+                self.log(f"{target.serial} [{what}]: device error, waiting for it to come "
+                         f"back: {exc}")
                 # The failed attempt is stored too, as "retried": nothing finished is ever lost,
                 # the retry shows in the results, and --resume does not count it as done.
                 m.status = "retried"
@@ -175,6 +186,7 @@ class DeviceRunner:
                 except (DeviceError, UserError) as again:
                     m2 = self._new_measurement(target, job, prepared, False)
                     m2.attempt, m2.error, m2.failure_kind = attempt + 1, str(again), "device"
+                    ended(note=f"{what}: device error: {again}")
                     return self._commit(m2), prepared
         raise AssertionError("unreachable")
 
@@ -275,7 +287,11 @@ class DeviceRunner:
                       if on_device.get(remote) != sha)
         if missing:
             check_storage(session, self.config.remote_dir, missing, _hygiene(self.config))
-        pushed = session.push_cached(files)
+            with self.log.task(f"push to {self._device_id(target)}", total=missing,
+                               unit="bytes") as push:
+                pushed = session.push_cached(files, progress=push.update)
+        else:
+            pushed = session.push_cached(files)
         topology = cpu_topology(session)
         return _Prepared(session, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex)
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -73,18 +72,17 @@ def fine_tune(
     settings: FineTuneSettings,
     *,
     teacher: "nn.Module | None" = None,
-    progress: bool = True,
+    on_epoch: "Callable[[int, int, float], None] | None" = None,
 ) -> FineTuneReport:
     """Train ``model`` in place on data.x_train; returns per-epoch validation figures.
 
     Labels come from data.y_train; without labels the teacher's predictions are the only
     target (distillation-only). With settings.distill, the teacher's softened outputs are
     mixed into the loss. The model ends in eval mode on the device it came from.
+    `on_epoch(epoch, epochs, val)` is called after each (possibly partial) epoch, for progress.
     """
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
-
     settings.validate()
     if data.x_train is None or len(data.x_train) < _MIN_BATCH:
         raise UserError(f"cannot fine-tune: dataset {getattr(data, 'name', '?')!r} has no training split")
@@ -115,7 +113,7 @@ def fine_tune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     report = FineTuneReport(epochs=settings.epochs, device=device.type, val_metric="top1" if has_labels else "agreement")
 
-    bar = tqdm(total=total_steps, desc="fine-tune", unit="step", file=sys.stderr, disable=not progress, leave=False)
+    epochs_total = math.ceil(total_steps / batches_per_epoch)
     step = 0
     try:
         while step < total_steps:
@@ -133,16 +131,12 @@ def fine_tune(
                 optimizer.step()
                 schedule.step()
                 step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
             report.val_top1.append(_validate(model, data, teacher))
-            line = f"fine-tune epoch {len(report.val_top1)}: val {report.val_metric} {report.val_top1[-1]:.4f}"
-            if progress:
-                bar.write(line, file=sys.stderr)
-            else:
-                _log.info(line)
+            _log.info("fine-tune epoch %d: val %s %.4f", len(report.val_top1), report.val_metric,
+                      report.val_top1[-1])
+            if on_epoch is not None:
+                on_epoch(len(report.val_top1), epochs_total, report.val_top1[-1])
     finally:
-        bar.close()
         model.eval()
         model.to(home_device)
         if teacher is not None:

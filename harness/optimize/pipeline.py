@@ -13,19 +13,20 @@ A `.tflite` source skips the torch stages: it is its own baseline and only quant
 from __future__ import annotations
 
 import copy
+import math
 import importlib.metadata
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from harness.artifacts import Artifact, get_or_build, module_source_sha256, write_artifact
 from harness.errors import UserError
+from harness.progress import Line, Reporter, Task, as_reporter
 from harness.variants import VariantSpec
 
 RECIPE_FORMAT = 2
@@ -37,8 +38,6 @@ PIPELINE_MODULES = (
 _LIBRARIES = ("torch", "torchvision", "torch-pruning", "litert-torch", "ai-edge-litert",
               "ai-edge-quantizer", "numpy", "scikit-learn")
 CALIBRATION_SAMPLES = 128
-
-Log = Callable[[str], None]
 
 
 def variant_recipe(source, data, spec: VariantSpec, seed: int = 0) -> dict:
@@ -76,9 +75,13 @@ def model_label(source) -> str:
 class Pipeline:
     """Builds variants of one model on one dataset; remembers the baseline between variants."""
 
-    def __init__(self, source, data, cache_dir: Path, *, seed: int = 0, log: Log = lambda _m: None):
-        self.source, self.data, self.cache_dir, self.seed, self.log = source, data, Path(cache_dir), seed, log
+    def __init__(self, source, data, cache_dir: Path, *, seed: int = 0,
+                 log: Line | Reporter | None = None):
+        self.source, self.data, self.cache_dir, self.seed = source, data, Path(cache_dir), seed
+        self.log = as_reporter(log)
+        self._task: Task | None = None  # the variant being built: its stages are notes on it
         self._baseline_model = None
+        self._torch_models: dict[VariantSpec, tuple[Any, dict]] = {}  # see _torch_stage
         self._baseline_artifact: Artifact | None = None
         self._baseline_predictions: np.ndarray | None = None
 
@@ -93,9 +96,11 @@ class Pipeline:
         baseline = None if spec.is_baseline else self.build(VariantSpec())
         recipe = variant_recipe(self.source, self.data, spec, self.seed)
         artifact = get_or_build(recipe, self.cache_dir,
-                                lambda directory, key: self._build_into(directory, key, spec, recipe, baseline))
+                                lambda directory, key: self._build_tracked(directory, key, spec,
+                                                                           recipe, baseline))
         how = "cached" if artifact.cached else f"built in {artifact.metadata.get('build_seconds', 0):.1f} s"
-        self.log(f"artifact {artifact.name}: {artifact.size_bytes} bytes, {how}")
+        self.log(f"artifact {artifact.name}: {artifact.size_bytes} bytes"
+                 f"{_accuracy_text(artifact.metadata)}, {how}")
         if spec.is_baseline:
             self._baseline_artifact = artifact
         return artifact
@@ -104,6 +109,19 @@ class Pipeline:
         return [self.build(spec) for spec in specs]
 
     # -- stages ------------------------------------------------------------------------------
+    def _build_tracked(self, directory: Path, key: str, spec: VariantSpec, recipe: dict,
+                       baseline: Artifact | None) -> None:
+        """Build one variant as a task the user sees, each stage a note on it."""
+        with self.log.task(f"build {model_label(self.source)}-{spec.name}") as self._task:
+            try:
+                self._build_into(directory, key, spec, recipe, baseline)
+            finally:
+                self._task = None
+
+    def _stage(self, text: str) -> None:
+        if self._task is not None:
+            self._task.note(text)
+
     def _build_into(self, directory: Path, key: str, spec: VariantSpec, recipe: dict,
                     baseline: Artifact | None) -> None:
         started = time.perf_counter()
@@ -118,7 +136,7 @@ class Pipeline:
         if self.source.kind == "tflite":
             self._quantize_existing(spec, out_path, metadata)
         else:
-            model = self._optimize_torch(spec, metadata)
+            model = self._torch_stage(spec, metadata)
             self._convert(model, spec, out_path, metadata)
         self._verify_accuracy(out_path, spec, baseline, metadata)
         metadata["build_seconds"] = time.perf_counter() - started
@@ -127,9 +145,23 @@ class Pipeline:
 
     def baseline_model(self):
         if self._baseline_model is None:
-            self.log(f"loading {self.source.name} ...")
+            self._stage(f"loading {self.source.name}"
+                        + (" (training it)" if getattr(self.source, "train_epochs", None) else ""))
             self._baseline_model = self.source.load_torch(self.seed).eval()
         return self._baseline_model
+
+    def _torch_stage(self, spec: VariantSpec, metadata: dict):
+        """The pruned / fine-tuned torch model of `spec`, made once per process: variants that
+        differ only in quantization (`pruned50-ft10` and `pruned50-ft10-int8`) share it, as
+        they would share the same weights anyway (the stage is deterministic per seed)."""
+        key = spec.torch_stage
+        if key not in self._torch_models:
+            stage_metadata: dict[str, Any] = {}
+            model = self._optimize_torch(spec, stage_metadata)
+            self._torch_models[key] = (model, stage_metadata)
+        model, stage_metadata = self._torch_models[key]
+        metadata.update(copy.deepcopy(stage_metadata))
+        return copy.deepcopy(model)
 
     def _optimize_torch(self, spec: VariantSpec, metadata: dict):
         import torch
@@ -154,24 +186,29 @@ class Pipeline:
             if self.data.x_train is None and teacher is None:
                 raise UserError(f"--variant {spec.name}: fine-tuning needs labelled training data "
                                 f"(--data DIR) or kd=1 to learn from the unpruned model")
-            report = fine_tune(m, self.data, FineTuneSettings(epochs=epochs, lr=spec.lr,
-                               distill=spec.kd, seed=self.seed), teacher=teacher,
-                               progress=sys.stderr.isatty())
-            self.log(f"  {what}: val top-1 per epoch {report.val_top1}")
+            metric = "top-1" if self.data.y_test is not None else "agreement"
+            with self.log.task(f"  {what}", total=math.ceil(epochs), unit="epochs") as task:
+                report = fine_tune(
+                    m, self.data, FineTuneSettings(epochs=epochs, lr=spec.lr, distill=spec.kd,
+                                                   seed=self.seed), teacher=teacher,
+                    on_epoch=lambda epoch, total, val: task.advance(
+                        note=f"epoch {epoch}/{total}: val {metric} {val:.1%}"))
             return _plain(report)
 
         if spec.prune is not None:
             per_step = spec.ft / spec.steps
+            self._stage(f"pruning {spec.prune:.0%} of channels ({spec.importance}, "
+                        f"{spec.steps} step{'s' if spec.steps > 1 else ''})")
+            report_before = {"params": params, "macs": macs}
             report = structured_prune(
                 model, example,
                 PruneSettings(ratio=spec.prune, importance=spec.importance, scope=spec.scope,
                               round_to=spec.round_to, iterative_steps=spec.steps, seed=self.seed),
                 calibration=self._calibration_batches() if spec.importance == "taylor" else None,
-                fine_tune_step=(lambda m: tune(m, per_step, "fine-tune step")) if per_step > 0 and not spec.lt else None,
-                evaluate=evaluate, model_name=self.source.name)
+                fine_tune_step=(lambda m: tune(m, per_step, "fine-tuning after the pruning step")) if per_step > 0 and not spec.lt else None,
+                evaluate=evaluate, model_name=self.source.name,
+                on_step=lambda step: self._stage(_prune_step_note(spec, step, report_before)))
             metadata["prune"] = _plain(report)
-            self.log(f"  pruned {spec.prune:.0%}: params {report.params_before} -> {report.params_after}, "
-                     f"MACs {report.macs_before} -> {report.macs_after}")
         if spec.sparsity is not None:
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
         if spec.lt:
@@ -179,7 +216,7 @@ class Pipeline:
             metadata["lottery_ticket"] = {"rewound_to": "early-training weights of the same seed "
                                           "(digits_cnn: after epoch 1; others: initialisation)"}
         if spec.ft > 0 and (spec.prune is None or spec.lt):
-            metadata["fine_tune"] = tune(model, spec.ft, "fine-tune")
+            metadata["fine_tune"] = tune(model, spec.ft, "fine-tuning")
         if spec.sparsity is not None and spec.ft > 0:
             # Fine-tuning moves pruned weights off zero; sparsify again so the sparsity holds.
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
@@ -231,6 +268,7 @@ class Pipeline:
     def _convert(self, model, spec: VariantSpec, out_path: Path, metadata: dict) -> None:
         from harness.optimize.quantize import quantize_torch, zip_size
 
+        self._stage(_convert_note(spec))
         with warnings.catch_warnings():
             # ai-edge-quantizer's calibration keeps all tensors on purpose; its warning says so.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
@@ -248,6 +286,7 @@ class Pipeline:
             shutil.copyfile(self.source.tflite_path, out_path)
             metadata["quantization"] = {"mode": "fp32", "method": "the given .tflite, unchanged"}
         else:
+            self._stage(_convert_note(spec))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
                 result = quantize_tflite(self.source.tflite_path, spec.quant,
@@ -264,6 +303,7 @@ class Pipeline:
         from harness.evaluate import TensorAllocationError, evaluate_tflite, tflite_predict
 
         baseline_pred = None
+        self._stage(f"accuracy of the .tflite on {len(self.data.x_test)} {self.data.name} samples")
         try:
             if baseline is not None:
                 if self._baseline_predictions is None:
@@ -286,6 +326,29 @@ class Pipeline:
         if baseline is not None:
             accuracy["baseline_top1"] = (baseline.metadata.get("accuracy") or {}).get("top1")
         metadata["accuracy"] = accuracy
+
+
+def _accuracy_text(metadata: dict) -> str:
+    accuracy = metadata.get("accuracy") or {}
+    if accuracy.get("top1") is not None:
+        return f", top-1 {accuracy['top1']:.1%}"
+    if accuracy.get("agreement") is not None:
+        return f", agreement with the baseline {accuracy['agreement']:.1%}"
+    return ""
+
+
+def _convert_note(spec: VariantSpec) -> str:
+    if spec.quant in ("int8", "dynamic_int8"):
+        return (f"converting to .tflite, quantizing {spec.quant} (calibrated on up to "
+                f"{CALIBRATION_SAMPLES} samples), checking parity")
+    return f"converting to .tflite ({spec.quant}), checking parity"
+
+
+def _prune_step_note(spec: VariantSpec, step: dict, before: dict) -> str:
+    accuracy = step.get("accuracy_after_prune")
+    return (f"pruning step {step['step']}/{step['steps']}: params {before['params']} -> "
+            f"{step['params']}, MACs {before['macs']} -> {step['macs']}"
+            + (f", accuracy before fine-tuning {accuracy:.1%}" if accuracy is not None else ""))
 
 
 def _plain(obj) -> dict:

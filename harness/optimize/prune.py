@@ -88,13 +88,15 @@ def structured_prune(
     fine_tune_step: Callable[["nn.Module"], Any] | None = None,
     evaluate: Callable[["nn.Module"], float] | None = None,
     model_name: str = "model",
+    on_step: Callable[[dict], None] | None = None,
 ) -> PruneReport:
     """Remove channels from ``model`` in place and return what it cost and bought.
 
     calibration: iterable of (x, y) torch batches; the "taylor" importance needs it (gradients
     of the cross-entropy loss; y may be None, then the model's own predictions are the labels).
     fine_tune_step(model) runs after every pruning step; evaluate(model) -> top-1 (or
-    agreement) is recorded before pruning and after each prune / fine-tune.
+    agreement) is recorded before pruning and after each prune / fine-tune. on_step(step) is
+    told each step's figures once its channels are gone (before its fine-tuning), for progress.
     The classifier producing the model's output is never pruned, so the output shape stays.
     UserError (one line naming ``model_name``) when torch-pruning cannot trace the model.
     """
@@ -132,6 +134,8 @@ def structured_prune(
         step: dict[str, Any] = {"step": step_index + 1, "params": params, "macs": macs}
         if evaluate is not None:
             step["accuracy_after_prune"] = float(evaluate(model))
+        if on_step is not None:
+            on_step({**step, "steps": settings.iterative_steps})
         if fine_tune_step is not None:
             fine_tune_step(model)
             model.eval()

@@ -6,21 +6,25 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from harness.report.content import ReportContent, build_content
 from harness.report.html import render_html
 from harness.report.markdown import markdown_table, render_markdown
-from harness.report.tables import (accuracy_table, devices_table, failures_table,
-                                   format_table, hashes_table, history_frame, latency_table,
-                                   measurements_frame, results_csv, size_table, trial_stats_us,
-                                   variants_table)
+from harness.report.summary import ACCURACY_BUDGET_PT, DeviceSummary, device_summaries
+from harness.report.tables import (accuracy_table, devices_table, display_frame,
+                                   failures_table, format_table, format_value, hashes_table,
+                                   history_frame, latency_table, measurements_frame, results_csv,
+                                   size_table, trial_stats_us, variants_table)
 from harness.errors import StorageError, UserError
 from harness.store import Store
 
 __all__ = ["write_report", "latency_table", "variants_table", "failures_table", "format_table",
            "size_table", "accuracy_table", "devices_table", "hashes_table", "history_frame",
-           "measurements_frame", "trial_stats_us", "markdown_table", "ReportContent"]
+           "measurements_frame", "trial_stats_us", "markdown_table", "ReportContent",
+           "display_frame", "format_value", "DeviceSummary", "device_summaries",
+           "ACCURACY_BUDGET_PT"]
 
 
 def write_report(store: Store, run_id: str, reports_dir: Path) -> Path:
@@ -83,6 +87,7 @@ def _json_document(content: ReportContent, measurements) -> dict:
         return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
     return {
         "run": content.run,
+        "summary": [{**asdict(s), "line": s.line} for s in content.summary],
         "latency": records(content.latency),
         "variants": records(content.variants),
         "failures": records(content.failures),

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.lab.adb_binary import describe_adb
 from harness.report import plots
+from harness.report.summary import ACCURACY_BUDGET_PT, DeviceSummary, summarise
 from harness.report.tables import (accuracy_table, devices_table, failures_table, hashes_table,
                                    history_frame, latency_table, size_table, trial_samples_ms,
                                    variants_table)
@@ -20,6 +21,9 @@ VIRTUAL_NOTE = ("Virtual devices run benchmark_model with the LiteRT interpreter
 SPARSITY_NOTE = ("Sparsity buys size, not speed: compare `zip bytes` (what a compressed download "
                  "costs) with `tflite bytes` and latency. Structured pruning shrinks parameters, "
                  "MACs and latency.")
+SUMMARY_NOTE = (f"Per device, the fastest variant whose top-1 is at most {ACCURACY_BUDGET_PT:.1f} "
+                "percentage points below the baseline's (else the one that loses least), against "
+                "the baseline: median latency, .tflite size, top-1.")
 
 
 @dataclass
@@ -34,6 +38,7 @@ class ReportContent:
     devices: pd.DataFrame
     hashes: pd.DataFrame
     history: pd.DataFrame
+    summary: list[DeviceSummary] = field(default_factory=list)  # one line per device, first
     notes: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)  # title -> PNG written next to the report
 
@@ -42,7 +47,9 @@ def build_content(store, run_id: str, measurements: list[Measurement], out: Path
     run = store.run(run_id) or {"run_id": run_id}
     run["adb"] = describe_adb(json.loads(run.get("adb_json") or "null"))
     shas = sorted({m.artifact_sha256 for m in measurements if m.artifact_sha256})
-    variants = variants_table(store.artifacts(shas))
+    artifacts = store.artifacts(shas)
+    # With the parity's max absolute difference, for results.json; the views leave it out.
+    variants = variants_table(artifacts, max_abs_diff=True)
     model_names = {m.model_name for m in measurements if m.model_name}
     history = history_frame(store, next(iter(model_names)) if len(model_names) == 1 else None,
                             until_started_at=run.get("started_at"))
@@ -51,18 +58,24 @@ def build_content(store, run_id: str, measurements: list[Measurement], out: Path
         size=size_table(variants) if not variants.empty else variants,
         accuracy=accuracy_table(variants) if not variants.empty else variants,
         failures=failures_table(measurements), devices=devices_table(measurements),
-        hashes=hashes_table(measurements), history=history)
+        hashes=hashes_table(measurements), history=history,
+        summary=summarise(measurements, artifacts))
     content.notes.append(SPARSITY_NOTE)
     if any(m.device_abi == "x86_64" and m.device_model and "virtual" in m.device_model.lower()
            for m in measurements):
         content.notes.append(VIRTUAL_NOTE)
-    drawn = {
-        "Latency per device (median, min–max over trials)":
-            plots.latency_bars(trial_samples_ms(measurements), out / "latency.png"),
-        "Accuracy vs latency (Pareto frontier)":
-            plots.accuracy_latency_pareto(content.latency, variants, out / "pareto.png"),
-        "Size per variant (raw vs zip)": plots.size_bars(variants, out / "size.png"),
-        "Median latency over runs": plots.latency_trend(history, out / "trend.png"),
-    }
-    content.plots = {title: path for title, path in drawn.items() if path is not None}
+    figures = draw_plots(content, measurements)
+    try:
+        for caption, (name, fig) in figures.items():
+            content.plots[caption] = plots.save(fig, out / name)
+    finally:  # a disk that fills up midway leaves no figure open
+        for _, fig in figures.values():
+            plots.close(fig)
     return content
+
+
+def draw_plots(content: ReportContent, measurements: list[Measurement]) -> dict:
+    """caption -> (PNG file name, matplotlib Figure) of the report's plots (plots.report_figures
+    of this content): build_content saves and closes them; a test can inspect them."""
+    return plots.report_figures(trial_samples_ms(measurements), content.latency,
+                                content.variants, content.history)

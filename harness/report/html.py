@@ -11,7 +11,8 @@ import base64
 import pandas as pd
 
 from harness.escape import html_text
-from harness.report.content import ReportContent
+from harness.report.content import SUMMARY_NOTE, ReportContent
+from harness.report.tables import display_frame
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1300px; }
@@ -24,19 +25,17 @@ tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0 2em; } figcaption { font-weight: 600; margin-bottom: .3em; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { color: #555; font-style: italic; }
+ul.summary li { font-size: 1.05em; margin: .2em 0; }
 """
 
 
 def html_table(frame: pd.DataFrame) -> str:
+    """Cells rounded by their unit (tables.format_value), `-` where there is no value; every
+    cell and header escaped here, the one rule for all of them."""
     if frame.empty:
         return "<p><em>none</em></p>"
-    # Only text is escaped here: numeric columns keep their dtype, so float_format applies.
-    safe = frame.rename(columns=html_text)
-    for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]):
-            safe[column] = safe[column].map(lambda v: html_text(v) if isinstance(v, str) else v)
-    return safe.to_html(index=False, escape=False, na_rep="-", border=0,
-                        float_format=lambda v: f"{v:.3f}")
+    safe = display_frame(frame).map(html_text).rename(columns=html_text)
+    return safe.to_html(index=False, escape=False, border=0)
 
 
 def png_data_uri(png_bytes: bytes) -> str:
@@ -49,7 +48,8 @@ def render_html(content: ReportContent) -> str:
     status = str(run.get("status"))
     sections = [
         ("Latency", "<p>avg ms: median over trials of each launch's average; p90 ms and CV % "
-                    "over the same trial averages.</p>" + html_table(content.latency)),
+                    "over the same trial averages (CV % needs 2 trials: - with one).</p>"
+                    + html_table(content.latency)),
         ("Size per variant", html_table(content.size)),
         ("Accuracy per variant", html_table(content.accuracy)),
         ("Failed, invalid or skipped launches", html_table(content.failures)),
@@ -67,6 +67,11 @@ def render_html(content: ReportContent) -> str:
         f"<title>bench run {e(content.run_id)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>bench run {e(content.run_id)}</h1>",
+        '<section id="summary"><h2>Summary</h2><ul class="summary">',
+        *[f"<li>{e(s.line)}</li>" for s in content.summary],
+        "</ul>" + (f'<p class="note">{e(SUMMARY_NOTE)}</p>' if content.summary else
+                   "<p><em>no device</em></p>") + "</section>",
+        "<h2>Run</h2>",
         "<ul>",
         f"<li>started {e(str(run.get('started_at')))}, finished {e(str(run.get('finished_at')))},"
         f' status <strong class="status-{e(status)}">{e(status)}</strong></li>',

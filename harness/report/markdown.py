@@ -4,21 +4,21 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.escape import md_text
-from harness.report.content import ReportContent
+from harness.report.content import SUMMARY_NOTE, ReportContent
+from harness.report.tables import display_frame
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured table without the optional `tabulate` dependency."""
+    """A GitHub-flavoured table without the optional `tabulate` dependency: cells rounded by
+    their unit (tables.format_value), `-` where there is no value, numbers right-aligned."""
     if frame.empty:
         return "_none_\n"
-
-    def cell(v):
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return "-"
-        return f"{v:.3f}" if isinstance(v, float) else md_text(v)
+    shown = display_frame(frame)
     head = "| " + " | ".join(md_text(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---"
+                          for c in frame.columns) + "|"
+    body = ["| " + " | ".join(md_text(v) for v in row) + " |"
+            for row in shown.itertuples(index=False)]
     return "\n".join([head, rule, *body]) + "\n"
 
 
@@ -26,6 +26,13 @@ def render_markdown(content: ReportContent) -> str:
     run = {key: md_text(value) for key, value in content.run.items()}
     lines = [
         f"# bench run {md_text(content.run_id)}",
+        "",
+        "## Summary",
+        "",
+        *([f"- {md_text(s.line)}" for s in content.summary] or ["_no device_"]),
+        "",
+        *([f"_{md_text(SUMMARY_NOTE)}_", ""] if content.summary else []),
+        "## Run",
         "",
         f"- started: {run.get('started_at')}, finished: {run.get('finished_at')}, "
         f"status: **{run.get('status')}**",
@@ -36,7 +43,7 @@ def render_markdown(content: ReportContent) -> str:
         "## Latency",
         "",
         "`avg ms`: median over trials of each launch's average; `p90 ms` and `CV %` over the same "
-        "trial averages.",
+        "trial averages (`CV %` needs 2 trials: `-` with one).",
         "",
         markdown_table(content.latency),
         "## Variants",

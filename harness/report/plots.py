@@ -1,10 +1,18 @@
 """The report's plots (matplotlib, Agg: no display needed), each written as a PNG.
 
-Each plot function writes one file and returns its path, or None when the run has nothing to
-draw (e.g. no accuracy figures, or no history), so the report simply leaves that plot out.
+Each plot function draws one Figure and returns it, or None when the run has nothing to draw
+(e.g. no accuracy figures, or no history), so the report simply leaves that plot out; `save`
+writes a Figure as a PNG and closes it.
+
+Figures use constrained layout, and device names (which can be 60 characters for a real phone)
+are wrapped and shortened in titles, ticks and legends (`short_name`); the tables keep them
+whole. `title_extents` gives where every title of a figure landed, so a test can check that no
+two of them overlap.
 """
 from __future__ import annotations
 
+import textwrap
+from itertools import combinations
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +20,29 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI and the lab host have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from harness.escape import plot_text  # noqa: E402
 
 DPI = 110
+PANEL_WIDTH_IN = 4.5  # one panel per device
+# A device name in a panel title: 3 lines of 24 characters. Even 24 of the widest glyph ("W",
+# 1 em) at the titles' 10 pt (250 pt) fit the axes of a 4.5 in (324 pt) panel, so neighbouring
+# titles never meet and the outer ones stay inside the figure.
+NAME_WIDTH = 24
+NAME_LINES = 3
+TITLE_SIZE = 10  # pt: panel titles
+TICK_NAME = (20, 2)  # variant names under bars: width, lines (the legend has them longer)
+LEGEND_NAME = (40, 2)
+
+
+def short_name(name: str, width: int = NAME_WIDTH, lines: int = NAME_LINES) -> str:
+    """`name` for a figure: wrapped at `width` characters on at most `lines` lines, "…" where
+    it is cut (long words are broken too), and safe for matplotlib (plot_text)."""
+    wrapped = textwrap.wrap(str(name), width=width, max_lines=lines, placeholder=" …",
+                            break_long_words=True, break_on_hyphens=True) or [""]
+    return plot_text("\n".join(wrapped))
 
 
 def _variant_colours(variants) -> dict[str, str]:
@@ -23,46 +50,68 @@ def _variant_colours(variants) -> dict[str, str]:
     return {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(variants))}
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+def _panels(count: int, height: float, bars: int = 0) -> tuple[Figure, list]:
+    """`count` panels side by side, each wide enough for `bars` labelled bars."""
+    width = max(PANEL_WIDTH_IN, 0.9 * bars + 1.5)
+    fig, axes = plt.subplots(1, count, figsize=(max(6.0, width * count), height),
+                             squeeze=False, layout="constrained")
+    return fig, list(axes[0])
+
+
+def _figure_legend(fig: Figure, axes, title: str | None = None) -> None:
+    """One legend for all panels, below them, so it never hides a point or a title."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        # As many columns as fit the figure's width (about 0.08 in per character, small font).
+        longest = max(len(line) for label in entries for line in label.split("\n"))
+        columns = max(1, min(len(entries), int(fig.get_figwidth() / (0.08 * longest + 0.8))))
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+                   ncol=columns, fontsize="small", title=title, title_fontsize="small")
+
+
+def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG at `path` and close it."""
+    try:
+        # zlib level 1: a fifth of the encoding time of the default 6, for a few % more bytes
+        fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
+    finally:
+        plt.close(fig)
     return path
 
 
-def latency_bars(samples_ms: dict[tuple[str, str], list[float]], path: Path) -> Path | None:
+def latency_bars(samples_ms: dict[tuple[str, str], list[float]]) -> Figure | None:
     """One panel per device: median trial latency per variant, error bars from min to max trial,
     and every trial as a dot so the spread is visible at a glance."""
     if not samples_ms:
         return None
     devices = list(dict.fromkeys(device for device, _ in samples_ms))
     colour = _variant_colours(variant for _, variant in samples_ms)
-    fig, axes = plt.subplots(1, len(devices), figsize=(max(6.0, 4.5 * len(devices)), 5.0),
-                             squeeze=False)
-    for ax, device in zip(axes[0], devices):
+    most = max(sum(1 for d, _ in samples_ms if d == device) for device in devices)
+    fig, axes = _panels(len(devices), 5.5, bars=most)
+    for ax, device in zip(axes, devices):
         variants = [v for d, v in samples_ms if d == device]
         for i, variant in enumerate(variants):
             values = pd.Series(samples_ms[(device, variant)])
             median = float(values.median())
-            ax.bar(i, median, color=colour[variant], label=plot_text(variant), alpha=0.85)
+            ax.bar(i, median, color=colour[variant], label=short_name(variant, *LEGEND_NAME),
+                   alpha=0.85)
             ax.errorbar(i, median, yerr=[[median - values.min()], [values.max() - median]],
                         fmt="none", ecolor="black", capsize=5)
             ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
-        ax.set_xticks(range(len(variants)), [plot_text(v) for v in variants], rotation=20,
-                      ha="right")
-        ax.set_title(f"Latency on {plot_text(device)}")
+        ax.set_xticks(range(len(variants)), [short_name(v, *TICK_NAME) for v in variants],
+                      rotation=30, ha="right", rotation_mode="anchor", fontsize="small")
+        ax.set_title(short_name(device), fontsize=TITLE_SIZE)
         ax.set_ylabel("inference latency (ms)")
-    # One legend for all panels, below them, so it never hides a bar.
-    legend = {}
-    for ax in axes[0]:
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    labels, handles = list(legend), list(legend.values())
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small",
-               title="variant (bar: median; whiskers: min–max trial; dots: trials)")
-    fig.tight_layout(rect=(0, 0.18, 1, 1))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    fig.suptitle("Latency per device")
+    _figure_legend(fig, axes, "variant (bar: median; whiskers: min–max trial; dots: trials)")
+    return fig
 
 
 def pareto_frontier(points: list[tuple[float, float]]) -> list[int]:
@@ -77,66 +126,131 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[int]:
     return sorted(frontier, key=lambda i: points[i][0])
 
 
-def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame, path: Path) -> Path | None:
-    """Top-1 accuracy against median latency, one panel per device, the Pareto frontier drawn."""
+def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame) -> Figure | None:
+    """Top-1 accuracy against median latency, one panel per device, the Pareto frontier drawn;
+    only with two variants or more (one point has no trade-off to show)."""
     if latency.empty or variants.empty or "top-1 %" not in variants:
         return None
     accuracy = variants.set_index("variant")["top-1 %"].dropna()
     merged = latency[latency["variant"].isin(accuracy.index)].dropna(subset=["avg ms"])
-    if merged.empty:
+    if merged["variant"].nunique() < 2:
         return None
     devices = list(dict.fromkeys(merged["device"]))
     colour = _variant_colours(merged["variant"])
-    fig, axes = plt.subplots(1, len(devices), figsize=(max(6.0, 4.5 * len(devices)), 4.2),
-                             squeeze=False)
-    for ax, device in zip(axes[0], devices):
+    fig, axes = _panels(len(devices), 5.0)
+    for ax, device in zip(axes, devices):
         rows = merged[merged["device"] == device]
         points = [(float(r["avg ms"]), float(accuracy[r["variant"]])) for _, r in rows.iterrows()]
         for (lat, acc), variant in zip(points, rows["variant"]):
-            ax.scatter(lat, acc, color=colour[variant], s=50, label=plot_text(variant), zorder=3)
+            ax.scatter(lat, acc, color=colour[variant], s=50,
+                       label=short_name(variant, *LEGEND_NAME), zorder=3)
         front = pareto_frontier(points)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="gray",
                 label="Pareto frontier", zorder=2)
-        ax.set_title(f"Accuracy vs latency on {plot_text(device)}")
+        ax.set_title(short_name(device), fontsize=TITLE_SIZE)
         ax.set_xlabel("median inference latency (ms)")
         ax.set_ylabel("top-1 accuracy (%)")
-        ax.legend(fontsize="small")
-    return _save(fig, path)
+    fig.suptitle("Accuracy vs latency (Pareto frontier)")
+    _figure_legend(fig, axes)
+    return fig
 
 
-def size_bars(variants: pd.DataFrame, path: Path) -> Path | None:
-    """Raw .tflite bytes next to zip bytes per variant: what sparsity buys in a download."""
-    if variants.empty or "tflite bytes" not in variants:
+def size_bars(variants: pd.DataFrame) -> Figure | None:
+    """Raw .tflite bytes next to zip bytes per variant: what sparsity buys in a download; only
+    with two variants or more (one variant's two sizes are in its table row)."""
+    if len(variants) < 2 or "tflite bytes" not in variants:
         return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(variants) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(variants) + 2), 4.5), layout="constrained")
     positions = range(len(variants))
     ax.bar([p - 0.2 for p in positions], variants["tflite bytes"] / 1e6, width=0.4,
            label=".tflite (raw)")
     if "zip bytes" in variants:
         ax.bar([p + 0.2 for p in positions], variants["zip bytes"].astype(float) / 1e6, width=0.4,
                label="zip (compressed)")
-    ax.set_xticks(list(positions), [plot_text(v) for v in variants["variant"]], rotation=20,
-                  ha="right")
+    ax.set_xticks(list(positions), [short_name(v, *TICK_NAME) for v in variants["variant"]],
+                  rotation=30, ha="right", rotation_mode="anchor", fontsize="small")
     ax.set_title("Model size per variant")
     ax.set_ylabel("size (MB)")
-    ax.legend()
-    return _save(fig, path)
+    ax.legend(fontsize="small")
+    return fig
 
 
-def latency_trend(history: pd.DataFrame, path: Path) -> Path | None:
+def latency_trend(history: pd.DataFrame) -> Figure | None:
     """Median latency per (device, variant) over the stored runs; drawn with ≥ 2 runs only."""
     if history.empty or history["run_id"].nunique() < 2:
         return None
     runs = list(dict.fromkeys(history.sort_values("started_at")["run_id"]))
-    fig, ax = plt.subplots(figsize=(max(9.0, 0.8 * len(runs) + 7), 4.2))
+    keys = list(history.groupby(["device", "variant"], sort=False).groups)
+    labels = {key: short_name(f"{key[1]} @ {key[0]}", *LEGEND_NAME) for key in keys}
+    # Tall enough for the legend beside the axes: one line of small text is about 0.2 in.
+    legend_lines = sum(label.count("\n") + 1 for label in labels.values()) + 2
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.8 * len(runs) + 7), max(4.5, 0.2 * legend_lines)),
+                           layout="constrained")
     for (device, variant), rows in history.groupby(["device", "variant"], sort=False):
         xs = [runs.index(r) for r in rows["run_id"]]
-        ax.plot(xs, rows["avg ms"], marker="o", label=plot_text(f"{variant} @ {device}"))
-    ax.set_xticks(range(len(runs)), [plot_text(r) for r in runs], rotation=30, ha="right",
-                  fontsize="small")
+        ax.plot(xs, rows["avg ms"], marker="o", label=labels[(device, variant)])
+    ax.set_xticks(range(len(runs)), [short_name(r, 24) for r in runs], rotation=30,
+                  ha="right", rotation_mode="anchor", fontsize="small")
     ax.set_title("Median latency over runs")
     ax.set_xlabel("run")
     ax.set_ylabel("median inference latency (ms)")
-    # Outside the axes: with many keys an inside legend would hide the lines.
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    return _save(fig, path)
+    # Outside the axes, right of them: with many keys an inside legend would hide the lines.
+    fig.legend(loc="outside right upper", fontsize="small", title="variant @ device",
+               title_fontsize="small")
+    return fig
+
+
+# -- layout checks --------------------------------------------------------------------------------
+def _titles(fig) -> list:
+    """Every title Text of a figure (and its subfigures): suptitle, axes titles (centre, left,
+    right), legend titles."""
+    texts = [fig._suptitle] if getattr(fig, "_suptitle", None) is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title]
+        if ax.get_legend() is not None:
+            texts.append(ax.get_legend().get_title())
+    texts += [legend.get_title() for legend in fig.legends]
+    for sub in getattr(fig, "subfigs", []):
+        texts += _titles(sub)
+    return texts
+
+
+def title_extents(fig: Figure) -> list[tuple[str, Bbox]]:
+    """(text, window extent in display pixels) of every non-empty, visible title of `fig`,
+    after drawing it (so constrained layout has placed them)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [(text.get_text(), text.get_window_extent(renderer)) for text in _titles(fig)
+            if text.get_text() and text.get_visible()]
+
+
+def overlapping_titles(fig: Figure, extents=None) -> list[tuple[str, str]]:
+    """Pairs of titles of `fig` whose boxes overlap (none, in a readable figure). `extents`:
+    title_extents(fig) already computed (each call draws the figure)."""
+    extents = title_extents(fig) if extents is None else extents
+    return [(a, b) for (a, box_a), (b, box_b) in combinations(extents, 2)
+            if box_a.overlaps(box_b)]
+
+
+def titles_outside(fig: Figure, extents=None) -> list[str]:
+    """Titles that do not fit inside the figure (cut off in the PNG)."""
+    extents = title_extents(fig) if extents is None else extents
+    frame = fig.bbox
+    return [text for text, box in extents
+            if box.x0 < frame.x0 - 1 or box.x1 > frame.x1 + 1 or box.y0 < frame.y0 - 1
+            or box.y1 > frame.y1 + 1]
+
+
+# -- the report's figures -------------------------------------------------------------------------
+def report_figures(samples_ms, latency: pd.DataFrame, variants: pd.DataFrame,
+                   history: pd.DataFrame) -> dict[str, tuple[str, Figure]]:
+    """caption -> (PNG file name, Figure) of every plot the run has data for."""
+    drawn = {
+        "Latency per device (median, min–max over trials)":
+            ("latency.png", latency_bars(samples_ms)),
+        "Accuracy vs latency (Pareto frontier)":
+            ("pareto.png", accuracy_latency_pareto(latency, variants)),
+        "Size per variant (raw vs zip)": ("size.png", size_bars(variants)),
+        "Median latency over runs": ("trend.png", latency_trend(history)),
+    }
+    return {caption: (name, fig) for caption, (name, fig) in drawn.items() if fig is not None}

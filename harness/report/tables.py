@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -73,12 +74,12 @@ def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Device x variant (x delegate x threads when varied), over the ok timing launches.
 
     `avg ms` is the median of the trials' average latencies, `p90 ms` the 90th percentile of
-    those averages and `CV %` their spread; peak memory comes from the separate peak-memory
-    launch (else the timing launches' overall footprint).
+    those averages and `CV %` their spread (None for a single trial); peak memory comes from the
+    separate peak-memory launch (else the timing launches' overall footprint).
     """
     frame = _keyed_frame(measurements)
     columns = ["device", "variant", "delegate", "threads", "trials", "avg ms", "p90 ms", "CV %",
-               "init ms", "first ms", "peak MB", "delegated", "model MB"]
+               "init ms", "first ms", "peak MB", "delegated nodes", "model MB"]
     if frame.empty:
         return pd.DataFrame(columns=[c for c in columns if c not in OPTIONAL_KEYS])
     rows = []
@@ -98,7 +99,7 @@ def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
             "init ms": _median_ms(source["init_us"]),
             "first ms": _median_ms(source["first_inference_us"]),
             "peak MB": float(memory.max()) if not memory.empty else None,
-            "delegated": _delegated(source),
+            "delegated nodes": _delegated(source),
             "model MB": _model_mb(source),
         })
     return _drop_unvaried(pd.DataFrame(rows, columns=columns))
@@ -147,8 +148,14 @@ def trial_samples_ms(measurements: list[Measurement]) -> dict[tuple[str, str], l
 
 
 # -- variants: size and accuracy ------------------------------------------------------------------
-def variants_table(artifacts) -> pd.DataFrame:
-    """Per variant: parameters, MACs, .tflite and zip bytes, accuracy and its change vs baseline.
+def variants_table(artifacts, max_abs_diff: bool = False) -> pd.DataFrame:
+    """Per variant: parameters, MACs, .tflite and zip bytes, accuracy and its change vs baseline
+    (`Δ top-1 pt`, percentage points), and the parity of the .tflite with its reference: the
+    worst difference relative to the output scale, and the worst sample's cosine similarity.
+
+    `max_abs_diff`: also the parity's max absolute difference (`parity max diff`, in output
+    units), which results.json keeps; the views show the relative figure, which does not round
+    to 0 for small outputs.
 
     Accepts Artifacts or the artifact dicts the store returns (name, variant, size_bytes, metadata).
     """
@@ -157,7 +164,7 @@ def variants_table(artifacts) -> pd.DataFrame:
         a = a if isinstance(a, dict) else a.to_json_dict()
         meta = a.get("metadata") or {}
         acc = meta.get("accuracy") or {}
-        base = acc.get("top1") if meta.get("parent") is None else acc.get("baseline_top1")
+        parity = meta.get("parity") or {}
         rows.append({
             "variant": a["variant"],
             "params": meta.get("params"),
@@ -166,11 +173,12 @@ def variants_table(artifacts) -> pd.DataFrame:
             "zip bytes": meta.get("zip_bytes"),
             "top-1 %": _pct(acc.get("top1")),
             "top-5 %": _pct(acc.get("top5")),
-            "Δ top-1": (None if acc.get("top1") is None or base is None
-                        else 100.0 * (acc["top1"] - base)),
+            "Δ top-1 pt": top1_delta_pt(meta),
             "agreement %": _pct(acc.get("agreement")),
             "after prune %": _pct(_after_prune(meta)),
-            "parity max diff": (meta.get("parity") or {}).get("max_abs_diff"),
+            "parity rel diff": parity.get("relative_diff"),
+            "parity cosine": parity.get("cosine_similarity"),
+            **({"parity max diff": parity.get("max_abs_diff")} if max_abs_diff else {}),
         })
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -180,8 +188,16 @@ def variants_table(artifacts) -> pd.DataFrame:
 
 
 SIZE_COLUMNS = ("variant", "params", "MACs", "tflite bytes", "zip bytes")
-ACCURACY_COLUMNS = ("variant", "top-1 %", "top-5 %", "Δ top-1", "agreement %", "after prune %",
-                    "parity max diff")
+ACCURACY_COLUMNS = ("variant", "top-1 %", "top-5 %", "Δ top-1 pt", "agreement %",
+                    "after prune %", "parity rel diff", "parity cosine")
+
+
+def top1_delta_pt(meta: dict):
+    """Top-1 change vs the baseline in percentage points (0 for the baseline itself); None
+    without labels."""
+    acc = meta.get("accuracy") or {}
+    base = acc.get("top1") if meta.get("parent") is None else acc.get("baseline_top1")
+    return None if acc.get("top1") is None or base is None else 100.0 * (acc["top1"] - base)
 
 
 def size_table(variants: pd.DataFrame) -> pd.DataFrame:
@@ -230,11 +246,13 @@ def devices_table(measurements: list[Measurement]) -> pd.DataFrame:
             "ABI": next((m.device_abi for m in ms if m.device_abi), None),
             "SDK": next((m.device_sdk for m in ms if m.device_sdk is not None), None),
             "build fingerprint": props.get("ro.build.fingerprint"),
-            "min °C": min(temps) if temps else None, "max °C": max(temps) if temps else None,
+            "min temp °C": min(temps) if temps else None,
+            "max temp °C": max(temps) if temps else None,
             "battery %": (f"{min(batteries)}–{max(batteries)}" if batteries else None),
         })
     return pd.DataFrame(rows, columns=["device", "adb serial", "server", "model", "ABI", "SDK",
-                                       "build fingerprint", "min °C", "max °C", "battery %"])
+                                       "build fingerprint", "min temp °C", "max temp °C",
+                                       "battery %"])
 
 
 def _first_props(ms: list[Measurement]) -> dict:
@@ -311,7 +329,84 @@ def history_frame(store, model_name: str | None, until_started_at: str | None = 
     return pd.DataFrame(rows, columns=["run_id", "started_at", "device", "variant", "avg ms"])
 
 
+# -- display: one rounding rule per unit, shared by the terminal, Markdown and HTML ---------------
+# Counts and sizes in bytes are whole numbers, whatever dtype a missing value left the column in.
+INTEGER_COLUMNS = ("trials", "trial", "attempt", "threads", "params", "MACs", "SDK")
+MISSING = "-"
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pd.NA or NaT: a cell with nothing to show."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or an array is a value, not a missing one
+        return False
+
+
+def fmt_ms(value: float) -> str:
+    """Latency in ms to 3 significant digits, never in exponent form: 0.0331, 1.05, 12.3, 1235."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:.0f}" if value == 0 else str(value)
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def fmt_rel(value: float) -> str:
+    """A small ratio (parity relative difference) to 3 significant digits: 1.70e-04, never 0.000."""
+    return "0" if value == 0 else f"{value:.2e}"
+
+
+def fmt_cosine(value: float) -> str:
+    """A cosine similarity with the digits that tell it from 1: two significant digits of its
+    distance from 1, so 0.99999768 is 0.9999977, 0.95 is 0.950, 0.9999999999995 is
+    `1 - 5.0e-13` and only 1.0 itself is 1."""
+    distance = 1.0 - value
+    if distance <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = int(f"{distance:.1e}".split("e")[1])  # of the distance rounded to 2 digits
+    decimals = max(2, 1 - exponent)
+    if decimals > 8:  # a run of nines nobody can count: say how far from 1 it is
+        return f"1 - {distance:.1e}"
+    return f"{value:.{decimals}f}"
+
+
+def format_value(column: str, value) -> str:
+    """One cell as text, rounded to what its unit means; `-` for a missing value.
+
+    ms: 3 significant digits; MB: 3 decimals; bytes and counts: whole numbers; %, °C and pt
+    (percentage points, signed): 1 decimal; parity: see fmt_rel and fmt_cosine."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return str(value)
+    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    if column.endswith(" bytes") or column in INTEGER_COLUMNS:
+        return str(int(round(value)))
+    if column.endswith(" ms"):
+        return fmt_ms(value)
+    if column.endswith(" MB"):
+        return f"{value:.3f}"
+    if column.endswith((" %", " °C")):
+        return f"{value:.1f}"
+    if column.endswith(" pt"):
+        return f"{value:+.1f}"
+    if column == "parity cosine":
+        return fmt_cosine(value)
+    if column.startswith("parity "):
+        return fmt_rel(value)
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the text every view shows (format_value per cell); the numbers themselves
+    stay in the frame, for results.json and the plots."""
+    return pd.DataFrame({column: [format_value(str(column), v) for v in frame[column]]
+                         for column in frame.columns}, columns=frame.columns)
+
+
 def format_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(no successful measurements)"
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+    return display_frame(frame).to_string(index=False)
