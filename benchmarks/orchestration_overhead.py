@@ -71,7 +71,7 @@ class Spans:
 
 
 def _thread_column() -> str:
-    """main, device-N (harness.lab.stop.run_per_device names them), or background (the run's
+    """main, device-N (harness.executor.ThreadExecutor names them), or background (the run's
     heartbeat: its store writes overlap the rest)."""
     thread = threading.current_thread()
     if thread is threading.main_thread():
@@ -87,6 +87,7 @@ def _launch_or_none(_session, command: str = "", *_args, **kwargs) -> str | None
 
 def instrument(spans: Spans) -> None:
     """Bench's steps by category (each import names the module the caller looks it up in)."""
+    import harness.executor as executor
     import harness.devices.hygiene as hygiene
     import harness.devices.telemetry as telemetry
     import harness.lab.device_runner as device_runner
@@ -112,7 +113,7 @@ def instrument(spans: Spans) -> None:
     spans.wrap(run, "build_run_artifacts", "build")
     spans.wrap(run, "select_devices", "setup")
     spans.wrap(run, "adb_provenance", "setup")
-    spans.wrap(run, "run_per_device", "devices")
+    spans.wrap(executor.ThreadExecutor, "map", "devices")
     for name in ("_lock_device", "_read_device_id", "_prepare"):
         spans.wrap(device_runner.DeviceRunner, name, "setup")
     spans.wrap(device_runner.DeviceRunner, "run", "other")

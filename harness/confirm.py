@@ -21,7 +21,8 @@ from harness.artifacts import Artifact, sha256_file
 from harness.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
                              group_samples, key_verdict, series_key)
 from harness.errors import UserError
-from harness.lab.stop import run_per_device, stop_on_sigint
+from harness.executor import Executor, local_executor
+from harness.lab.stop import stop_on_sigint
 from harness.results import Measurement, utc_now
 
 DEFAULT_CONFIRM_TRIALS = 10
@@ -108,7 +109,8 @@ def _delegate(key: SeriesKey) -> str | None:
 
 def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONFIRM_TRIALS,
                         log: Callable[[str], None] = lambda _m: None,
-                        cache_dir: Path | None = None) -> CompareResult:
+                        cache_dir: Path | None = None,
+                        executor: Executor | None = None) -> CompareResult:
     """Re-run every REGRESSED latency key of `result` interleaved with its baseline artifact, on
     its own device, and replace the key's verdict by the verdict of those launches. Keys that
     could not be re-run keep REGRESSED and say why. Returns `result`, updated."""
@@ -140,7 +142,7 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
         staged = {sha: _staged(a, Path(staging)) for sha, a in artifacts.items()}
         stop = threading.Event()  # set by the first Ctrl-C, as in `bench run`
         with stop_on_sigint(stop, log):
-            outcomes = run_per_device(
+            outcomes = (executor or local_executor()).map(
                 lambda plan: _confirm_on_device(plan, staged, config, store, result, trials,
                                                 log, stop),
                 list(plans.values()), "confirm")

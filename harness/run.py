@@ -16,7 +16,8 @@ from harness.devices.discovery import known_servers, select_devices
 from harness.errors import UserError
 from harness.lab.adb_binary import adb_path, adb_provenance
 from harness.lab.locks import pid_namespace
-from harness.lab.stop import run_per_device, stop_on_sigint
+from harness.executor import Executor, local_executor
+from harness.lab.stop import stop_on_sigint
 from harness.progress import Line, Reporter, as_reporter
 from harness.results import Measurement, RunStatus, utc_now
 from harness.run_owner import RunOwnership, refuse_if_running, this_owner
@@ -55,7 +56,8 @@ class RunResult:
 
 
 def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
-                   cache_dir: Path | None = None, resume_run_id: str | None = None) -> RunResult:
+                   cache_dir: Path | None = None, resume_run_id: str | None = None,
+                   executor: Executor | None = None) -> RunResult:
     """Measure every variant on every selected device, all devices at once; with
     `resume_run_id`, finish only the jobs that run has no record of. No variants in the
     config: the model's default set (harness.variants.default_variants)."""
@@ -125,9 +127,9 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                                       str(artifact.path))
             runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log,
                                   done, stop)
-            # One thread per device: all devices at once, one job at a time on each.
+            # All devices at once, one job at a time on each.
             with stop_on_sigint(stop, log):
-                run_per_device(runner.run, targets)
+                (executor or local_executor()).map(runner.run, targets)
     except KeyboardInterrupt:  # a second Ctrl-C: the devices are not waited for
         stop.set()  # (their threads, left to die with the process, start nothing more)
         store.stop_run(run_id, utc_now(), RunStatus.INTERRUPTED)
@@ -176,7 +178,8 @@ def interrupted_line(run_id: str, jobs_stored: int, jobs_planned: int, store_pat
 
 
 def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None = None,
-                      cache_dir: Path | None = None) -> RunResult:
+                      cache_dir: Path | None = None, executor: Executor | None = None
+                      ) -> RunResult:
     """`bench run --resume RUN_ID`: the same config, only the jobs with no record yet."""
     if not Path(store_path).exists():
         raise UserError(f"--store {store_path}: no results store there to resume from")
@@ -188,7 +191,7 @@ def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None
     refuse_if_running(run)  # before any model is built; checked again when taking it over
     config = config_from_dict(json.loads(run["config_json"]))
     config.store_path = Path(store_path)
-    return run_benchmarks(config, log, cache_dir, resume_run_id=run_id)
+    return run_benchmarks(config, log, cache_dir, resume_run_id=run_id, executor=executor)
 
 
 def _all_jobs_ok(measurements: list[Measurement]) -> bool:

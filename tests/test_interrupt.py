@@ -192,17 +192,3 @@ def test_first_sigint_sets_the_stop_a_second_raises_and_the_handler_is_put_back(
             signal.raise_signal(signal.SIGINT)
             pytest.fail("the second SIGINT did not raise")
     assert signal.getsignal(signal.SIGINT) is before
-
-
-def test_run_per_device_returns_in_order_and_reraises_a_devices_error():
-    from harness.lab.stop import run_per_device
-
-    assert run_per_device(lambda n: n * 2, [3, 1, 2]) == [6, 2, 4]
-
-    def work(n):
-        if n == 2:
-            raise ValueError("device 2 broke")
-        return n
-
-    with pytest.raises(ValueError, match="device 2 broke"):
-        run_per_device(work, [1, 2, 3])

@@ -12,10 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
-
-T = TypeVar("T")
-R = TypeVar("R")
+from typing import Callable, Iterator
 
 STOP_MESSAGE = ("interrupted: no new launch starts, the launches in progress are being killed; "
                 "Ctrl-C again to quit at once")
@@ -44,28 +41,3 @@ def stop_on_sigint(stop: threading.Event, log: Callable[[str], None] = lambda _m
     finally:
         # None: a handler not set from Python; the default is the nearest equivalent.
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
-def run_per_device(work: Callable[[T], R], items: Sequence[T], name: str = "device") -> list[R]:
-    """`work(item)` for every item at once, one daemon thread each; the results in order, or
-    the first item's exception re-raised. The wait can be interrupted (KeyboardInterrupt), and
-    threads still running then do not hold up the process's exit, as a pool's would."""
-    results: list = [None] * len(items)
-    errors: list[BaseException | None] = [None] * len(items)
-
-    def run(index: int, item: T) -> None:
-        try:
-            results[index] = work(item)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            errors[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, item), name=f"{name}-{i}", daemon=True)
-               for i, item in enumerate(items)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for error in errors:
-        if error is not None:
-            raise error
-    return results
