@@ -11,7 +11,6 @@ Importing this module (and loading a cached artifact) never imports torch or lit
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -21,8 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# One file hash for model fingerprints and artifacts; importing it loads no torch.
+from models.hashing import module_source_sha256, sha256_file  # noqa: F401 (used by harness.*)
+
 METADATA_FILENAME = "artifact.json"
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,6 @@ class Artifact:
             "size_bytes": self.size_bytes,
             "metadata": self.metadata,
         }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:
@@ -139,11 +132,3 @@ def _load_if_intact(directory: Path) -> Artifact | None:
     if sha256_file(artifact.path) != artifact.sha256:
         return None
     return artifact
-
-
-def module_source_sha256(module_name: str) -> str:
-    # Read the file rather than import it: importing models.* would load torch.
-    module_spec = importlib.util.find_spec(module_name)
-    if module_spec is None or module_spec.origin is None:
-        raise RuntimeError(f"cannot find the source of {module_name}")
-    return hashlib.sha256(Path(module_spec.origin).read_bytes()).hexdigest()

@@ -1,6 +1,6 @@
 """The `bench` command: a thin layer that turns flags into library calls.
 
-Only this module turns bench's errors into messages and exit codes: UserError -> 2,
+Only this module turns bench's errors into messages and exit codes: bad input (errors.BAD_INPUT) -> 2,
 DeviceError/BenchmarkError -> 1, each as one line on stderr.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from harness.cli_compare import confirm_options
 from harness.cli_types import (NumberType, OptionError, TextType, check_number_text, integer,
                                number)
 from harness.config_schema import BENCHMARK_RULES, RUN_RULES
-from harness.errors import BenchError, UserError
+from harness.errors import BAD_INPUT, BenchError, UserError
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -534,7 +534,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except UserError as exc:
+    except BAD_INPUT as exc:  # UserError, and models' ModelInputError (see harness.errors)
         _echo_err(f"error: {exc}")
         sys.exit(2)
     except BenchError as exc:

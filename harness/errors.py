@@ -1,4 +1,13 @@
-"""The one error hierarchy of bench. Only ``harness.cli`` turns these into messages and exit codes."""
+"""The one error hierarchy of bench. Only ``harness.cli`` turns these into messages and exit codes.
+
+Bad input has two classes because the dependency between the packages goes one way: `harness`
+imports `models`, `models` imports nothing of `harness`. So `models` raises its own
+`models.errors.ModelInputError` (a bad model name/file, weights or data), harness code raises
+`UserError`, and `BAD_INPUT` below is the one place that says both mean "bad input: one line,
+exit 2". Catch `BAD_INPUT`, not `UserError`, wherever model or data loading can be underneath.
+"""
+
+from models.errors import ModelInputError
 
 
 class BenchError(Exception):
@@ -25,3 +34,7 @@ class BenchmarkError(BenchError):
         super().__init__(message)
         self.output_tail = output_tail
         self.exit_status = exit_status
+
+
+# Every error that means "the user gave bad input" (see the module docstring): for `except`.
+BAD_INPUT: tuple[type[Exception], ...] = (UserError, ModelInputError)

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from harness.errors import UserError
+from harness.errors import BAD_INPUT, UserError
 from harness.progress import PlainReporter, Reporter, RichReporter
 
 LOG_NAME = "bench.log"
@@ -71,7 +71,7 @@ def run_output(reports_dir: Path, *, verbose: bool = False, quiet: bool = False,
                 yield out
         else:
             yield out
-    except UserError:  # bad input: kept only when the run had begun (it is in the store)
+    except BAD_INPUT:  # bad input, a model's too: kept only when the run had begun (in the store)
         out.log_path = out.final_path(failed=False)
         raise
     except BaseException as exc:

@@ -6,18 +6,23 @@ of one artifact: every knob is part of its cache key and of its stored metadata.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from harness.errors import UserError
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "random")
 QUANT_MODES = ("fp32", "fp16", "dynamic_int8", "int8")
 SCOPES = ("local", "global")
+IO_TYPES = ("float", "int8")
 _QUANT_SUFFIX = {"fp32": None, "fp16": "fp16", "dynamic_int8": "dyn8", "int8": "int8"}
 
 
 @dataclass(frozen=True)
 class VariantSpec:
+    """One field per knob; what each allows, and how a spec writes it, is in KNOBS below."""
+
     prune: float | None = None        # structured pruning ratio, (0, 1)
     importance: str = "l1"
     scope: str = "local"              # local | global
@@ -83,20 +88,142 @@ def _percent(ratio: float) -> str:
     return f"{value:.0f}" if abs(value - round(value)) < 1e-9 else f"{value:g}".replace(".", "p")
 
 
-_KEYS = {
-    "prune": "pruning ratio in (0, 1), e.g. prune=0.35",
-    "importance": f"one of {', '.join(IMPORTANCES)}",
-    "scope": "local or global",
-    "round_to": "channel multiple, e.g. round_to=8 (0 or none: no rounding)",
-    "steps": "iterative prune/fine-tune steps, an integer >= 1",
-    "ft": "fine-tuning epochs, e.g. ft=2 or ft=0.5",
-    "lr": "fine-tuning learning rate, e.g. lr=1e-4",
-    "kd": "knowledge distillation from the unpruned model: kd=1",
-    "sparsity": "unstructured sparsity in (0, 1), e.g. sparsity=0.5",
-    "lt": "lottery-ticket rewinding: lt=1",
-    "quant": f"one of {', '.join(QUANT_MODES)}",
-    "io": "int8 model I/O for quant=int8: io=int8 (default float)",
-}
+# -- the knobs: one table -----------------------------------------------------------------------
+# Each knob's converter, allowed values (its rule) and help text are written here once.
+# parse_variant converts and checks specs with this table; PruneSettings, FineTuneSettings,
+# unstructured_prune, make_importance and the quantizer check the same values with the same
+# rules (check_knob), since library code calls them without a spec.
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of names."""
+
+    choices: tuple[str, ...]
+
+    @property
+    def words(self) -> str:
+        return f"one of {', '.join(self.choices)}"
+
+    def allows(self, value) -> bool:
+        return value in self.choices
+
+    def message(self, name: str, value, example: str) -> str:
+        return f"unknown {name} {value!r}; choose {self.words}"
+
+
+@dataclass(frozen=True)
+class Fraction:
+    """A ratio strictly between 0 and 1: 0 would change nothing, 1 would remove everything."""
+
+    words = "a fraction in (0, 1)"
+
+    def allows(self, value) -> bool:
+        return isinstance(value, (int, float)) and 0.0 < float(value) < 1.0
+
+    def message(self, name: str, value, example: str) -> str:
+        return f"{name} {value!r} is outside (0, 1); give e.g. {example}"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A number (an integer with `integer`) >= `low`, or > `low` with `strict`; None too with
+    `none_ok` (the knob then does nothing)."""
+
+    low: float
+    integer: bool = False
+    strict: bool = False
+    none_ok: bool = False
+
+    @property
+    def words(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        bound = f"{'>' if self.strict else '>='} {self.low:g}"
+        return f"{kind} {bound}" + (" (or none)" if self.none_ok else "")
+
+    def allows(self, value) -> bool:
+        if value is None:
+            return self.none_ok
+        if not isinstance(value, int if self.integer else (int, float)):
+            return False
+        return value > self.low if self.strict else value >= self.low  # NaN fails both
+
+    def message(self, name: str, value, example: str) -> str:
+        return f"{name} {value!r} must be {self.words}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """On or off: 1/0, true/false, yes/no, on/off in a spec."""
+
+    words = "1 or 0"
+
+    def allows(self, value) -> bool:
+        return isinstance(value, bool)
+
+    def message(self, name: str, value, example: str) -> str:
+        return f"{name} {value!r} must be true or false"
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise ValueError(raw)
+
+
+def _round_to(raw: str) -> int | None:
+    # A multiple of 1 rounds nothing: 0, 1 and none all mean "no rounding", stored as None.
+    return None if raw.lower() in ("0", "none", "1") else int(raw)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One `key=value` of a variant spec (and the VariantSpec field of the same name)."""
+
+    name: str
+    what: str                          # the knob in words
+    rule: OneOf | Fraction | AtLeast | Flag
+    example: str                       # a good value, as written in a spec
+    convert: Callable[[str], Any] = str  # spec text -> value; ValueError when it is none
+    note: str = ""                     # what else to know to write it
+
+    @property
+    def help(self) -> str:
+        """What to write instead: the end of every error message about this knob in a spec."""
+        return f"{self.what}: {self.rule.words}, e.g. {self.example}" + (f" ({self.note})" if self.note else "")
+
+
+KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
+    Knob("prune", "structured pruning ratio", Fraction(), "prune=0.35", float),
+    Knob("importance", "pruning importance", OneOf(IMPORTANCES), "importance=taylor"),
+    Knob("scope", "pruning scope", OneOf(SCOPES), "scope=global"),
+    Knob("round_to", "channel multiple", AtLeast(1, integer=True, none_ok=True), "round_to=8", _round_to,
+         note="0, 1 or none: no rounding"),
+    Knob("steps", "iterative prune/fine-tune steps", AtLeast(1, integer=True), "steps=3", int),
+    Knob("ft", "fine-tuning epochs", AtLeast(0), "ft=2 or ft=0.5", float),
+    Knob("lr", "fine-tuning learning rate", AtLeast(0, strict=True), "lr=1e-4", float),
+    Knob("kd", "knowledge distillation from the unpruned model", Flag(), "kd=1", _flag),
+    Knob("sparsity", "unstructured sparsity", Fraction(), "sparsity=0.5", float),
+    Knob("lt", "lottery-ticket rewinding", Flag(), "lt=1", _flag),
+    Knob("quant", "quantization mode", OneOf(QUANT_MODES), "quant=int8"),
+    Knob("io", "model inputs/outputs", OneOf(IO_TYPES), "io=int8", note="int8 needs quant=int8"),
+)}
+
+
+def check_knob(key: str, value, name: str) -> None:
+    """Knob `key`'s rule applied to a library setting: UserError naming it as `name` (how its
+    caller calls it, e.g. "pruning ratio" for PruneSettings.ratio) and the fix."""
+    knob = KNOBS[key]
+    if not knob.rule.allows(value):
+        raise UserError(knob.rule.message(name, value, knob.example))
+
+
+def int8_io_allowed(quant: str) -> bool:
+    """int8 model inputs/outputs exist only in full-integer models."""
+    return quant == "int8"
 
 
 def parse_variant(text: str) -> VariantSpec:
@@ -112,55 +239,29 @@ def parse_variant(text: str) -> VariantSpec:
         key = key.strip()
         if key in QUANT_MODES and not sep:  # shorthand: `--variant int8`, `prune=0.5,fp16`
             key, raw, sep = "quant", key, "="
-        if not sep or key not in _KEYS:
+        if not sep or key not in KNOBS:
             raise UserError(f"--variant {text}: {item.strip()!r} is not a known knob; "
-                            f"use key=value with keys {', '.join(_KEYS)}")
+                            f"use key=value with keys {', '.join(KNOBS)}")
         try:
-            values[key] = _convert(key, raw.strip())
+            values[key] = KNOBS[key].convert(raw.strip())
         except ValueError:
-            raise UserError(f"--variant {text}: {key}={raw.strip()}: expected {_KEYS[key]}") from None
+            raise _bad(text, key, raw.strip()) from None
+    for key, value in values.items():  # the knobs given; the defaults of the others are fine
+        if not KNOBS[key].rule.allows(value):
+            raise _bad(text, key, value)
     spec = VariantSpec(**values)
-    _validate(spec, text)
+    _check_together(spec, text)
     return spec
 
 
-def _convert(key: str, raw: str):
-    if key in ("prune", "sparsity", "ft", "lr"):
-        return float(raw)
-    if key in ("steps",):
-        return int(raw)
-    if key == "round_to":
-        return None if raw.lower() in ("0", "none", "1") else int(raw)
-    if key in ("kd", "lt"):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    return raw
+def _bad(text: str, key: str, value) -> UserError:
+    return UserError(f"--variant {text}: {key}={value}: expected {KNOBS[key].help}")
 
 
-def _validate(spec: VariantSpec, text: str) -> None:
-    def bad(key: str, value) -> UserError:
-        return UserError(f"--variant {text}: {key}={value}: expected {_KEYS[key]}")
-    for key in ("prune", "sparsity"):
-        value = getattr(spec, key)
-        if value is not None and not 0 < value < 1:
-            raise bad(key, value)
-    if spec.importance not in IMPORTANCES:
-        raise bad("importance", spec.importance)
-    if spec.scope not in SCOPES:
-        raise bad("scope", spec.scope)
-    if spec.quant not in QUANT_MODES:
-        raise bad("quant", spec.quant)
-    if spec.io not in ("float", "int8") or (spec.io == "int8" and spec.quant != "int8"):
-        raise bad("io", spec.io)
-    if spec.steps < 1:
-        raise bad("steps", spec.steps)
-    if spec.ft < 0 or spec.lr <= 0:
-        raise bad("ft" if spec.ft < 0 else "lr", spec.ft if spec.ft < 0 else spec.lr)
-    if spec.round_to is not None and spec.round_to < 1:
-        raise bad("round_to", spec.round_to)
+def _check_together(spec: VariantSpec, text: str) -> None:
+    """The rules between knobs (each knob's own rule is in KNOBS)."""
+    if spec.io == "int8" and not int8_io_allowed(spec.quant):
+        raise _bad(text, "io", spec.io)
     if spec.lt and spec.prune is None and spec.sparsity is None:
         raise UserError(f"--variant {text}: lt=1 rewinds a pruned model: add prune= or sparsity=")
     if spec.kd and spec.ft <= 0:

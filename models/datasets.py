@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import UserError
+from models.errors import ModelInputError
 from models.registry import DIGITS_MODEL_NAME, ModelSource
 
 # Extensions torchvision's ImageFolder accepts.
@@ -100,7 +100,7 @@ def load_dataset(
     `seed` decides the split and the crops. `normalization` defaults to "imagenet" for torch RGB
     models and "unit" ([0, 1]) for digits_cnn and for .tflite files, whose preprocessing bench
     cannot know (a [0, 1] input also suits the common uint8 input with scale 1/255).
-    UserError: data dir missing, no images, fewer than 2 classes, inputs of the wrong shape.
+    ModelInputError: data dir missing, no images, fewer than 2 classes, inputs of the wrong shape.
     """
     if data_dir is None and source.name == DIGITS_MODEL_NAME and source.kind == "builtin":
         return _digits(max_test)
@@ -109,20 +109,20 @@ def load_dataset(
     geometry = image_geometry(source)
     normalization = normalization or default_normalization(source, geometry)
     if normalization not in NORMALIZATIONS:
-        raise UserError(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise ModelInputError(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
     if data_dir is not None:
         return _image_folder(Path(data_dir), geometry, normalization, max_test=max_test, max_train=max_train, seed=seed)
     return _sample_images(source, geometry, normalization, max_test=max_test, max_train=max_train, seed=seed)
 
 
 def image_geometry(source: ModelSource) -> ImageGeometry:
-    """(channels, height, width) of the model's image input; UserError when it takes no image."""
+    """(channels, height, width) of the model's image input; ModelInputError when it takes no image."""
     shape = source.input_shape
     if len(shape) == 4 and source.input_layout == "NHWC":
         return ImageGeometry(channels=shape[3], height=shape[1], width=shape[2])
     if len(shape) == 4 and source.input_layout == "NCHW":
         return ImageGeometry(channels=shape[1], height=shape[2], width=shape[3])
-    raise UserError(
+    raise ModelInputError(
         f"model {source.name!r} takes input shape {','.join(map(str, shape))}, not an image; "
         "give its inputs as a .npy file with --data FILE.npy"
     )
@@ -198,14 +198,14 @@ def _sample_images(
 def _provided_inputs(source: ModelSource, path: Path, *, max_test: int, max_train: int, seed: int) -> EvalData:
     """A .npy of N inputs in the model's own layout; split like the others, no labels."""
     if not path.is_file():
-        raise UserError(f"inputs file {str(path)!r} not found; give --data an ImageFolder directory or a .npy file")
+        raise ModelInputError(f"inputs file {str(path)!r} not found; give --data an ImageFolder directory or a .npy file")
     try:
         inputs = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise UserError(f"inputs file {str(path)!r} is not a readable .npy array ({error})") from None
+        raise ModelInputError(f"inputs file {str(path)!r} is not a readable .npy array ({error})") from None
     expected = tuple(source.input_shape[1:])
     if inputs.ndim != len(source.input_shape) or tuple(inputs.shape[1:]) != expected or len(inputs) < 1:
-        raise UserError(
+        raise ModelInputError(
             f"inputs file {str(path)!r} holds shape {','.join(map(str, inputs.shape))}; "
             f"model {source.name!r} needs N,{','.join(map(str, expected))}"
         )
@@ -233,11 +233,11 @@ def scan_image_folder(data_dir: Path) -> tuple[list[str], list[Path], np.ndarray
     """(class names, image paths, int64 labels) in ImageFolder's convention: sorted subfolder
     names are classes 0..K-1; images anywhere below a class folder belong to it.
 
-    Subfolders without images are skipped (they are not classes). UserError: missing directory,
+    Subfolders without images are skipped (they are not classes). ModelInputError: missing directory,
     no images, fewer than 2 classes.
     """
     if not data_dir.is_dir():
-        raise UserError(f"data directory {str(data_dir)!r} not found; give --data an ImageFolder directory (one subfolder per class)")
+        raise ModelInputError(f"data directory {str(data_dir)!r} not found; give --data an ImageFolder directory (one subfolder per class)")
     class_names: list[str] = []
     paths: list[Path] = []
     labels: list[int] = []
@@ -251,12 +251,12 @@ def scan_image_folder(data_dir: Path) -> tuple[list[str], list[Path], np.ndarray
         paths.extend(images)
         labels.extend([len(class_names) - 1] * len(images))
     if not paths:
-        raise UserError(
+        raise ModelInputError(
             f"data directory {str(data_dir)!r} has no images in class subfolders "
             f"({', '.join(IMAGE_EXTENSIONS)}); put each class's images in its own subfolder"
         )
     if len(class_names) < 2:
-        raise UserError(
+        raise ModelInputError(
             f"data directory {str(data_dir)!r} has images of only 1 class ({class_names[0]!r}); "
             "accuracy needs at least 2 class subfolders"
         )
@@ -284,7 +284,7 @@ def _open_image(path: Path, channels: int) -> np.ndarray:
         with Image.open(path) as image:
             return _to_channels(np.asarray(image.convert("RGB")), channels)
     except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"image {str(path)!r} cannot be read ({error}); remove it or replace it") from None
+        raise ModelInputError(f"image {str(path)!r} cannot be read ({error}); remove it or replace it") from None
 
 
 # ---------------------------------------------------------------- pixels
@@ -299,7 +299,7 @@ def _to_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
         return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[:, :, None]
     if channels == 4:
         return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)], axis=2)
-    raise UserError(f"an image input with {channels} channels is not supported; image models take 1, 3 or 4 channels")
+    raise ModelInputError(f"an image input with {channels} channels is not supported; image models take 1, 3 or 4 channels")
 
 
 def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.artifacts import sha256_file
-from harness.errors import UserError
 from models import user_models
+from models.errors import ModelInputError
+from models.hashing import module_source_sha256, sha256_file
 from models.torchvision_models import IMAGENET_INPUT_SHAPE, IMAGENET_NUM_CLASSES, TORCHVISION_ARCHITECTURES
 
 if TYPE_CHECKING:
@@ -64,13 +63,13 @@ class ModelSource:
         digits_cnn: trained deterministically from `seed` (trained once per process, then copied);
         torchvision and factories: random init from `seed` unless weights were given;
         saved files: a torch.export program as saved, TorchScript turned into one (so it
-        converts); both run as frozen in the saved mode. UserError for a .tflite.
+        converts); both run as frozen in the saved mode. ModelInputError for a .tflite.
         trained=False: the same model early in training, what lottery-ticket rewinding goes back
         to: digits_cnn after its first epoch (same seed); torchvision and factory models at their
         seeded initialisation (bench does not train them), never the given weights.
         """
         if self.kind == "tflite":
-            raise UserError(
+            raise ModelInputError(
                 f"model {self.name!r} is a .tflite file with no PyTorch model; it can be benchmarked and "
                 "quantized, but pruning and fine-tuning need a PyTorch model"
             )
@@ -112,11 +111,11 @@ class ModelSource:
         if seeded:
             document["seed"] = seed
         if self.kind == "builtin":
-            document["builder_source_sha256"] = _module_source_sha256("models.digits")
+            document["builder_source_sha256"] = module_source_sha256("models.digits")
             if self.weights_path is None:
                 document["train_epochs"] = self.train_epochs or _DIGITS_DEFAULT_EPOCHS
         elif self.kind == "torchvision":
-            document["builder_source_sha256"] = _module_source_sha256("models.torchvision_models")
+            document["builder_source_sha256"] = module_source_sha256("models.torchvision_models")
             document["torchvision_version"] = importlib.metadata.version("torchvision")
         elif self.kind == "factory":
             # Only the file that defines the factory: edits to modules it imports are not seen.
@@ -135,7 +134,7 @@ def resolve_model(
     weights: Path | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> ModelSource:
-    """What --model names, checked: UserError (one line naming the input and the fix) for unknown
+    """What --model names, checked: ModelInputError (one line naming the input and the fix) for unknown
     names, missing files, bad factory paths, shapes the model rejects and weights that don't fit.
 
     Built-in names resolve without torch (unless weights need checking); user models are loaded
@@ -156,17 +155,17 @@ def resolve_model(
     if ":" in name and not Path(name).exists():
         return _resolve_factory(name, input_shape, weights)
     if "/" in name or suffix:
-        raise UserError(f"model {name!r} is not a file bench can load; give a built-in name, {_OTHER_MODEL_FORMS}")
-    raise UserError(f"unknown model {name!r}; known models: {', '.join(BUILTIN_MODEL_NAMES)}; or give {_OTHER_MODEL_FORMS}")
+        raise ModelInputError(f"model {name!r} is not a file bench can load; give a built-in name, {_OTHER_MODEL_FORMS}")
+    raise ModelInputError(f"unknown model {name!r}; known models: {', '.join(BUILTIN_MODEL_NAMES)}; or give {_OTHER_MODEL_FORMS}")
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """--input-shape "1,3,224,224" (or "1x3x224x224") -> (1, 3, 224, 224); UserError otherwise."""
+    """--input-shape "1,3,224,224" (or "1x3x224x224") -> (1, 3, 224, 224); ModelInputError otherwise."""
     parts = [part.strip() for part in text.replace("x", ",").split(",")]
     try:
         shape = tuple(int(part) for part in parts)
     except ValueError:
-        raise UserError(f"bad --input-shape {text!r}; write it as N,C,H,W, e.g. 1,3,224,224") from None
+        raise ModelInputError(f"bad --input-shape {text!r}; write it as N,C,H,W, e.g. 1,3,224,224") from None
     return _checked_shape("--input-shape", shape)
 
 
@@ -175,7 +174,7 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 def _resolve_digits(input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
     if input_shape is not None and input_shape != _DIGITS_INPUT_SHAPE:
-        raise UserError(
+        raise ModelInputError(
             f"digits_cnn takes input shape {user_models.format_shape(_DIGITS_INPUT_SHAPE)}, "
             f"not {user_models.format_shape(input_shape)}; drop --input-shape"
         )
@@ -196,7 +195,7 @@ def _resolve_digits(input_shape: tuple[int, ...] | None, weights: Path | None) -
 def _resolve_torchvision(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
     shape = input_shape or IMAGENET_INPUT_SHAPE
     if len(shape) != 4 or shape[1] != 3:
-        raise UserError(
+        raise ModelInputError(
             f"{name} takes an RGB image input N,3,H,W, not {user_models.format_shape(shape)}; fix --input-shape"
         )
     num_classes = IMAGENET_NUM_CLASSES
@@ -212,10 +211,10 @@ def _resolve_torchvision(name: str, input_shape: tuple[int, ...] | None, weights
 def _resolve_tflite(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
     path = _existing_file(name)
     if weights is not None:
-        raise UserError(f"--weights does not apply to the .tflite model {name!r}; its weights are inside it")
+        raise ModelInputError(f"--weights does not apply to the .tflite model {name!r}; its weights are inside it")
     signature = user_models.inspect_tflite(path)
     if input_shape is not None and input_shape != signature.input_shape:
-        raise UserError(
+        raise ModelInputError(
             f"{name!r} has a fixed input shape {user_models.format_shape(signature.input_shape)}, "
             f"not {user_models.format_shape(input_shape)}; drop --input-shape"
         )
@@ -232,7 +231,7 @@ def _resolve_tflite(name: str, input_shape: tuple[int, ...] | None, weights: Pat
 def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
     path = _existing_file(name)
     if weights is not None:
-        raise UserError(f"--weights does not apply to the saved model {name!r}; its weights are inside it")
+        raise ModelInputError(f"--weights does not apply to the saved model {name!r}; its weights are inside it")
     if path.suffix.lower() in user_models.EXPORT_SUFFIXES:
         kind = "export"
         shape = input_shape or user_models.exported_input_shape(path)
@@ -242,10 +241,10 @@ def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights
         shape = input_shape
         user_models.load_torchscript(path)  # a bad file fails here, before asking for a shape
         if shape is None:
-            raise UserError(f"model {name!r} does not record its input shape; give it with --input-shape N,C,H,W")
+            raise ModelInputError(f"model {name!r} does not record its input shape; give it with --input-shape N,C,H,W")
         model = user_models.load_torchscript(path, shape)
     if shape is None:
-        raise UserError(f"model {name!r} does not record its input shape; give it with --input-shape N,C,H,W")
+        raise ModelInputError(f"model {name!r} does not record its input shape; give it with --input-shape N,C,H,W")
     num_classes = user_models.probe_num_classes(model, shape, name)
     return ModelSource(
         name=name, kind=kind, input_shape=shape, num_classes=num_classes, model_path=path, input_layout=_layout_of(shape)
@@ -255,7 +254,7 @@ def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights
 def _resolve_factory(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
     shape = input_shape or user_models.declared_input_shape(name)
     if shape is None:
-        raise UserError(
+        raise ModelInputError(
             f"model {name!r} does not declare its input shape; give --input-shape N,C,H,W "
             "(or set INPUT_SHAPE in its module)"
         )
@@ -275,7 +274,7 @@ def _resolve_factory(name: str, input_shape: tuple[int, ...] | None, weights: Pa
 def _checked_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     shape = tuple(int(size) for size in shape)
     if not shape or any(size <= 0 for size in shape) or shape[0] != 1:
-        raise UserError(
+        raise ModelInputError(
             f"input shape {user_models.format_shape(shape)} for {name!r} is not one batch-1 input of positive sizes; "
             "write it as 1,C,H,W"
         )
@@ -290,7 +289,7 @@ def _layout_of(shape: tuple[int, ...]) -> str:
 def _existing_file(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
-        raise UserError(f"model file {name!r} not found; check the path")
+        raise ModelInputError(f"model file {name!r} not found; check the path")
     return path.resolve()
 
 
@@ -298,14 +297,6 @@ def _load_weights_into(model: "nn.Module", model_name: str, weights: Path) -> No
     from models.torchvision_models import load_state_dict_strictly, read_state_dict
 
     load_state_dict_strictly(model, read_state_dict(weights), model_name, weights)
-
-
-def _module_source_sha256(module_name: str) -> str:
-    # Read the file rather than import it: importing models.digits would load torch.
-    module_spec = importlib.util.find_spec(module_name)
-    if module_spec is None or module_spec.origin is None:
-        raise RuntimeError(f"cannot find the source of {module_name}")
-    return sha256_file(Path(module_spec.origin))
 
 
 # digits_cnn trains in seconds, but a pipeline loads the baseline several times (baseline, each

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserError
+from models.errors import ModelInputError
 
 if TYPE_CHECKING:  # torch loads only when a model is really built
     from torch import nn
@@ -55,7 +55,7 @@ def build_torchvision(name: str, *, num_classes: int = IMAGENET_NUM_CLASSES, see
 
     if name not in TORCHVISION_ARCHITECTURES:
         known = ", ".join(TORCHVISION_ARCHITECTURES)
-        raise UserError(f"unknown torchvision architecture {name!r}; known: {known}")
+        raise ModelInputError(f"unknown torchvision architecture {name!r}; known: {known}")
     constructor = getattr(torchvision.models, name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -73,12 +73,12 @@ def read_state_dict(weights_path: Path) -> dict[str, Any]:
 
     weights_path = Path(weights_path)
     if not weights_path.is_file():
-        raise UserError(f"weights file {str(weights_path)!r} not found; give --weights a state dict saved with torch.save")
+        raise ModelInputError(f"weights file {str(weights_path)!r} not found; give --weights a state dict saved with torch.save")
     try:
         loaded = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file; all mean "not a state dict"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
+        raise ModelInputError(
             f"weights file {str(weights_path)!r} is not a loadable state dict ({reason[:160]}); "
             "save one with torch.save(model.state_dict(), PATH)"
         ) from None
@@ -86,7 +86,7 @@ def read_state_dict(weights_path: Path) -> dict[str, Any]:
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper_key), dict):
             loaded = loaded[wrapper_key]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(k, str) for k in loaded):
-        raise UserError(
+        raise ModelInputError(
             f"weights file {str(weights_path)!r} holds a {type(loaded).__name__}, not a state dict; "
             "save one with torch.save(model.state_dict(), PATH)"
         )
@@ -94,12 +94,12 @@ def read_state_dict(weights_path: Path) -> dict[str, Any]:
 
 
 def classes_in_state_dict(name: str, state_dict: dict[str, Any]) -> int:
-    """The number of classes the state dict's final classifier outputs; UserError if it has none."""
+    """The number of classes the state dict's final classifier outputs; ModelInputError if it has none."""
     key = TORCHVISION_ARCHITECTURES[name].classifier_weight_key
     weight = state_dict.get(key)
     if weight is None or getattr(weight, "ndim", 0) != 2:
         shown = ", ".join(list(state_dict)[:_KEYS_SHOWN_IN_ERRORS])
-        raise UserError(
+        raise ModelInputError(
             f"weights do not fit {name}: no classifier weight {key!r} (the file has {shown}, ...); "
             f"give a state dict saved from torchvision's {name}"
         )
@@ -107,7 +107,7 @@ def classes_in_state_dict(name: str, state_dict: dict[str, Any]) -> int:
 
 
 def load_state_dict_strictly(model: "nn.Module", state_dict: dict[str, Any], model_name: str, weights_path: Path) -> None:
-    """Load every tensor, or raise one UserError naming the first mismatches."""
+    """Load every tensor, or raise one ModelInputError naming the first mismatches."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
@@ -126,7 +126,7 @@ def load_state_dict_strictly(model: "nn.Module", state_dict: dict[str, Any], mod
     if wrong_shape:
         problems.append(f"shape {'; '.join(wrong_shape[:_KEYS_SHOWN_IN_ERRORS])}")
     if problems:
-        raise UserError(
+        raise ModelInputError(
             f"weights {str(weights_path)!r} do not fit {model_name}: {'; '.join(problems)}; "
             f"give a state dict saved from the same architecture"
         )

@@ -1,5 +1,5 @@
 """Models the user brings: a `module.path:factory`, a TorchScript file, a torch.export (.pt2) file,
-or an existing .tflite. Every failure is a one-line UserError naming the input and the fix.
+or an existing .tflite. Every failure is a one-line ModelInputError naming the input and the fix.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserError
+from models.errors import ModelInputError
 
 if TYPE_CHECKING:  # torch loads only when a user model is really loaded
     from torch import nn
@@ -28,7 +28,7 @@ _ERROR_REASON_CHARS = 200
 
 
 def first_line(error: BaseException) -> str:
-    """An exception squeezed into one short line for a UserError message."""
+    """An exception squeezed into one short line for a ModelInputError message."""
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     return line[:_ERROR_REASON_CHARS]
@@ -38,10 +38,10 @@ def first_line(error: BaseException) -> str:
 
 
 def split_factory_path(factory_path: str) -> tuple[str, str]:
-    """"pkg.mod:make_model" -> ("pkg.mod", "make_model"); UserError when either half is missing."""
+    """"pkg.mod:make_model" -> ("pkg.mod", "make_model"); ModelInputError when either half is missing."""
     module_name, _, attribute = factory_path.partition(":")
     if not module_name or not attribute or not all(part.isidentifier() for part in module_name.split(".") + attribute.split(".")):
-        raise UserError(
+        raise ModelInputError(
             f"bad model factory {factory_path!r}; write it as module.path:function (a function returning an nn.Module)"
         )
     return module_name, attribute
@@ -53,18 +53,18 @@ def import_factory(factory_path: str) -> Callable[..., Any]:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise UserError(
+        raise ModelInputError(
             f"cannot import {module_name!r} for model {factory_path!r} ({first_line(error)}); "
             "put its folder on PYTHONPATH or install it"
         ) from None
     except Exception as error:  # the user's module raised while importing
-        raise UserError(f"importing {module_name!r} for model {factory_path!r} failed: {first_line(error)}") from None
+        raise ModelInputError(f"importing {module_name!r} for model {factory_path!r} failed: {first_line(error)}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise UserError(f"module {module_name!r} has no {attribute!r}; model {factory_path!r} names a missing factory")
+            raise ModelInputError(f"module {module_name!r} has no {attribute!r}; model {factory_path!r} names a missing factory")
         target = getattr(target, part)
     if not callable(target):
-        raise UserError(f"{factory_path!r} is a {type(target).__name__}, not a function returning an nn.Module")
+        raise ModelInputError(f"{factory_path!r} is a {type(target).__name__}, not a function returning an nn.Module")
     return target
 
 
@@ -98,9 +98,9 @@ def build_factory_model(factory_path: str, *, seed: int = 0) -> "nn.Module":
         try:
             model = factory()
         except Exception as error:
-            raise UserError(f"model factory {factory_path!r} raised: {first_line(error)}") from None
+            raise ModelInputError(f"model factory {factory_path!r} raised: {first_line(error)}") from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"model factory {factory_path!r} returned a {type(model).__name__}, not a torch nn.Module")
+        raise ModelInputError(f"model factory {factory_path!r} returned a {type(model).__name__}, not a torch nn.Module")
     return model.eval()
 
 
@@ -112,7 +112,7 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None = None) -> 
 
     With `input_shape`, the ScriptModule is turned into a torch.export program (torch's
     TS2EPConverter) and wrapped like a .pt2: litert-torch and torch-pruning work on exported /
-    eager graphs and refuse ScriptModules. UserError when that conversion fails.
+    eager graphs and refuse ScriptModules. ModelInputError when that conversion fails.
     """
     import warnings
 
@@ -125,7 +125,7 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None = None) -> 
         try:
             scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
-            raise UserError(
+            raise ModelInputError(
                 f"{str(path)!r} is not a TorchScript file ({first_line(error)}); "
                 "for a state dict use a built-in architecture with --weights PATH"
             ) from None
@@ -138,7 +138,7 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None = None) -> 
         with torch.no_grad():
             program = TS2EPConverter(scripted, (torch.zeros(input_shape),)).convert()
     except Exception as error:
-        raise UserError(
+        raise ModelInputError(
             f"TorchScript model {str(path)!r} cannot be turned into a torch.export program at input shape "
             f"{format_shape(input_shape)} ({first_line(error)}); check --input-shape or save it with torch.export.save"
         ) from None
@@ -182,7 +182,7 @@ def _load_exported_program(path: Path) -> Any:
     try:
         return torch.export.load(str(path))
     except Exception as error:
-        raise UserError(f"{str(path)!r} is not a torch.export file ({first_line(error)}); save one with torch.export.save") from None
+        raise ModelInputError(f"{str(path)!r} is not a torch.export file ({first_line(error)}); save one with torch.export.save") from None
 
 
 def load_exported(path: Path) -> "nn.Module":
@@ -226,7 +226,7 @@ def probe_num_classes(model: "nn.Module", input_shape: tuple[int, ...], model_na
         with torch.no_grad():
             output = model(torch.zeros(input_shape))
     except Exception as error:
-        raise UserError(
+        raise ModelInputError(
             f"model {model_name!r} rejects input shape {format_shape(input_shape)} ({first_line(error)}); "
             "give the right one with --input-shape"
         ) from None
@@ -269,17 +269,17 @@ def guess_image_layout(shape: tuple[int, ...]) -> str:
 
 
 def inspect_tflite(path: Path) -> TfliteSignature:
-    """Read the input/output signature with the LiteRT interpreter; UserError for a bad file."""
+    """Read the input/output signature with the LiteRT interpreter; ModelInputError for a bad file."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         interpreter = Interpreter(model_path=str(path))
     except Exception as error:
-        raise UserError(f"{str(path)!r} is not a readable .tflite model ({first_line(error)})") from None
+        raise ModelInputError(f"{str(path)!r} is not a readable .tflite model ({first_line(error)})") from None
     inputs = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     if len(inputs) != 1:
-        raise UserError(f"{str(path)!r} has {len(inputs)} inputs; bench handles .tflite models with exactly one input")
+        raise ModelInputError(f"{str(path)!r} has {len(inputs)} inputs; bench handles .tflite models with exactly one input")
     input_shape = tuple(int(size) for size in inputs[0]["shape"])
     output_shape = tuple(int(size) for size in outputs[0]["shape"]) if outputs else ()
     num_classes = output_shape[1] if len(output_shape) == 2 else None

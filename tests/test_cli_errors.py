@@ -88,3 +88,4 @@ def test_bad_model_input_is_one_line_and_exit_2(args, words, tmp_path):
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert "Traceback" not in result.stderr
     assert len(errors) == 1 and words.replace("EMPTY", "") in errors[0], result.stderr[-2000:]
+    assert "(log:" not in errors[0]  # bad input keeps no log, a model's error too (BAD_INPUT)

@@ -1,6 +1,7 @@
 """Model sources (built-in, torchvision, user factory, TorchScript, torch.export, .tflite) and the
 datasets prepared for them. Small inputs and one forward pass each: real models, lean runtime."""
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -10,18 +11,47 @@ import numpy as np
 import pytest
 
 from harness.convert import convert_to_tflite
-from harness.errors import UserError
 from models.datasets import IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from models.errors import ModelInputError
 from models.registry import BUILTIN_MODEL_NAMES, resolve_model, sha256_file
 from models.torchvision_models import TORCHVISION_ARCHITECTURES
 
 SMALL_RGB_SHAPE = (1, 3, 64, 64)
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
     message = str(error.value)
     assert "\n" not in message and message
     return message
+
+
+# ---------------------------------------------------------------- the seam
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """Top-level package of every import in a module, lazy imports inside functions included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_models_imports_nothing_from_harness():
+    # harness imports models; the other way round would make one tangle of the two packages.
+    modules = sorted(MODELS_DIR.glob("*.py"))
+    assert len(modules) > 5
+    assert {p.name for p in modules if "harness" in _imported_packages(p)} == set()
+
+
+def test_bad_model_input_is_bad_input_to_harness():
+    from harness.errors import BAD_INPUT
+
+    with pytest.raises(BAD_INPUT):
+        resolve_model("resnet9000")
 
 
 # ---------------------------------------------------------------- built-in names
@@ -95,35 +125,35 @@ def test_weights_that_do_not_fit_are_one_line_user_errors(tmp_path):
 
     other_arch = tmp_path / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), other_arch)
-    with pytest.raises(UserError, match=r"do not fit resnet18") as raised:
+    with pytest.raises(ModelInputError, match=r"do not fit resnet18") as raised:
         resolve_model("resnet18", weights=other_arch)
     _one_line(raised)
 
     truncated = tmp_path / "broken.pth"
     truncated.write_bytes(other_arch.read_bytes()[:1000])
-    with pytest.raises(UserError, match=r"not a loadable state dict") as raised:
+    with pytest.raises(ModelInputError, match=r"not a loadable state dict") as raised:
         resolve_model("mobilenet_v2", weights=truncated)
     _one_line(raised)
 
-    with pytest.raises(UserError, match=r"weights file .*missing\.pth.* not found"):
+    with pytest.raises(ModelInputError, match=r"weights file .*missing\.pth.* not found"):
         resolve_model("resnet50", weights=tmp_path / "missing.pth")
 
 
 def test_unknown_names_missing_files_and_bad_shapes_are_one_line_user_errors(tmp_path):
-    with pytest.raises(UserError, match=r"unknown model 'resnet9000'; known models: digits_cnn, mobilenet_v2") as raised:
+    with pytest.raises(ModelInputError, match=r"unknown model 'resnet9000'; known models: digits_cnn, mobilenet_v2") as raised:
         resolve_model("resnet9000")
     assert all(name in _one_line(raised) for name in BUILTIN_MODEL_NAMES)
-    with pytest.raises(UserError, match=r"model file .*nowhere\.tflite.* not found"):
+    with pytest.raises(ModelInputError, match=r"model file .*nowhere\.tflite.* not found"):
         resolve_model(str(tmp_path / "nowhere.tflite"))
-    with pytest.raises(UserError, match=r"model file .*gone\.pt2.* not found"):
+    with pytest.raises(ModelInputError, match=r"model file .*gone\.pt2.* not found"):
         resolve_model(str(tmp_path / "gone.pt2"))
-    with pytest.raises(UserError, match=r"bad model factory 'pkg:'"):
+    with pytest.raises(ModelInputError, match=r"bad model factory 'pkg:'"):
         resolve_model("pkg:")
-    with pytest.raises(UserError, match=r"takes an RGB image input"):
+    with pytest.raises(ModelInputError, match=r"takes an RGB image input"):
         resolve_model("resnet50", input_shape=(1, 1, 224, 224))
-    with pytest.raises(UserError, match=r"digits_cnn takes input shape 1,1,8,8"):
+    with pytest.raises(ModelInputError, match=r"digits_cnn takes input shape 1,1,8,8"):
         resolve_model("digits_cnn", input_shape=(1, 1, 16, 16))
-    with pytest.raises(UserError, match=r"batch-1"):
+    with pytest.raises(ModelInputError, match=r"batch-1"):
         resolve_model("resnet18", input_shape=(4, 3, 64, 64))
 
 
@@ -214,10 +244,10 @@ def test_bad_factories_are_one_line_user_errors(factory_module):
         "h1_user_models:INPUT_SHAPE": r"is a tuple, not a function",
     }
     for factory, message in cases.items():
-        with pytest.raises(UserError, match=message) as raised:
+        with pytest.raises(ModelInputError, match=message) as raised:
             resolve_model(factory)
         _one_line(raised)
-    with pytest.raises(UserError, match=r"rejects input shape 1,3,16,16 .*--input-shape") as raised:
+    with pytest.raises(ModelInputError, match=r"rejects input shape 1,3,16,16 .*--input-shape") as raised:
         resolve_model("h1_user_models:make_flat_model")
     _one_line(raised)
 
@@ -232,7 +262,7 @@ def test_torchscript_file_needs_an_input_shape_and_keeps_its_outputs(tmp_path):
     example = torch.rand(1, 3, 8, 8)
     torch.jit.save(torch.jit.trace(original, example), str(path))
 
-    with pytest.raises(UserError, match=r"does not record its input shape; give it with --input-shape"):
+    with pytest.raises(ModelInputError, match=r"does not record its input shape; give it with --input-shape"):
         resolve_model(str(path))
     source = resolve_model(str(path), input_shape=(1, 3, 8, 8))
     assert (source.kind, source.num_classes) == ("torchscript", 7)
@@ -249,7 +279,7 @@ def test_torchscript_file_needs_an_input_shape_and_keeps_its_outputs(tmp_path):
 
     not_a_script = tmp_path / "weights.pt"
     torch.save(original.state_dict(), not_a_script)
-    with pytest.raises(UserError, match=r"is not a TorchScript file .*--weights") as raised:
+    with pytest.raises(ModelInputError, match=r"is not a TorchScript file .*--weights") as raised:
         resolve_model(str(not_a_script), input_shape=(1, 3, 8, 8))
     _one_line(raised)
 
@@ -302,11 +332,11 @@ def test_tflite_file_resolves_to_its_own_nhwc_signature(nhwc_tflite):
     assert (source.kind, source.input_shape, source.input_layout, source.num_classes) == ("tflite", (1, 24, 20, 3), "NHWC", 4)
     assert source.tflite_path == nhwc_tflite.resolve()
     assert source.fingerprint()["model_sha256"] == sha256_file(nhwc_tflite)
-    with pytest.raises(UserError, match=r"is a \.tflite file with no PyTorch model"):
+    with pytest.raises(ModelInputError, match=r"is a \.tflite file with no PyTorch model"):
         source.load_torch()
-    with pytest.raises(UserError, match=r"--weights does not apply"):
+    with pytest.raises(ModelInputError, match=r"--weights does not apply"):
         resolve_model(str(nhwc_tflite), weights=nhwc_tflite)
-    with pytest.raises(UserError, match=r"fixed input shape 1,24,20,3"):
+    with pytest.raises(ModelInputError, match=r"fixed input shape 1,24,20,3"):
         resolve_model(str(nhwc_tflite), input_shape=(1, 3, 24, 20))
 
     # Its data is NCHW with the tflite's height and width, pixels in [0, 1].
@@ -319,7 +349,7 @@ def test_tflite_file_resolves_to_its_own_nhwc_signature(nhwc_tflite):
 def test_not_a_tflite_is_a_user_error(tmp_path):
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"not a flatbuffer at all" * 10)
-    with pytest.raises(UserError, match=r"is not a readable \.tflite model") as raised:
+    with pytest.raises(ModelInputError, match=r"is not a readable \.tflite model") as raised:
         resolve_model(str(fake))
     _one_line(raised)
 
@@ -372,7 +402,7 @@ def test_bad_image_folders_are_one_line_user_errors(tmp_path):
         one_class: r"only 1 class \('only'\).*at least 2",
     }
     for data_dir, message in cases.items():
-        with pytest.raises(UserError, match=message) as raised:
+        with pytest.raises(ModelInputError, match=message) as raised:
             load_dataset(source, data_dir)
         _one_line(raised)
 
@@ -417,6 +447,6 @@ def test_provided_inputs_file_is_split_and_checked(factory_module, tmp_path):
     assert sorted(x.tobytes() for x in together) == sorted(x.tobytes() for x in inputs)
 
     np.save(tmp_path / "wrong.npy", inputs[:, :, :8])
-    with pytest.raises(UserError, match=r"holds shape 10,3,8,16; model .* needs N,3,16,16") as raised:
+    with pytest.raises(ModelInputError, match=r"holds shape 10,3,8,16; model .* needs N,3,16,16") as raised:
         load_dataset(source, tmp_path / "wrong.npy")
     _one_line(raised)

@@ -11,6 +11,7 @@ import pytest
 from harness.errors import DeviceError, UserError
 from harness.progress import PlainReporter, Reporter, as_reporter
 from harness.run_log import LOG_NAME, run_output
+from models.errors import ModelInputError
 
 
 def _third_party_noise() -> None:
@@ -67,6 +68,15 @@ def test_bad_input_leaves_nothing_and_a_failure_keeps_its_log(tmp_path):
             raise DeviceError("device VIRT0001 not found")
     [kept] = tmp_path.iterdir()
     assert failed.value.bench_log == kept and "converter said why" in kept.read_text()
+
+
+def test_a_bad_model_is_bad_input_too_and_leaves_nothing(tmp_path):
+    # models raises its own error class (it imports nothing of harness); harness.errors.BAD_INPUT
+    # makes it bad input here as well.
+    with pytest.raises(ModelInputError):
+        with run_output(tmp_path / "reports", terminal=io.StringIO()):
+            raise ModelInputError("unknown model 'nope'")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unwritable_reports_dir_is_bad_input(tmp_path):

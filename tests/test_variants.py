@@ -1,7 +1,11 @@
+from dataclasses import fields
+
 import pytest
 
 from harness.errors import UserError
-from harness.variants import VariantSpec, parse_variant, parse_variants
+from harness.optimize.finetune import FineTuneSettings
+from harness.optimize.prune import PruneSettings
+from harness.variants import KNOBS, VariantSpec, parse_variant, parse_variants
 
 
 @pytest.mark.parametrize("text, name", [
@@ -46,3 +50,38 @@ def test_spec_knobs_and_dedup():
     assert spec.torch_stage == parse_variant("prune=0.35,ft=2")
     assert parse_variants(["baseline", "fp32", "int8"]) == [VariantSpec(), parse_variant("int8")]
     assert parse_variants([]) == [VariantSpec()]
+
+
+def test_every_spec_field_is_a_knob_of_the_one_table():
+    assert list(KNOBS) == [f.name for f in fields(VariantSpec)]
+    for knob in KNOBS.values():  # every default is allowed, or None (the knob is off)
+        default = getattr(VariantSpec(), knob.name)
+        assert default is None or knob.rule.allows(default), knob.name
+
+
+@pytest.mark.parametrize("settings, words", [
+    (PruneSettings(ratio=1.5), r"pruning ratio 1.5 is outside \(0, 1\); give e.g. prune=0.35"),
+    (PruneSettings(ratio=0.5, importance="magic"), "unknown pruning importance 'magic'; choose one of l1"),
+    (PruneSettings(ratio=0.5, scope="galactic"), "unknown pruning scope 'galactic'"),
+    (PruneSettings(ratio=0.5, round_to=0), "round_to 0 must be an integer >= 1"),
+    (PruneSettings(ratio=0.5, iterative_steps=0), "iterative_steps 0 must be an integer >= 1"),
+    (FineTuneSettings(lr=0.0), "fine-tune learning rate 0.0 must be a number > 0"),
+    (FineTuneSettings(lr=float("nan")), "fine-tune learning rate nan"),
+])
+def test_library_settings_follow_the_same_rules(settings, words):
+    # PruneSettings and FineTuneSettings are also built directly, without a spec: same rules,
+    # named the way their callers name them.
+    with pytest.raises(UserError, match=words):
+        settings.validate()
+
+
+@pytest.mark.parametrize("text, key", [
+    ("prune=1.2", "prune"), ("steps=0,prune=0.3", "steps"), ("lr=nan", "lr"), ("ft=-1", "ft"),
+    ("round_to=-8,prune=0.3", "round_to"), ("kd=maybe", "kd"), ("scope=x", "scope"),
+])
+def test_a_bad_knob_in_a_spec_ends_with_its_help_from_the_table(text, key):
+    with pytest.raises(UserError) as raised:
+        parse_variant(text)
+    message = str(raised.value)
+    assert message.startswith(f"--variant {text}: {key}=") and message.endswith(KNOBS[key].help)
+    assert "\n" not in message

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.errors import UserError
+from harness.variants import check_knob
 
 if TYPE_CHECKING:
     import torch
@@ -40,11 +41,12 @@ class FineTuneSettings:
     seed: int = 0
 
     def validate(self) -> None:
-        """UserError for values that cannot train."""
+        """UserError for values that cannot train. The learning rate has the rule of the lr
+        knob (harness.variants.KNOBS); epochs not ft's: ft=0 means "no fine-tuning", while
+        fine_tune with 0 epochs has nothing to do."""
         if not self.epochs > 0:
             raise UserError(f"fine-tune epochs {self.epochs!r} must be > 0")
-        if not self.lr > 0:
-            raise UserError(f"fine-tune learning rate {self.lr!r} must be > 0")
+        check_knob("lr", self.lr, "fine-tune learning rate")
         if not isinstance(self.batch_size, int) or self.batch_size < _MIN_BATCH:
             raise UserError(f"fine-tune batch size {self.batch_size!r} must be an integer >= {_MIN_BATCH}")
         if not 0.0 <= self.alpha <= 1.0:

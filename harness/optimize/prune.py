@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
 from harness.optimize.profile import count_params_macs
+# The knobs and their rules are written once, with the variant specs; IMPORTANCES is re-exported.
+from harness.variants import IMPORTANCES, check_knob  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-from harness.variants import IMPORTANCES, SCOPES  # the knobs are defined once, with the variant specs
 
 # Where structured_prune leaves, on the pruned model, the original index of every channel
 # that survived (per module name, output and input side); rewind_weights reads it.
@@ -44,17 +44,13 @@ class PruneSettings:
     seed: int = 0  # seeds the "random" importance
 
     def validate(self) -> None:
-        """UserError (one line, naming the setting) for anything out of range."""
-        if not isinstance(self.ratio, (int, float)) or not 0.0 < float(self.ratio) < 1.0:
-            raise UserError(f"pruning ratio {self.ratio!r} is outside (0, 1); give e.g. prune=0.35")
-        if self.importance not in IMPORTANCES:
-            raise UserError(f"unknown pruning importance {self.importance!r}; choose one of {', '.join(IMPORTANCES)}")
-        if self.scope not in SCOPES:
-            raise UserError(f"unknown pruning scope {self.scope!r}; choose local or global")
-        if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
-            raise UserError(f"round_to {self.round_to!r} must be a positive integer (or none)")
-        if not isinstance(self.iterative_steps, int) or self.iterative_steps < 1:
-            raise UserError(f"iterative_steps {self.iterative_steps!r} must be an integer >= 1")
+        """UserError (one line, naming the setting) for anything out of range: the rules of the
+        matching variant knobs (harness.variants.KNOBS), as library callers need no spec."""
+        check_knob("prune", self.ratio, "pruning ratio")
+        check_knob("importance", self.importance, "pruning importance")
+        check_knob("scope", self.scope, "pruning scope")
+        check_knob("round_to", self.round_to, "round_to")
+        check_knob("steps", self.iterative_steps, "iterative_steps")
 
 
 @dataclass
@@ -160,8 +156,7 @@ def make_importance(name: str) -> Any:
         "taylor": imp.TaylorImportance,
         "random": imp.RandomImportance,
     }
-    if name not in factories:
-        raise UserError(f"unknown pruning importance {name!r}; choose one of {', '.join(IMPORTANCES)}")
+    check_knob("importance", name, "pruning importance")
     return factories[name]()
 
 
@@ -284,8 +279,7 @@ def unstructured_prune(model: "nn.Module", sparsity: float) -> dict:
     from torch import nn
     from torch.nn.utils import prune as torch_prune
 
-    if not isinstance(sparsity, (int, float)) or not 0.0 < float(sparsity) < 1.0:
-        raise UserError(f"sparsity {sparsity!r} is outside (0, 1); give e.g. sparsity=0.8")
+    check_knob("sparsity", sparsity, "sparsity")
     targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     if not targets:
         raise UserError("unstructured pruning found no conv or linear layer in the model")

@@ -33,11 +33,12 @@ import numpy as np
 from harness.convert import convert_to_tflite, parity_figures
 from harness.errors import UserError
 from harness.evaluate import tflite_predict, to_model_layout
+# The modes and their rules are written once, with the variant specs; QUANT_MODES is re-exported.
+from harness.variants import QUANT_MODES, check_knob, int8_io_allowed  # noqa: F401
 
 if TYPE_CHECKING:
     from torch import nn
 
-from harness.variants import QUANT_MODES  # defined once, with the variant specs
 # Enough samples for stable min/max ranges on small nets; more only slows calibration down.
 CALIBRATION_MAX_SAMPLES = 128
 # Parity is measured on this many samples when the caller gives no parity_inputs.
@@ -330,9 +331,8 @@ def _parity_samples(calibration: np.ndarray, parity_inputs: np.ndarray | None) -
 
 
 def _check_mode(mode: str, int8_io: bool) -> None:
-    if mode not in QUANT_MODES:
-        raise UserError(f"unknown quantization mode {mode!r}; choose one of {', '.join(QUANT_MODES)}")
-    if int8_io and mode != "int8":
+    check_knob("quant", mode, "quantization mode")
+    if int8_io and not int8_io_allowed(mode):
         raise UserError(f"int8 I/O needs full-integer quantization (mode int8), not {mode!r}")
 
 
