@@ -65,11 +65,16 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def _worst_first(verdicts: list[KeyVerdict]) -> list[KeyVerdict]:
+    from harness.compare import VERDICTS  # display order
+
+    return sorted(verdicts, key=lambda v: VERDICTS.index(v.verdict))
+
+
 def format_compare(result: CompareResult) -> str:
     """The terminal view: worst verdicts first."""
-    order = {"REGRESSED": 0, "INVALID": 1, "UNKNOWN": 2, "IMPROVED": 3, "SAME": 4}
-    parts = [_text_table(latency_header(result), [_latency_cells(v) for v in
-                                          sorted(result.latency, key=lambda v: order[v.verdict])])]
+    parts = [_text_table(latency_header(result),
+                         [_latency_cells(v) for v in _worst_first(result.latency)])]
     metrics = [*result.size, *result.accuracy]
     if metrics:
         parts.append(_text_table(METRIC_HEADER, [_metric_cells(v) for v in metrics]))
@@ -88,9 +93,8 @@ def compare_markdown(result: CompareResult) -> str:
     icon = {"REGRESSED": "❌", "INVALID": "⚠️", "UNKNOWN": "❔", "IMPROVED": "✅", "SAME": "✅"}
     head = ("**bench compare**: " + ("❌ regressions found" if result.regressed
                                      else "no regressions"))
-    order = {"REGRESSED": 0, "INVALID": 1, "UNKNOWN": 2, "IMPROVED": 3, "SAME": 4}
     latency_rows = []
-    for v in sorted(result.latency, key=lambda v: order[v.verdict]):
+    for v in _worst_first(result.latency):
         cells = _latency_cells(v)
         cells[0] = f"{icon[v.verdict]} {v.verdict}"
         # The key label stays plain escaped text: in a code span the escapes would show.

@@ -21,14 +21,33 @@ import fnmatch
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Callable
 
 import numpy as np
 
+from harness.config import HygieneSettings
 from harness.errors import UserError
-from harness.results import Measurement
+from harness.results import Measurement, MeasurementStatus
 
-REGRESSED, IMPROVED, SAME, UNKNOWN, INVALID = "REGRESSED", "IMPROVED", "SAME", "UNKNOWN", "INVALID"
+
+class Verdict(str, Enum):
+    """A key's or metric's verdict; a str Enum, so JSON, JUnit and compare.md show the plain
+    name and callers may compare with the strings."""
+
+    REGRESSED = "REGRESSED"
+    IMPROVED = "IMPROVED"
+    SAME = "SAME"
+    UNKNOWN = "UNKNOWN"
+    INVALID = "INVALID"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The names callers import.
+REGRESSED, IMPROVED, SAME = Verdict.REGRESSED, Verdict.IMPROVED, Verdict.SAME
+UNKNOWN, INVALID = Verdict.UNKNOWN, Verdict.INVALID
 VERDICTS = (REGRESSED, INVALID, UNKNOWN, IMPROVED, SAME)  # display order: worst first
 MIN_SAMPLES = 3
 
@@ -103,11 +122,11 @@ def group_samples(measurements: list[Measurement], thresholds: "Thresholds | Non
     for m in measurements:
         if m.kind != "timing":
             continue
-        if m.status == "invalid":
+        if m.status == MeasurementStatus.INVALID:
             groups.setdefault(series_key(m), KeySamples()).invalid += 1
             continue
         value = sample_value(m, thresholds.statistic)
-        if m.status != "ok" or value is None:
+        if m.status != MeasurementStatus.OK or value is None:
             continue  # failed / retried / skipped launches are not samples
         samples = groups.setdefault(series_key(m), KeySamples())
         samples.values_us.append(value)
@@ -123,6 +142,11 @@ def group_samples(measurements: list[Measurement], thresholds: "Thresholds | Non
 
 
 # -- thresholds ----------------------------------------------------------------------------------
+# A sample counts when its device was as fit as a run demands before launching (the same
+# thresholds as harness.devices.hygiene, defined once in HygieneSettings).
+_HYGIENE = HygieneSettings()
+
+
 @dataclass
 class Thresholds:
     ratio: float = 1.05                 # median cand/base that counts as a real slowdown
@@ -130,8 +154,8 @@ class Thresholds:
     alpha: float = 0.01                 # one-sided p-value bound
     max_cv: float = 0.10                # validity gate: stdev/mean of a key's samples
     max_spread: float = 3.0             # validity gate: max/min of a key's samples
-    max_thermal_status: int = 1         # Android THROTTLING_LIGHT; above it the SoC is slowed
-    min_battery_pct: int = 20
+    max_thermal_status: int = _HYGIENE.max_thermal_status  # above it the SoC is slowed
+    min_battery_pct: int = _HYGIENE.min_battery_pct
     size_tolerance: float = 0.01        # relative .tflite size increase that is a regression
     accuracy_drop_points: float = 0.5   # top-1 drop, in percentage points, that is a regression
     bootstrap_resamples: int = 2000
@@ -236,7 +260,7 @@ def more_trials_needed(test: LatencyTest, n: int, threshold: float) -> int | Non
 @dataclass
 class KeyVerdict:
     key: SeriesKey
-    verdict: str
+    verdict: Verdict
     reason: str
     threshold: float
     base: SampleStats
@@ -313,7 +337,7 @@ class MetricVerdict:
 
     metric: str          # "size" | "accuracy"
     variant: str
-    verdict: str
+    verdict: Verdict
     reason: str
     base_value: float
     cand_value: float

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness.config_schema import (BENCHMARK_RULES, BINARY_PATH_RULE, LAB_HYGIENE_RULES,
-                                   RUN_RULES, SECTIONS, Invalid, Rule, show_key, show_value,
-                                   tag_name_problem)
+from harness.benchmark.command import settings_flags
+from harness.config_schema import (BENCHMARK_RULES, BINARY_PATH_RULE, HYGIENE_RULES,
+                                   LAB_HYGIENE_RULES, RUN_RULES, SECTIONS, Invalid, Rule,
+                                   show_key, show_value, tag_name_problem)
 from harness.errors import UserError
 
 DEFAULT_CONFIG_FILE = "bench.toml"
@@ -33,17 +34,33 @@ class BenchmarkSettings:
     startup_allowance_s: float = 60.0
 
     def flags(self) -> list[str]:
-        out = [f"--num_runs={self.num_runs}", f"--warmup_runs={self.warmup_runs}",
-               f"--min_secs={self.min_secs:g}", f"--max_secs={self.max_secs:g}",
-               f"--warmup_min_secs={self.warmup_min_secs:g}",
-               f"--num_threads={self.num_threads}"]
-        if self.use_xnnpack is not None:
-            out.append(f"--use_xnnpack={str(self.use_xnnpack).lower()}")
-        return out
+        """The flags these settings give benchmark_model (written in harness.benchmark.command)."""
+        return settings_flags(self)
 
     def timeout_s(self) -> float:
         # Warm-up and timed phases may each run up to max_secs (plus one run in progress).
         return 2 * self.max_secs + self.startup_allowance_s
+
+
+@dataclass
+class HygieneSettings:
+    """Measurement-hygiene thresholds: when a device is fit to measure (harness.devices.hygiene
+    waits for it) and when a stored sample counts (harness.compare's gates).
+
+    The one definition of these fields and defaults: [run] and [lab] in bench.toml set them
+    (rules: harness.config_schema.HYGIENE_RULES, keyed by these names), and RunConfig carries
+    them as `hygiene`."""
+
+    min_battery_pct: int = 20
+    max_temp_c: float = 45.0
+    max_thermal_status: int = 1  # Android's THROTTLING_LIGHT; above it the SoC is being slowed
+    cooldown_deadline_s: float = 300.0
+    cooldown_poll_s: float = 5.0  # how often a device that is not fit is read again
+    # Not a setting (no rule): room left free on the device after a push.
+    storage_margin_bytes: int = 20 * 2**20
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -67,17 +84,19 @@ class RunConfig:
     device_wait_s: float = 60.0      # how long to wait for a dropped device to come back
     quarantine_after: int = 3        # consecutive failed jobs that take a device out of the run
     busy: str = "wait"               # a device locked by another bench: "wait" or "fail"
-    min_battery_pct: int = 20
-    max_temp_c: float = 45.0
-    max_thermal_status: int = 1
-    cooldown_deadline_s: float = 300.0
-    cooldown_poll_s: float = 5.0
+    # The [run] keys min_battery_pct, max_temp_c, ... (HYGIENE_RULES); [lab] may override them.
+    hygiene: HygieneSettings = field(default_factory=HygieneSettings)
     store_path: Path = Path("reports/bench.db")
     reports_dir: Path = Path("reports")
     remote_dir: str = "/data/local/tmp/bench"
     binaries: dict[str, str] = field(default_factory=dict)  # ABI -> local benchmark_model path
     benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
     lab: LabConfig = field(default_factory=lambda: LabConfig())  # the [lab] section
+
+    def effective_hygiene(self) -> HygieneSettings:
+        """The thresholds launches are held to: [run]'s, overridden by the lab's ([lab])."""
+        overrides = {k: v for k, v in (self.lab.hygiene or {}).items() if k in LAB_HYGIENE_RULES}
+        return replace(self.hygiene, **overrides)
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -141,7 +160,7 @@ def config_from_tables(data: dict, source: str) -> RunConfig:
             raise UserError(f"{source}: {name} = {show_value(value)}: must be a table "
                             f"([{name}] followed by key = value lines)")
     config = RunConfig()
-    _apply(config, data.get("run", {}), RUN_RULES, source, "run")
+    _apply_run(config, data.get("run", {}), source)
     _apply(config.benchmark, data.get("benchmark", {}), BENCHMARK_RULES, source, "benchmark")
     config.binaries.update(_parse_binaries(data.get("binaries", {}), source))
     config.lab = parse_lab_section(data.get("lab", {}), source)
@@ -151,11 +170,16 @@ def config_from_tables(data: dict, source: str) -> RunConfig:
 
 def config_from_dict(data: dict, source: str = "the stored run config") -> RunConfig:
     """A RunConfig back from `dataclasses.asdict` form (a stored run's config, for --resume),
-    checked against the same schema as bench.toml. Keys this version no longer has are ignored."""
+    checked against the same schema as bench.toml. Keys this version no longer has are ignored.
+
+    The hygiene thresholds are a `hygiene` table; runs stored before that have them as
+    top-level keys, as in [run]: both load."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: not a config table; the run cannot be resumed")
     config = RunConfig()
-    _apply(config, {k: v for k, v in data.items() if k in RUN_RULES}, RUN_RULES, source, "run")
+    _apply_run(config, {k: v for k, v in data.items() if k in RUN_RULES}, source)
+    hygiene = _stored_table(data, "hygiene", source)
+    _apply_run(config, {k: v for k, v in hygiene.items() if k in HYGIENE_RULES}, source)
     benchmark = _stored_table(data, "benchmark", source)
     _apply(config.benchmark, {k: v for k, v in benchmark.items() if k in BENCHMARK_RULES},
            BENCHMARK_RULES, source, "benchmark")
@@ -172,9 +196,9 @@ def config_from_dict(data: dict, source: str = "the stored run config") -> RunCo
 def validate_config(config: RunConfig, source: str = "run config") -> None:
     """Check a RunConfig made in code or changed by command-line flags against the schema,
     and normalize its values (floats for numbers, Path for paths)."""
-    for target, rules, section in ((config, RUN_RULES, "run"),
-                                   (config.benchmark, BENCHMARK_RULES, "benchmark")):
-        _apply(target, {key: getattr(target, key) for key in rules}, rules, source, section)
+    _apply_run(config, {key: getattr(_run_target(config, key), key) for key in RUN_RULES}, source)
+    _apply(config.benchmark, {key: getattr(config.benchmark, key) for key in BENCHMARK_RULES},
+           BENCHMARK_RULES, source, "benchmark")
     _parse_binaries(config.binaries, source)
     _check_hygiene(config.lab, source)
 
@@ -188,15 +212,30 @@ def _stored_table(data: dict, name: str, source: str) -> dict:
 
 def _apply(target, values: dict, rules: dict[str, Rule], source: str, section: str) -> None:
     for key, value in values.items():
-        rule = rules.get(key)
-        if rule is None:
-            raise UserError(f"{source}: [{section}] {show_key(key)}: unknown key"
-                            f"{_did_you_mean(key, rules)}; known: {', '.join(rules)}")
-        try:
-            setattr(target, key, rule.check(value))
-        except Invalid as exc:
-            raise UserError(f"{source}: [{section}] {show_key(key)} = {show_value(value)}: "
-                            f"{exc}") from None
+        setattr(target, key, _checked(key, value, rules, source, section))
+
+
+def _apply_run(config: RunConfig, values: dict, source: str) -> None:
+    """[run] keys: RunConfig's own and the hygiene thresholds, each set where it lives."""
+    for key, value in values.items():
+        setattr(_run_target(config, key), key, _checked(key, value, RUN_RULES, source, "run"))
+
+
+def _run_target(config: RunConfig, key: str):
+    return config.hygiene if key in HYGIENE_RULES else config
+
+
+def _checked(key, value, rules: dict[str, Rule], source: str, section: str):
+    """`value` as its rule normalizes it; a UserError naming the section and key otherwise."""
+    rule = rules.get(key)
+    if rule is None:
+        raise UserError(f"{source}: [{section}] {show_key(key)}: unknown key"
+                        f"{_did_you_mean(key, rules)}; known: {', '.join(rules)}")
+    try:
+        return rule.check(value)
+    except Invalid as exc:
+        raise UserError(f"{source}: [{section}] {show_key(key)} = {show_value(value)}: "
+                        f"{exc}") from None
 
 
 def _did_you_mean(key, known) -> str:
@@ -231,7 +270,7 @@ def _check_hygiene(lab: "LabConfig", source: str) -> None:
 
 # -- [lab] -------------------------------------------------------------------------------------
 # Keys of [lab] itself are measurement-hygiene thresholds (LAB_HYGIENE_RULES), carried as given;
-# consumers apply the defaults.
+# RunConfig.effective_hygiene lays them over [run]'s.
 LAB_TABLES = ("servers", "tags", "binaries")
 _SHA256_HEX = frozenset("0123456789abcdef")
 

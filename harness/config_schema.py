@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from harness.lab.jobs import DELEGATES
+from harness.benchmark.command import DELEGATES
 
 # Bigger integers overflow benchmark_model's int flags and SQLite's INTEGER; bigger seconds are
 # no timeout anyone means (and overflow some timeout arguments).
@@ -172,7 +172,18 @@ def _seconds(low_open: bool = False) -> Rule:
 
 
 # -- the tables: section -> key -> rule ----------------------------------------------------------
-# [run] (RunConfig's own fields; `binaries`, `benchmark` and `lab` are sections of their own).
+# The measurement-hygiene thresholds (harness.config.HygieneSettings, keyed by its field names):
+# keys of [run], and all but cooldown_poll_s of [lab].
+HYGIENE_RULES: dict[str, Rule] = {
+    "min_battery_pct": _int(0, 100),
+    "max_temp_c": Rule(Kind.NUMBER, 0, 150, low_open=True),
+    "max_thermal_status": _int(0, 6),  # Android's THERMAL_STATUS_NONE .. _SHUTDOWN
+    "cooldown_deadline_s": _seconds(),
+    "cooldown_poll_s": _seconds(low_open=True),
+}
+
+# [run] (RunConfig's own fields and the hygiene thresholds, which RunConfig keeps in `hygiene`;
+# `binaries`, `benchmark` and `lab` are sections of their own).
 RUN_RULES: dict[str, Rule] = {
     "devices": Rule(Kind.TEXT, example='"all"'),
     "model": Rule(Kind.TEXT, example='"digits_cnn"'),
@@ -191,11 +202,7 @@ RUN_RULES: dict[str, Rule] = {
     "device_wait_s": _seconds(),
     "quarantine_after": _int(1),
     "busy": Rule(Kind.CHOICE, choices=BUSY_CHOICES),
-    "min_battery_pct": _int(0, 100),
-    "max_temp_c": Rule(Kind.NUMBER, 0, 150, low_open=True),
-    "max_thermal_status": _int(0, 6),  # Android's THERMAL_STATUS_NONE .. _SHUTDOWN
-    "cooldown_deadline_s": _seconds(),
-    "cooldown_poll_s": _seconds(low_open=True),
+    **HYGIENE_RULES,
     "store_path": Rule(Kind.PATH),
     "reports_dir": Rule(Kind.PATH),
     "remote_dir": Rule(Kind.TEXT, absolute=True, example='"/data/local/tmp/bench"'),
@@ -213,10 +220,10 @@ BENCHMARK_RULES: dict[str, Rule] = {
     "startup_allowance_s": _seconds(),
 }
 
-# Keys of [lab] itself: measurement-hygiene thresholds, the same rules as in [run].
+# Keys of [lab] itself: the lab's thresholds override [run]'s. How often a hot device is polled
+# is the run's business, not the lab's.
 LAB_HYGIENE_RULES: dict[str, Rule] = {
-    key: RUN_RULES[key] for key in ("min_battery_pct", "max_temp_c", "max_thermal_status",
-                                    "cooldown_deadline_s")}
+    key: rule for key, rule in HYGIENE_RULES.items() if key != "cooldown_poll_s"}
 
 BINARY_PATH_RULE = Rule(Kind.TEXT, example='"/opt/tflite/benchmark_model"')
 

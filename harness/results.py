@@ -28,6 +28,22 @@ class RunStatus(str, Enum):
         return self.value
 
 
+class MeasurementStatus(str, Enum):
+    """A launch's outcome (`Measurement.status`, `measurements.status` in the store); a str Enum
+    like RunStatus, so the store keeps the same text and readers may compare with strings."""
+
+    OK = "ok"
+    FAILED = "failed"            # an error exit, no figures in the output, or the device failed
+    CRASHED = "crashed"          # killed by a signal
+    TIMED_OUT = "timed_out"      # ran past BenchmarkSettings.timeout_s() and was killed
+    INVALID = "invalid"          # not launched: the device stayed unfit to measure (hygiene)
+    SKIPPED = "skipped"          # not launched: the device was quarantined
+    RETRIED = "retried"          # an attempt that lost the device; the job was run again
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(kw_only=True)
 class BenchmarkFigures:
     """What one benchmark_model run reports; None where its output does not say.
@@ -61,7 +77,7 @@ class Measurement(BenchmarkFigures):
     device_serial: str
     adb_server: str
     variant: str
-    status: str                      # ok | failed | crashed | timed_out | invalid | skipped | retried
+    status: str                      # a MeasurementStatus (plain text once read back)
     error: str | None = None         # why it is not ok, one line
     failure_kind: str | None = None  # "device" | "benchmark" | "hygiene" | "quarantine" | None
     kind: str = "timing"             # timing | peak_memory | op_profile | confirm (harness.lab.jobs.KINDS)

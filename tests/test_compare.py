@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness.compare import (IMPROVED, INVALID, REGRESSED, SAME, UNKNOWN, Thresholds, compare,
-                             compare_samples, latency_test, parse_threshold, resolve_run_ref)
+from harness.compare import (IMPROVED, INVALID, REGRESSED, SAME, UNKNOWN, VERDICTS, Thresholds,
+                             Verdict, compare, compare_samples, latency_test, parse_threshold,
+                             resolve_run_ref)
+from harness.config import HygieneSettings
 from harness.errors import UserError
 from harness.junit import junit_tree
 from harness.results import Measurement
@@ -151,6 +153,19 @@ def test_low_battery_while_charging_is_not_a_gate():
                    telemetry=dict(GOOD_TELEMETRY, battery_pct=12, charging=True))
     v = only_verdict(samples("b", noisy(2000, 10, cv=0.004, seed=16)), cand)
     assert v.verdict != INVALID
+
+
+def test_the_gates_hold_samples_to_the_runs_own_hygiene_thresholds():
+    run, gates = HygieneSettings(), Thresholds()
+    assert (gates.max_thermal_status, gates.min_battery_pct) == (run.max_thermal_status,
+                                                                 run.min_battery_pct)
+
+
+def test_verdicts_are_an_enum_that_reads_and_stores_as_its_name():
+    assert VERDICTS == (Verdict.REGRESSED, Verdict.INVALID, Verdict.UNKNOWN, Verdict.IMPROVED,
+                        Verdict.SAME)
+    assert all(v == v.name and str(v) == f"{v}" == v.name for v in Verdict)
+    assert json.dumps({REGRESSED: [SAME]}) == '{"REGRESSED": ["SAME"]}'
 
 
 def test_keys_differ_by_device_and_delegate():

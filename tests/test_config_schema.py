@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import (KNOWN_ABIS, BenchmarkSettings, RunConfig, config_from_dict,
-                            load_config, validate_config)
-from harness.config_schema import (BENCHMARK_RULES, LAB_HYGIENE_RULES, RUN_RULES, SECTIONS,
-                                   Kind, Rule)
+from harness.config import (KNOWN_ABIS, BenchmarkSettings, HygieneSettings, RunConfig,
+                            config_from_dict, load_config, validate_config)
+from harness.config_schema import (BENCHMARK_RULES, HYGIENE_RULES, LAB_HYGIENE_RULES, RUN_RULES,
+                                   SECTIONS, Kind, Rule)
 from harness.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,10 +30,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_schema_names_every_setting_of_the_dataclasses():
-    own_sections = {"binaries", "benchmark", "lab"}
-    assert set(RUN_RULES) == {f.name for f in fields(RunConfig)} - own_sections
+    own_tables = {"binaries", "benchmark", "lab", "hygiene"}
+    assert set(RUN_RULES) == {f.name for f in fields(RunConfig)} - own_tables | set(HYGIENE_RULES)
     assert set(BENCHMARK_RULES) == {f.name for f in fields(BenchmarkSettings)}
-    assert set(LAB_HYGIENE_RULES) <= set(RUN_RULES)
+    # The thresholds' rules are keyed by HygieneSettings' fields (all but the push margin, which
+    # is no setting); [run] and [lab] share each rule, not a copy of it.
+    not_settings = {"storage_margin_bytes"}
+    assert set(HYGIENE_RULES) == {f.name for f in fields(HygieneSettings)} - not_settings
+    assert all(RUN_RULES[k] is rule for k, rule in HYGIENE_RULES.items())
+    assert all(HYGIENE_RULES[k] is rule for k, rule in LAB_HYGIENE_RULES.items())
     # Every default passes its own rule.
     validate_config(RunConfig())
 
@@ -121,6 +126,34 @@ def test_stored_configs_round_trip_and_go_through_the_same_rules():
                           "peak_memory": "on"})
 
 
+def test_stored_configs_of_either_form_load_the_hygiene_thresholds():
+    config = RunConfig(hygiene=HygieneSettings(min_battery_pct=30, cooldown_poll_s=0.5))
+    stored = json.loads(json.dumps(asdict(config), default=str))
+    assert config_from_dict(stored) == config
+    # Runs stored before RunConfig.hygiene have the thresholds at the top level, as [run] has.
+    flat = {k: v for k, v in stored.items() if k != "hygiene"}
+    flat |= {"min_battery_pct": 30, "max_temp_c": 40, "max_thermal_status": 2,
+             "cooldown_deadline_s": 60, "cooldown_poll_s": 0.5}
+    assert config_from_dict(flat).hygiene == HygieneSettings(
+        min_battery_pct=30, max_temp_c=40.0, max_thermal_status=2, cooldown_deadline_s=60.0,
+        cooldown_poll_s=0.5)
+    stored["hygiene"]["max_temp_c"] = -1
+    with pytest.raises(UserError, match=r"\[run\] max_temp_c = -1: must be a number > 0"):
+        config_from_dict(stored)
+
+
+def test_run_hygiene_keys_fill_config_hygiene_and_lab_keys_override_them(tmp_path):
+    config = load_config(write(tmp_path, "[run]\nmin_battery_pct = 50\nmax_temp_c = 40\n"
+                                         "cooldown_poll_s = 1\n[lab]\nmax_temp_c = 42.5\n"))
+    ran = HygieneSettings(min_battery_pct=50, max_temp_c=40.0, cooldown_poll_s=1.0)
+    assert config.hygiene == ran
+    assert config.effective_hygiene() == HygieneSettings(min_battery_pct=50, max_temp_c=42.5,
+                                                         cooldown_poll_s=1.0)
+    config.hygiene.max_temp_c = 0
+    with pytest.raises(UserError, match=r"\[run\] max_temp_c = 0: must be a number > 0"):
+        validate_config(config)
+
+
 def test_run_benchmarks_checks_the_config_before_anything_is_written(tmp_path):
     from harness.run import run_benchmarks
 
@@ -206,7 +239,7 @@ def _bad_document(rng: random.Random) -> dict:
     Whenever a fault is skipped, it is because an earlier fault already broke that section."""
     doc: dict = {}
     sections = {"run": RUN_RULES, "benchmark": BENCHMARK_RULES, "lab": LAB_HYGIENE_RULES}
-    defaults = {**asdict(RunConfig()), **asdict(BenchmarkSettings())}
+    defaults = {**asdict(RunConfig()), **asdict(HygieneSettings()), **asdict(BenchmarkSettings())}
     for _ in range(rng.randint(0, 3)):  # some good values around the bad ones
         name = rng.choice(list(sections))
         key = rng.choice(list(sections[name]))

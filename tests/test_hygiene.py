@@ -19,7 +19,7 @@ from harness.devices.telemetry import (Telemetry, cpu_topology, parse_charging, 
 from harness.errors import DeviceError
 from harness.lab.virtual_lab import lab_down, lab_up
 
-FAST = dict(poll_interval_s=0.1, cooldown_deadline_s=0.6)
+FAST = dict(cooldown_poll_s=0.1, cooldown_deadline_s=0.6)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_a_hot_device_is_not_ready_after_the_deadline(session, device):
 def test_the_deadline_counts_injected_sleeps(session, device):
     set_faults(device.state_dir, temperature_c=55.0)
     slept = []
-    readiness = wait_until_ready(session, HygieneSettings(poll_interval_s=2, cooldown_deadline_s=9),
+    readiness = wait_until_ready(session, HygieneSettings(cooldown_poll_s=2, cooldown_deadline_s=9),
                                  sleep=slept.append)
     assert not readiness.ok
     assert slept == [2, 2, 2, 2, 1]
@@ -167,7 +167,7 @@ def test_a_device_that_cools_down_during_the_wait_becomes_ready(session, device)
     cooler = threading.Timer(0.5, lambda: set_faults(device.state_dir, temperature_c=None))
     cooler.start()
     try:
-        readiness = wait_until_ready(session, HygieneSettings(poll_interval_s=0.1,
+        readiness = wait_until_ready(session, HygieneSettings(cooldown_poll_s=0.1,
                                                               cooldown_deadline_s=30))
     finally:
         cooler.cancel()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
-from harness.config import BenchmarkSettings, RunConfig
+from harness.config import BenchmarkSettings, HygieneSettings, RunConfig
+from harness.config_schema import HYGIENE_RULES
 from harness.devices.session import list_device_states
 from harness.lab.virtual_lab import LabState, lab_down, lab_up
 from harness.run import resume_benchmarks, run_benchmarks
@@ -39,12 +40,15 @@ def healthy_devices(lab):
 
 
 def config_for(tmp_path, **kw) -> RunConfig:
+    """A RunConfig for the lab's tests; hygiene thresholds may be given as keywords, as in [run]."""
     kw.setdefault("benchmark", FAST)
     kw.setdefault("peak_memory", False)
     kw.setdefault("variants", ["baseline"])  # not the default model's three
-    kw.setdefault("cooldown_poll_s", 0.2)
     kw.setdefault("device_wait_s", 20)
-    return RunConfig(store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports", **kw)
+    thresholds = {k: kw.pop(k) for k in list(kw) if k in HYGIENE_RULES}
+    thresholds.setdefault("cooldown_poll_s", 0.2)
+    return RunConfig(store_path=tmp_path / "bench.db", reports_dir=tmp_path / "reports",
+                     hygiene=HygieneSettings(**thresholds), **kw)
 
 
 def timing(measurements, serial=None):

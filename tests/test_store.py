@@ -8,7 +8,8 @@ import pytest
 
 from harness.errors import StorageError, UserError
 from harness.journal import Journal, journal_path
-from harness.results import MEASUREMENT_FIELDS, Measurement, RunStatus, utc_now
+from harness.results import (MEASUREMENT_FIELDS, Measurement, MeasurementStatus, RunStatus,
+                             utc_now)
 from harness.run_owner import LEASE_S, RunOwnership, refuse_if_running
 from harness.store import SCHEMA_VERSION, Store
 from tests.small_disk import fill, tmpfs
@@ -36,6 +37,16 @@ def test_measurements_round_trip_every_field(tmp_path):
                             "nodes_total": 7, "delegate": "XNNPACK", "output_tail": "x\ny"})
     store.add_measurement(original)
     assert store.measurements("r") == [original]
+
+
+def test_measurement_statuses_are_stored_as_their_text(tmp_path):
+    store = Store(tmp_path / "bench.db")
+    for status in MeasurementStatus:
+        store.add_measurement(Measurement("r", "s", "a", "fp32", status, job_key=status.name))
+    rows = sqlite3.connect(tmp_path / "bench.db").execute(
+        "SELECT status, typeof(status) FROM measurements ORDER BY rowid").fetchall()
+    assert rows == [(s.value, "text") for s in MeasurementStatus]
+    assert [m.status for m in store.measurements("r")] == list(MeasurementStatus)
 
 
 def test_run_lifecycle(tmp_path):

@@ -12,9 +12,12 @@ import re
 import shlex
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from harness.benchmark.command import pinned
+# The thresholds are config: defined once, in harness.config (importable from here too).
+from harness.config import HygieneSettings
 from harness.devices.session import DeviceSession
 from harness.devices.telemetry import CpuTopology, Telemetry, read_telemetry
 from harness.errors import DeviceError
@@ -22,19 +25,6 @@ from harness.errors import DeviceError
 log = logging.getLogger("bench.hygiene")
 
 FIXED_PERFORMANCE_COMMAND = "cmd power set-fixed-performance-mode-enabled"
-
-
-@dataclass
-class HygieneSettings:
-    min_battery_pct: int = 20
-    max_temp_c: float = 45.0
-    max_thermal_status: int = 1  # Android's THROTTLING_LIGHT; above it the SoC is being slowed
-    cooldown_deadline_s: float = 300.0
-    poll_interval_s: float = 5.0
-    storage_margin_bytes: int = 20 * 2**20
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -71,7 +61,7 @@ def unfit_reasons(telemetry: Telemetry, settings: HygieneSettings) -> list[str]:
 def wait_until_ready(session: DeviceSession, settings: HygieneSettings, *,
                      sleep: Callable[[float], None] = time.sleep,
                      first_reading: Telemetry | None = None) -> Readiness:
-    """Poll every poll_interval_s until the device is fit, up to cooldown_deadline_s.
+    """Poll every cooldown_poll_s until the device is fit, up to cooldown_deadline_s.
 
     `first_reading`: a snapshot the caller just took (the previous launch's after-telemetry),
     used instead of reading the device again.
@@ -89,7 +79,7 @@ def wait_until_ready(session: DeviceSession, settings: HygieneSettings, *,
             reason = "; ".join(reasons) + f" after {seconds_text(waited_s)} s cooldown"
             log.warning("%s: not ready: %s", session.serial, reason)
             return Readiness(False, reason, waited_s, before, after)
-        pause_s = min(settings.poll_interval_s, settings.cooldown_deadline_s - waited_s)
+        pause_s = min(settings.cooldown_poll_s, settings.cooldown_deadline_s - waited_s)
         sleep(pause_s)
         slept_s += pause_s
         after = read_telemetry(session)
@@ -171,4 +161,4 @@ def fixed_performance_mode(session: DeviceSession) -> Iterator[bool]:
 
 def pinned_command(command: str, topology: CpuTopology) -> str:
     """`command` run on the big cores only."""
-    return f"taskset {topology.mask_hex} {command}"
+    return pinned(command, topology.mask_hex)

@@ -10,7 +10,6 @@ the device kills the benchmark, and nothing is stored for it.
 from __future__ import annotations
 
 import json
-import shlex
 import threading
 import time
 from contextlib import ExitStack
@@ -18,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness.benchmark.command import benchmark_command, launch_threads
 from harness.binaries import binary_for_abi
 from harness.config import RunConfig
 from harness.devices.discovery import DeviceTarget
 from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
                                      CommandTimeout, DeviceSession, list_device_states)
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
-from harness.lab.jobs import DELEGATE_FLAGS, KIND_FLAGS, Job, device_identity
+from harness.lab.jobs import Job, device_identity
 from harness.progress import Line, Reporter, Task, as_reporter
-from harness.results import PARSED_FIELDS, Measurement, utc_now
+from harness.results import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
 from harness.store import Store
 
 OUTPUT_TAIL_LINES = 40
@@ -89,14 +89,14 @@ class DeviceRunner:
                 if self._done(job, target):
                     continue  # done under the id the device gave once it answered (_prepare)
                 if failure is not None:
-                    results.append(self._record_without_launch(target, job, prepared, failure,
-                                                               "failed", "device"))
+                    results.append(self._record_without_launch(
+                        target, job, prepared, failure, MeasurementStatus.FAILED, "device"))
                     launches.advance()
                     continue
                 if consecutive_failures >= self.config.quarantine_after:
                     reason = (f"device quarantined after {consecutive_failures} failed jobs in a row")
-                    results.append(self._record_without_launch(target, job, prepared,
-                                                               reason, "skipped", "quarantine"))
+                    results.append(self._record_without_launch(
+                        target, job, prepared, reason, MeasurementStatus.SKIPPED, "quarantine"))
                     launches.advance()
                     continue
                 m, prepared = self._run_job(target, job, prepared, first=first_launch)
@@ -104,7 +104,9 @@ class DeviceRunner:
                 if m is None:
                     break  # stopped mid-launch: nothing stored for it
                 results.append(m)  # counted by _run_job as it ended
-                consecutive_failures = 0 if m.status in ("ok", "invalid") else consecutive_failures + 1
+                # An invalid sample is the device's heat, not a failure of the job.
+                healthy = m.status in (MeasurementStatus.OK, MeasurementStatus.INVALID)
+                consecutive_failures = 0 if healthy else consecutive_failures + 1
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
         return results
@@ -117,7 +119,8 @@ class DeviceRunner:
         from harness.lab.locks import DeviceBusy, DeviceLock, LockOwner
 
         owner = LockOwner.this_process(self.run_id)
-        wait, timeout_s = self.config.busy == "wait", self.config.cooldown_deadline_s + 3600
+        wait = self.config.busy == "wait"
+        timeout_s = self.config.effective_hygiene().cooldown_deadline_s + 3600
         # Keyed by the server's address, not its name: two configs naming one server
         # differently still share its phones' locks.
         stack.enter_context(DeviceLock(target.serial, target.server.address, wait=wait,
@@ -152,15 +155,15 @@ class DeviceRunner:
             try:
                 ops = self._launch(prepared, artifact, job, m)
                 ended(note=f"{what}: " + (f"{m.inference_avg_us / 1000:.3f} ms avg"
-                                          if m.status == "ok" else f"{m.status}: {m.error}"))
+                                          if m.status == MeasurementStatus.OK
+                                          else f"{m.status}: {m.error}"))
                 return self._commit(m, ops), prepared
             except Cancelled:
                 self.log(f"{target.serial} [{artifact.variant} {job.kind} #{job.trial}]: stopped "
                          "(interrupted); the launch was killed and is not stored")
                 return None, prepared
             except BenchmarkError as exc:
-                m.status = "crashed" if _is_signal(exc.exit_status) else (
-                    "timed_out" if "timed out" in str(exc) else "failed")
+                m.status = _failure_status(exc)
                 m.error, m.failure_kind = str(exc), "benchmark"
                 m.exit_status = exc.exit_status if m.exit_status is None else m.exit_status
                 m.output_tail = m.output_tail or exc.output_tail
@@ -176,7 +179,7 @@ class DeviceRunner:
                          f"back: {exc}")
                 # The failed attempt is stored too, as "retried": nothing finished is ever lost,
                 # the retry shows in the results, and --resume does not count it as done.
-                m.status = "retried"
+                m.status = MeasurementStatus.RETRIED
                 self._commit(m)
                 try:
                     wait_for_device(target, self.config.device_wait_s, self.stop)
@@ -199,25 +202,22 @@ class DeviceRunner:
 
         session = prepared.session
         fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
-        readiness = wait_until_ready(session, _hygiene(self.config), sleep=self._cool_down,
+        readiness = wait_until_ready(session, self.config.effective_hygiene(),
+                                     sleep=self._cool_down,
                                      first_reading=prepared.last_telemetry if fresh else None)
         m.telemetry_before_json = json.dumps(readiness.after.to_dict())
         m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.max_temp_c
         if not readiness.ok:
-            m.status, m.failure_kind, m.error = "invalid", "hygiene", readiness.reason
+            m.status, m.failure_kind = MeasurementStatus.INVALID, "hygiene"
+            m.error = readiness.reason
             return []
         settings = self.config.benchmark
-        threads = job.threads or (len(prepared.big_cores) if settings.num_threads == -1
-                                  and prepared.big_cores else settings.num_threads)
-        flags = [f for f in settings.flags() if not f.startswith("--num_threads=")]
-        flags += [f"--num_threads={threads}"]
-        flags += DELEGATE_FLAGS.get(job.delegate, []) + KIND_FLAGS[job.kind]
-        command = " ".join([shlex.quote(self._remote_binary()),
-                            shlex.quote(f"--graph={self._remote_model(artifact)}"), *flags])
-        if self.config.pin_big_cores and prepared.mask_hex:
-            command = f"taskset {prepared.mask_hex} {command}"
-            m.cpu_mask = prepared.mask_hex
-        m.command, m.num_threads = command, threads
+        m.num_threads = launch_threads(job.threads, settings, prepared.big_cores)
+        m.cpu_mask = (prepared.mask_hex or None) if self.config.pin_big_cores else None
+        command = m.command = benchmark_command(
+            self._remote_binary(), self._remote_model(artifact), settings,
+            num_threads=m.num_threads, kind=job.kind, delegate=job.delegate,
+            cpu_mask_hex=m.cpu_mask)
         started = time.monotonic()
         try:
             result = session.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)
@@ -246,7 +246,7 @@ class DeviceRunner:
                                  m.output_tail, result.status)
         for name in PARSED_FIELDS:
             setattr(m, name, getattr(parsed, name))
-        m.status = "ok"
+        m.status = MeasurementStatus.OK
         return parsed.ops if job.kind == "op_profile" else []
 
     def _cool_down(self, pause_s: float) -> None:
@@ -286,7 +286,8 @@ class DeviceRunner:
         missing = sum(Path(local).stat().st_size for local, remote, sha, _m in files
                       if on_device.get(remote) != sha)
         if missing:
-            check_storage(session, self.config.remote_dir, missing, _hygiene(self.config))
+            check_storage(session, self.config.remote_dir, missing,
+                          self.config.effective_hygiene())
             with self.log.task(f"push to {self._device_id(target)}", total=missing,
                                unit="bytes") as push:
                 pushed = session.push_cached(files, progress=push.update)
@@ -325,7 +326,8 @@ class DeviceRunner:
                          first: bool) -> Measurement:
         artifact = self.artifacts[job.artifact_index]
         m = Measurement(run_id=self.run_id, device_serial=target.serial,
-                        adb_server=target.server.name, variant=artifact.variant, status="failed",
+                        adb_server=target.server.name, variant=artifact.variant,
+                        status=MeasurementStatus.FAILED,
                         model_name=artifact.model_name, artifact_sha256=artifact.sha256,
                         model_size_bytes=artifact.size_bytes, started_at=utc_now(),
                         kind=job.kind, trial=job.trial, delegate_choice=job.delegate,
@@ -371,18 +373,6 @@ def ask_device_id(target: DeviceTarget) -> str | None:
 
 def _ref(target: DeviceTarget) -> tuple[str, str]:
     return target.server.address, target.serial
-
-
-def _hygiene(config: RunConfig):
-    """Thresholds from the run config, overridden by the lab's ([lab] in bench.toml)."""
-    from harness.devices.hygiene import HygieneSettings
-
-    values = dict(min_battery_pct=config.min_battery_pct, max_temp_c=config.max_temp_c,
-                  max_thermal_status=config.max_thermal_status,
-                  cooldown_deadline_s=config.cooldown_deadline_s,
-                  poll_interval_s=config.cooldown_poll_s)
-    values.update({k: v for k, v in (config.lab.hygiene or {}).items() if k in values})
-    return HygieneSettings(**values)
 
 
 class _performance_mode:
@@ -433,6 +423,13 @@ def wait_for_device(target: DeviceTarget, deadline_s: float,
         time.sleep(0.5)
     raise DeviceError(f"device {target.serial} did not come back within {deadline_s:g} s "
                       f"(last state: {last})")
+
+
+def _failure_status(exc: BenchmarkError) -> MeasurementStatus:
+    """How a launch that raised `exc` ended: killed by a signal, past its timeout, or failed."""
+    if _is_signal(exc.exit_status):
+        return MeasurementStatus.CRASHED
+    return MeasurementStatus.TIMED_OUT if "timed out" in str(exc) else MeasurementStatus.FAILED
 
 
 def _is_signal(exit_status: int | None) -> bool:

@@ -9,21 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-KINDS = ("timing", "peak_memory", "op_profile", "confirm")
-DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi")
-# benchmark_model flags per delegate choice ("cpu" is the plain interpreter, without XNNPACK).
-DELEGATE_FLAGS = {
-    "cpu": ["--use_xnnpack=false"],
-    "xnnpack": ["--use_xnnpack=true"],
-    "gpu": ["--use_gpu=true"],
-    "nnapi": ["--use_nnapi=true"],
-}
-KIND_FLAGS = {
-    "timing": [],
-    "peak_memory": ["--report_peak_memory_footprint=true"],
-    "op_profile": ["--enable_op_profiling=true"],
-    "confirm": [],  # a timing launch of `bench compare --confirm`
-}
+# Job kinds and delegate choices are the keys of the command line's flag tables
+# (harness.benchmark.command); re-exported for the planners that import them from here.
+from harness.benchmark.command import DELEGATES, KINDS  # noqa: F401
 
 
 @dataclass(frozen=True)
