@@ -3,6 +3,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -220,6 +221,11 @@ def test_resume_is_refused_while_the_owner_lives_on_this_host(tmp_path):
     with RunOwnership(store, "r", interval_s=0.05):  # ... except while it is making it
         with pytest.raises(UserError, match="still running"):
             store.claim_run("r", socket.gethostname(), os.getpid(), utc_now(), refuse_if_running)
+        # Its heartbeat goes on: the first beat comes one interval after the start (waited
+        # for, not assumed: on a busy machine the block could end before it).
+        deadline = time.monotonic() + 10
+        while store.run("r")["heartbeat_at"] <= run["heartbeat_at"] and time.monotonic() < deadline:
+            time.sleep(0.02)
     assert store.run("r")["heartbeat_at"] > run["heartbeat_at"]
 
 
