@@ -94,11 +94,12 @@ def instrument(spans: Spans) -> None:
     import harness.report as report
     import harness.run as run
     from harness.devices.session import DeviceSession
+    from harness.targets.adb import AdbTarget
     from harness.store import Store
 
     spans.wrap(DeviceSession, "shell", _launch_or_none)
-    for name in ("push_cached", "remote_sha256"):
-        spans.wrap(DeviceSession, name, "push/sha")
+    for name in ("files_to_send", "send_files"):
+        spans.wrap(AdbTarget, name, "push/sha")
     for name in ("wait_until_ready", "check_storage"):
         spans.wrap(hygiene, name, "hygiene")
     for name in ("__enter__", "__exit__"):  # fixed performance mode, on and back off

@@ -85,11 +85,9 @@ def _find_target(targets: list, plan: _DevicePlan):
     """The plan's device among the listed ones: the one whose identity is the plan's, asking
     first the device at the candidate run's adb serial (after a lab restart that address may
     belong to another device, so it is asked too), then every other online device."""
-    from harness.lab.device_runner import ask_device_id
-
     likely = [t for t in targets if t.serial in (plan.adb_serial, plan.serial)]
     others = [t for t in targets if t not in likely]
-    return next((t for t in likely + others if ask_device_id(t) == plan.serial), None)
+    return next((t for t in likely + others if t.identity() == plan.serial), None)
 
 
 def _artifact_sha(measurements: list[Measurement], key: SeriesKey) -> str | None:
@@ -193,13 +191,15 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
     from harness.devices.discovery import known_servers, list_targets
     from harness.lab.device_runner import DeviceRunner
     from harness.lab.jobs import Job
+    from harness.targets.adb import AdbTarget
 
     servers = [s for s in known_servers(config.lab) if s.name == plan.server_name]
-    targets, unreachable = list_targets(servers, config.lab) if servers else ([], {})
-    target = _find_target(targets, plan)
-    if target is None or target.state != "device":
+    listed, unreachable = list_targets(servers, config.lab) if servers else ([], {})
+    target = _find_target([AdbTarget(t) for t in listed], plan)
+    if target is None or target.listed_state != "device":
         where = "; ".join(unreachable.values()) if unreachable else (
-            f"state {target.state}" if target else f"not listed on adb server {plan.server_name}")
+            f"state {target.listed_state}" if target else
+            f"not listed on adb server {plan.server_name}")
         return f"device {plan.serial} not available: {where}"
     shas = sorted({sha for pair in plan.pairs for sha in (pair.base_sha, pair.cand_sha)})
     index = {sha: i for i, sha in enumerate(shas)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import harness
 from harness.config import RunConfig, config_from_dict, validate_config
-from harness.devices.discovery import known_servers, select_devices
+from harness.devices.discovery import known_servers
 from harness.errors import UserError
 from harness.lab.adb_binary import adb_path, adb_provenance
 from harness.lab.locks import pid_namespace
@@ -90,8 +90,11 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     ensure_reports_dir(config.reports_dir)  # an unwritable one too, before any device time
     adb_path()  # and a BENCH_ADB that is no adb
     Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
-    targets = select_devices(config.devices, known_servers(config.lab), config.lab)
-    log(f"devices: {', '.join(f'{t.serial} ({t.state})' for t in targets)}")
+    from harness.targets.adb import AdbProvider
+
+    provider = AdbProvider(known_servers(config.lab), config.lab)
+    targets = provider.select(config.devices)
+    log(f"devices: {', '.join(f'{t.serial} ({t.listed_state})' for t in targets)}")
 
     artifacts = build_run_artifacts(config, cache_dir or default_cache_dir(), log)
     jobs = plan_jobs(len(artifacts), config.trials, list(config.delegates) or None,
@@ -105,7 +108,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     else:
         run_id = new_run_id()
         store.start_run(run_id, utc_now(), harness.__version__, host, _config_dict(config),
-                        owner_pid=pid, adb=adb_provenance({t.server for t in targets}),
+                        owner_pid=pid, adb=adb_provenance({t.device.server for t in targets}),
                         owner_pidns=pid_namespace())
     log.run_started(run_id)
     stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)

@@ -41,17 +41,17 @@ class TargetContract:
         assert info.abi and info.model and info.sdk and info.state == ONLINE
 
     def test_run_gives_output_and_status(self, target):
-        result = target.run("echo hello; echo oops >&2; exit 3", timeout_s=10)
+        result = target.shell("echo hello; echo oops >&2; exit 3", timeout_s=10)
         assert (result.stdout, result.stderr, result.status) == ("hello\n", "oops\n", 3)
 
     def test_run_stops_at_its_deadline_and_when_cancelled(self, target):
         with pytest.raises(CommandTimeout):
-            target.run("sleep 30", timeout_s=0.5)
+            target.shell("sleep 30", timeout_s=0.5)
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
         with pytest.raises(Cancelled):
-            target.run("sleep 30", timeout_s=20, cancel=cancel)
-        assert target.run("echo still here", timeout_s=10).stdout == "still here\n"
+            target.shell("sleep 30", timeout_s=20, cancel=cancel)
+        assert target.shell("echo still here", timeout_s=10).stdout == "still here\n"
 
     def test_prepare_files_sends_only_what_changed(self, target, tmp_path):
         local = tmp_path / "model.tflite"
@@ -59,11 +59,11 @@ class TargetContract:
         file = TargetFile(local, f"{REMOTE_DIR}/model.tflite",
                           hashlib.sha256(local.read_bytes()).hexdigest())
         heard = []
-        target.run(f"rm -rf {REMOTE_DIR}", timeout_s=10)
+        target.shell(f"rm -rf {REMOTE_DIR}", timeout_s=10)
         assert target.prepare_files([file], progress=heard.append) == 100_000
         assert heard[-1] == 100_000
         assert target.prepare_files([file]) == 0  # the device has this content already
-        sha = target.run(f"sha256sum {file.remote}", timeout_s=10).stdout.split()[0]
+        sha = target.shell(f"sha256sum {file.remote}", timeout_s=10).stdout.split()[0]
         assert sha == file.sha256
 
     def test_telemetry_reads_battery_and_temperatures(self, target):

@@ -241,14 +241,19 @@ def test_bench_push_writes_the_exact_bytes_and_mode_and_reports_progress(bench_s
     assert stat.S_IMODE((on_device.parent / "empty.tflite").stat().st_mode) == 0o644
 
 
-def test_bench_push_cached_reports_progress_over_all_files(bench_session, lab, tmp_path):
+def test_bench_prepare_files_reports_progress_over_all_files(bench_session, lab, tmp_path):
+    from harness.devices.discovery import DeviceTarget
+    from harness.targets.adb import AdbTarget
+    from harness.targets.base import TargetFile
+
+    target = AdbTarget(DeviceTarget(bench_session.serial, bench_session.server, "device"))
     first, second = random_file(tmp_path / "a.bin", 70_000), random_file(tmp_path / "b.bin", 9)
-    files = [(first, f"{REMOTE_TMP}/bench-cached/a.bin", sha256_of(first), 0o644),
-             (second, f"{REMOTE_TMP}/bench-cached/b.bin", sha256_of(second), 0o644)]
+    files = [TargetFile(first, f"{REMOTE_TMP}/bench-cached/a.bin", sha256_of(first)),
+             TargetFile(second, f"{REMOTE_TMP}/bench-cached/b.bin", sha256_of(second))]
     seen = []
-    assert bench_session.push_cached(files, progress=seen.append) == 70_009
+    assert target.prepare_files(files, progress=seen.append) == 70_009
     assert seen == sorted(seen) and seen[-1] == 70_009
-    assert bench_session.push_cached(files, progress=seen.append) == 0  # already there
+    assert target.prepare_files(files, progress=seen.append) == 0  # already there
 
 
 def test_bench_push_to_a_full_device_says_why_and_how_much_is_free(bench_session, lab, tmp_path):

@@ -314,27 +314,6 @@ class DeviceSession:
                 found[parts[1].strip()] = parts[0]
         return found
 
-    def push_cached(self, files: list[tuple[Path, str, str, int]],
-                    progress: Callable[[int], None] | None = None) -> int:
-        """Push (local, remote, sha256, mode) files whose sha256 on the device differs.
-
-        Returns the bytes pushed (0 when everything was already there). `progress` is called
-        with the bytes pushed so far over all the files (as `push` calls it).
-        """
-        on_device = self.remote_sha256([remote for _l, remote, _h, _m in files])
-        pushed = 0
-        for local, remote, sha256, mode in files:
-            if on_device.get(remote) == sha256:
-                continue
-            dirname = remote.rsplit("/", 1)[0]
-            self.shell(f"mkdir -p {shlex.quote(dirname)}")
-            file_progress = None if progress is None else (
-                lambda sent_bytes, before_bytes=pushed: progress(before_bytes + sent_bytes))
-            pushed += self.push(local, remote, mode=mode, progress=file_progress)
-            if mode & 0o111:
-                self.shell(f"chmod {mode:o} {shlex.quote(remote)}")
-        return pushed
-
     def free_bytes(self, path: str) -> int:
         result = self.shell(f"df -k {shlex.quote(path)}")
         rows = [line.split() for line in result.stdout.splitlines()[1:] if line.strip()]

@@ -20,14 +20,14 @@ from typing import Callable
 from harness.benchmark.command import benchmark_command, launch_threads
 from harness.binaries import binary_for_abi
 from harness.config import RunConfig
-from harness.devices.discovery import DeviceTarget
 from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
-                                     CommandTimeout, DeviceSession, list_device_states)
+                                     CommandTimeout)
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
 from harness.lab.jobs import Job, device_identity
 from harness.progress import Line, Reporter, Task, as_reporter
 from harness.results import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
 from harness.store import Store
+from harness.targets.base import NOT_FOUND, ONLINE, Target, TargetFile
 
 OUTPUT_TAIL_LINES = 40
 # A snapshot taken right after one launch is the before-reading of the next if this recent.
@@ -37,7 +37,7 @@ EXIT_SIGNAL_BASE = 128
 
 @dataclass
 class _Prepared:
-    session: DeviceSession
+    target: Target
     info: object
     binary_sha256: str
     bytes_pushed: int
@@ -59,23 +59,24 @@ class DeviceRunner:
         self._device_ids: dict[tuple[str, str], str] = {}  # (server address, adb serial) -> id
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, target: DeviceTarget) -> list[Measurement]:
+    def run(self, target: Target) -> list[Measurement]:
         results: list[Measurement] = []
-        self._device_ids[_ref(target)] = self._read_device_id(target)
+        self._device_ids[target.key] = self._read_device_id(target)
         todo = [j for j in self.jobs if not self._done(j, target)]
         if not todo:
             return results
         launches = self.log.task(self._device_id(target), total=len(todo), unit="launches")
-        self._launch_tasks[_ref(target)] = launches
+        self._launch_tasks[target.key] = launches
         with ExitStack() as stack:
             stack.callback(launches.finish)
             prepared, failure = None, None
             try:
-                if target.state == "not found":
-                    raise DeviceError(f"device {target.serial} not found on adb server {target.server.name}")
+                if target.listed_state == NOT_FOUND:
+                    raise DeviceError(f"device {target.serial} not found on adb server "
+                                      f"{target.provider_name}")
                 self._lock_device(target, stack)
                 prepared = self._prepare_with_retries(target)
-                stack.enter_context(_performance_mode(prepared.session))
+                stack.enter_context(_performance_mode(prepared.target))
             except (DeviceError, UserError) as exc:
                 failure = exc
                 self.log(f"{target.serial}: FAILED (device): {exc}")
@@ -111,7 +112,7 @@ class DeviceRunner:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
         return results
 
-    def _lock_device(self, target: DeviceTarget, stack: ExitStack) -> None:
+    def _lock_device(self, target: Target, stack: ExitStack) -> None:
         """Hold the device for this run: first this host's lock (bench processes sharing the
         state dir queue there, without asking the device), then the device's own, which every
         other bench that can reach the device honours."""
@@ -123,12 +124,12 @@ class DeviceRunner:
         timeout_s = self.config.effective_hygiene().cooldown_deadline_s + 3600
         # Keyed by the server's address, not its name: two configs naming one server
         # differently still share its phones' locks.
-        stack.enter_context(DeviceLock(target.serial, target.server.address, wait=wait,
+        stack.enter_context(DeviceLock(target.serial, target.key[0], wait=wait,
                                        timeout_s=timeout_s, owner=owner, stop=self.stop))
-        if target.state != "device":
-            wait_for_device(target, self.config.device_wait_s, self.stop)
+        if target.listed_state != ONLINE:
+            target.recover(self.config.device_wait_s, self.stop)
         for attempt in range(self.config.retries + 1):
-            lock = OnDeviceLock(DeviceSession(target.serial, target.server), owner, wait=wait,
+            lock = OnDeviceLock(target, owner, wait=wait,
                                 timeout_s=timeout_s, stop=self.stop, log=self.log)
             try:
                 stack.enter_context(lock)
@@ -136,9 +137,9 @@ class DeviceRunner:
             except DeviceError as exc:
                 if isinstance(exc, DeviceBusy) or attempt == self.config.retries:
                     raise
-                wait_for_device(target, self.config.device_wait_s, self.stop)
+                target.recover(self.config.device_wait_s, self.stop)
 
-    def _run_job(self, target: DeviceTarget, job: Job, prepared: _Prepared, first: bool):
+    def _run_job(self, target: Target, job: Job, prepared: _Prepared, first: bool):
         """The job's final record and the (maybe re-made) preparation; (None, prepared) when
         the run was stopped before the job finished."""
         artifact = self.artifacts[job.artifact_index]
@@ -146,7 +147,7 @@ class DeviceRunner:
         what = f"{artifact.variant} {job.kind}{role} #{job.trial}"
         # The job's end is counted and said before its record is committed (tests time
         # storage faults on the "ms avg" line).
-        ended = self._launch_tasks[_ref(target)].advance
+        ended = self._launch_tasks[target.key].advance
         for attempt in range(1, self.config.retries + 2):
             if self.stop.is_set():
                 return None, prepared
@@ -182,7 +183,7 @@ class DeviceRunner:
                 m.status = MeasurementStatus.RETRIED
                 self._commit(m)
                 try:
-                    wait_for_device(target, self.config.device_wait_s, self.stop)
+                    target.recover(self.config.device_wait_s, self.stop)
                     prepared = self._prepare(target)
                 except Cancelled:
                     return None, prepared
@@ -198,11 +199,10 @@ class DeviceRunner:
         """Fill `m` from one launch; returns the op profile rows (op_profile jobs only)."""
         from harness.benchmark.parser import parse_log
         from harness.devices.hygiene import wait_until_ready
-        from harness.devices.telemetry import read_telemetry
 
-        session = prepared.session
+        target = prepared.target
         fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
-        readiness = wait_until_ready(session, self.config.effective_hygiene(),
+        readiness = wait_until_ready(target, self.config.effective_hygiene(),
                                      sleep=self._cool_down,
                                      first_reading=prepared.last_telemetry if fresh else None)
         m.telemetry_before_json = json.dumps(readiness.after.to_dict())
@@ -220,7 +220,7 @@ class DeviceRunner:
             cpu_mask_hex=m.cpu_mask)
         started = time.monotonic()
         try:
-            result = session.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)
+            result = target.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)
             m.launch_seconds = time.monotonic() - started
         except CommandTimeout:
             # Closing the stream makes the device kill the process, as adbd does.
@@ -230,7 +230,7 @@ class DeviceRunner:
         output = result.stdout + result.stderr
         m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
         try:
-            after = read_telemetry(session)
+            after = target.telemetry()
             m.telemetry_after_json = json.dumps(after.to_dict())
             prepared.last_telemetry, prepared.last_telemetry_at = after, time.monotonic()
         except DeviceError:
@@ -255,46 +255,43 @@ class DeviceRunner:
             raise Cancelled("stopped during the cool-down wait")
 
     # -- preparation -------------------------------------------------------------------------
-    def _prepare_with_retries(self, target: DeviceTarget) -> _Prepared:
+    def _prepare_with_retries(self, target: Target) -> _Prepared:
         for attempt in range(self.config.retries + 1):
             try:
-                if target.state not in ("device",) and attempt == 0:
-                    wait_for_device(target, self.config.device_wait_s, self.stop)
+                if target.listed_state != ONLINE and attempt == 0:
+                    target.recover(self.config.device_wait_s, self.stop)
                 return self._prepare(target)
             except DeviceError:
                 if attempt == self.config.retries:
                     raise
-                wait_for_device(target, self.config.device_wait_s, self.stop)
+                target.recover(self.config.device_wait_s, self.stop)
         raise AssertionError("unreachable")
 
-    def _prepare(self, target: DeviceTarget) -> _Prepared:
+    def _prepare(self, target: Target) -> _Prepared:
         from harness.devices.hygiene import check_storage
         from harness.devices.telemetry import cpu_topology
 
-        session = DeviceSession(target.serial, target.server)
-        info = session.info()
-        if info.state != "device":
+        info = target.info()
+        if info.state != ONLINE:
             raise DeviceError(f"device {target.serial} is {info.state}")
-        self._device_ids[_ref(target)] = device_identity(info.props, target.serial)
-        self.store.record_device(target.serial, target.server.name, info.model, info.abi,
+        self._device_ids[target.key] = device_identity(info.props, target.serial)
+        self.store.record_device(target.serial, target.provider_name, info.model, info.abi,
                                  info.sdk, info.props, utc_now(), self._device_id(target))
         binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256())
         binary_sha256 = self.sha256_of(binary)
-        files = [(binary, self._remote_binary(), binary_sha256, 0o755)]
-        files += [(a.path, self._remote_model(a), a.sha256, 0o644) for a in self.artifacts]
-        on_device = session.remote_sha256([remote for _l, remote, _h, _m in files])
-        missing = sum(Path(local).stat().st_size for local, remote, sha, _m in files
-                      if on_device.get(remote) != sha)
-        if missing:
-            check_storage(session, self.config.remote_dir, missing,
+        files = [TargetFile(Path(binary), self._remote_binary(), binary_sha256, 0o755)]
+        files += [TargetFile(a.path, self._remote_model(a), a.sha256) for a in self.artifacts]
+        to_send = target.files_to_send(files)
+        pushed = 0
+        if to_send:
+            missing = sum(f.local.stat().st_size for f in to_send)
+            check_storage(target, self.config.remote_dir, missing,
                           self.config.effective_hygiene())
             with self.log.task(f"push to {self._device_id(target)}", total=missing,
                                unit="bytes") as push:
-                pushed = session.push_cached(files, progress=push.update)
-        else:
-            pushed = session.push_cached(files)
-        topology = cpu_topology(session)
-        return _Prepared(session, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex)
+                pushed = target.send_files(to_send, progress=push.update)
+        topology = cpu_topology(target)
+        return _Prepared(target, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex)
 
     def _remote_binary(self) -> str:
         return f"{self.config.remote_dir}/benchmark_model"
@@ -303,30 +300,30 @@ class DeviceRunner:
         return f"{self.config.remote_dir}/{artifact.path.name}"
 
     # -- records -----------------------------------------------------------------------------
-    def _key(self, job: Job, target: DeviceTarget) -> str:
-        return job.key(self._device_id(target), target.server.name,
+    def _key(self, job: Job, target: Target) -> str:
+        return job.key(self._device_id(target), target.provider_name,
                        self.artifacts[job.artifact_index].sha256)
 
-    def _done(self, job: Job, target: DeviceTarget) -> bool:
+    def _done(self, job: Job, target: Target) -> bool:
         # Runs stored before device ids keyed their jobs by the adb serial.
-        legacy = job.key(target.serial, target.server.name,
+        legacy = job.key(target.serial, target.provider_name,
                          self.artifacts[job.artifact_index].sha256)
         return self._key(job, target) in self.done_keys or legacy in self.done_keys
 
-    def _device_id(self, target: DeviceTarget) -> str:
-        return self._device_ids.get(_ref(target), target.serial)
+    def _device_id(self, target: Target) -> str:
+        return self._device_ids.get(target.key, target.serial)
 
-    def _read_device_id(self, target: DeviceTarget) -> str:
+    def _read_device_id(self, target: Target) -> str:
         """The device's identity before anything else is done with it; a device that cannot
         be asked now is known by what the store last recorded for its adb serial."""
-        return (ask_device_id(target) or self.store.device_id_of(target.serial, target.server.name)
-                or target.serial)
+        return (target.identity()
+                or self.store.device_id_of(target.serial, target.provider_name) or target.serial)
 
-    def _new_measurement(self, target: DeviceTarget, job: Job, prepared: _Prepared | None,
+    def _new_measurement(self, target: Target, job: Job, prepared: _Prepared | None,
                          first: bool) -> Measurement:
         artifact = self.artifacts[job.artifact_index]
         m = Measurement(run_id=self.run_id, device_serial=target.serial,
-                        adb_server=target.server.name, variant=artifact.variant,
+                        adb_server=target.provider_name, variant=artifact.variant,
                         status=MeasurementStatus.FAILED,
                         model_name=artifact.model_name, artifact_sha256=artifact.sha256,
                         model_size_bytes=artifact.size_bytes, started_at=utc_now(),
@@ -359,32 +356,16 @@ class DeviceRunner:
         return m
 
 
-def ask_device_id(target: DeviceTarget) -> str | None:
-    """The device's stable identity (harness.lab.jobs.device_identity), read from it; None when
-    it does not answer."""
-    if target.state != "device":
-        return None
-    try:
-        props = DeviceSession(target.serial, target.server, timeout_s=10).getprops()
-    except DeviceError:
-        return None
-    return device_identity(props, target.serial)
-
-
-def _ref(target: DeviceTarget) -> tuple[str, str]:
-    return target.server.address, target.serial
-
-
 class _performance_mode:
     """Fixed performance mode for the device's whole share of the run, restored after."""
 
-    def __init__(self, session: DeviceSession):
-        self.session, self._inner = session, None
+    def __init__(self, target: Target):
+        self.target, self._inner = target, None
 
     def __enter__(self):
         from harness.devices.hygiene import fixed_performance_mode
 
-        self._inner = fixed_performance_mode(self.session)
+        self._inner = fixed_performance_mode(self.target)
         return self._inner.__enter__()
 
     def __exit__(self, *exc):
@@ -392,37 +373,6 @@ class _performance_mode:
             return self._inner.__exit__(*exc)
         except DeviceError:
             return False  # the device is gone; nothing to restore
-
-
-def wait_for_device(target: DeviceTarget, deadline_s: float,
-                    stop: threading.Event | None = None) -> None:
-    """Wait until the device is listed as `device` again; re-`adb connect` network devices and
-    restart a virtual lab's adb server if it was killed. Cancelled once `stop` is set."""
-    from harness.lab.virtual_lab import recover_server
-
-    deadline = time.monotonic() + deadline_s
-    last = "unknown"
-    while time.monotonic() < deadline:
-        if stop is not None and stop.is_set():
-            raise Cancelled(f"{target.serial}: stopped waiting for the device")
-        try:
-            states = dict(list_device_states(target.server))
-        except DeviceError as exc:
-            last = str(exc)
-            recover_server(target.server)
-            time.sleep(0.5)
-            continue
-        last = states.get(target.serial, "not listed")
-        if last == "device":
-            return
-        if ":" in target.serial:  # a network device (`adb connect` host:port) may need a nudge
-            try:
-                target.server.client(5).connect(target.serial, timeout=5)
-            except Exception:  # adbutils raises several kinds; the next poll tells
-                pass
-        time.sleep(0.5)
-    raise DeviceError(f"device {target.serial} did not come back within {deadline_s:g} s "
-                      f"(last state: {last})")
 
 
 def _failure_status(exc: BenchmarkError) -> MeasurementStatus:

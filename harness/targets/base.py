@@ -35,30 +35,45 @@ class Target(ABC):
     stable id (ro.serialno on Android), which keys its results across hosts and restarts."""
 
     serial: str
-    provider_name: str
+    provider_name: str  # which provider instance reaches it (an adb server's name), as stored
+    key: tuple[str, str]  # unique among every provider's devices: (provider address, serial)
+    listed_state: str  # its state when it was discovered (NOT_FOUND: named, but nobody lists it)
+    timeout_s: float  # the default deadline of a command
 
     @abstractmethod
     def state(self) -> str:
         """ONLINE, NOT_FOUND, or the provider's word for why not (offline, unauthorized...)."""
 
     @abstractmethod
-    def identity(self) -> str:
-        """The device's stable id; the serial when the device does not say."""
+    def identity(self) -> str | None:
+        """The device's stable id (its serial when it has none of its own); None when it does
+        not answer now."""
 
     @abstractmethod
     def info(self):
         """Model, ABI, SDK, battery %, temperature °C and the properties (DeviceInfo)."""
 
     @abstractmethod
-    def prepare_files(self, files: list[TargetFile],
-                      progress: Callable[[int], None] | None = None) -> int:
-        """Put `files` on the device, skipping those whose sha256 already matches; returns the
-        bytes sent. `progress` hears the bytes sent so far."""
+    def files_to_send(self, files: list[TargetFile]) -> list[TargetFile]:
+        """Those of `files` the device lacks (no file there, or another sha256)."""
 
     @abstractmethod
-    def run(self, command: str, timeout_s: float, cancel: threading.Event | None = None):
-        """Run a shell command; a ShellResult (stdout, stderr, status). DeviceError when the
-        link fails or the deadline passes (CommandTimeout), Cancelled soon after `cancel`."""
+    def send_files(self, files: list[TargetFile],
+                   progress: Callable[[int], None] | None = None) -> int:
+        """Put `files` on the device (folders made, modes set); returns the bytes sent.
+        `progress` hears the bytes sent so far, over all the files."""
+
+    def prepare_files(self, files: list[TargetFile],
+                      progress: Callable[[int], None] | None = None) -> int:
+        """Send what the device lacks of `files`; the bytes sent (0 when it has them all)."""
+        return self.send_files(self.files_to_send(files), progress)
+
+    @abstractmethod
+    def shell(self, command: str, timeout_s: float | None = None,
+              cancel: threading.Event | None = None):
+        """Run a shell command (default deadline: `timeout_s`); a ShellResult (stdout, stderr,
+        status). DeviceError when the link fails or the deadline passes (CommandTimeout),
+        Cancelled soon after `cancel` is set."""
 
     @abstractmethod
     def telemetry(self):
