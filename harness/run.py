@@ -153,9 +153,10 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                        store_path=config.store_path)
     store.journal.release()
     from harness.report import write_report
-    from harness.report.summary import device_summaries
+    from harness.report.summary import summarise
+    # From what is in hand (the run's samples, its artifacts), not read back from the store.
+    result.summary = summarise(measurements, artifacts)
     try:  # a report that cannot be written is a StorageError; the samples are in the store
-        result.summary = device_summaries(store, run_id)
         result.report_dir = write_report(store, run_id, config.reports_dir)
     except KeyboardInterrupt:
         if result.interrupted:  # Ctrl-C again while the report was being written

@@ -31,8 +31,8 @@ LOG_NAME = "bench.log"
 class RunOutput:
     """The reporter bench speaks through, and where its log file ends up."""
 
-    def __init__(self, reporter: Reporter, temp_path: Path, reports_dir: Path):
-        self.reporter, self.temp_path, self.reports_dir = reporter, temp_path, reports_dir
+    def __init__(self, reporter: Reporter, reports_dir: Path):
+        self.reporter, self.reports_dir = reporter, reports_dir
         self.log_path: Path | None = None  # where the log is once the block has ended
 
     def final_path(self, failed: bool) -> Path | None:
@@ -64,7 +64,7 @@ def run_output(reports_dir: Path, *, verbose: bool = False, quiet: bool = False,
     own_terminal = terminal is None and bool(saved)
     terminal = terminal or _terminal(saved)
     reporter = _reporter(terminal, log_file, verbose=verbose, quiet=quiet)
-    out = RunOutput(reporter, temp_path, reports_dir)
+    out = RunOutput(reporter, reports_dir)
     try:
         if isinstance(reporter, RichReporter):
             with reporter:

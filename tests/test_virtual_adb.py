@@ -10,6 +10,7 @@ import stat
 import struct
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import adbutils
@@ -256,11 +257,21 @@ def test_bench_prepare_files_reports_progress_over_all_files(bench_session, lab,
     assert target.prepare_files(files, progress=seen.append) == 0  # already there
 
 
-def test_bench_push_to_a_full_device_says_why_and_how_much_is_free(bench_session, lab, tmp_path):
-    _adb, device, _serial = lab
-    quota_bytes = Sandbox(device.state_dir).used_bytes() + 500_000
+@contextmanager
+def room_left(device, free_bytes: int):
+    """The device's /data full but for `free_bytes` (its quota counts what earlier tests left
+    there too), until the block ends."""
+    quota_bytes = Sandbox(device.state_dir).used_bytes() + free_bytes
     set_faults(device.state_dir, storage_quota_bytes=quota_bytes)
     try:
+        yield
+    finally:
+        clear_faults(device.state_dir)
+
+
+def test_bench_push_to_a_full_device_says_why_and_how_much_is_free(bench_session, lab, tmp_path):
+    _adb, device, _serial = lab
+    with room_left(device, 500_000):
         local = random_file(tmp_path / "too-big.bin", 2_000_000)
         with pytest.raises(DeviceError) as failed:
             bench_session.push(local, f"{REMOTE_TMP}/bench-full/too-big.bin")
@@ -270,8 +281,6 @@ def test_bench_push_to_a_full_device_says_why_and_how_much_is_free(bench_session
         # The link is fine afterwards: the next push on the same session goes through.
         small = random_file(tmp_path / "fits.bin", 1000)
         assert bench_session.push(small, f"{REMOTE_TMP}/bench-full/fits.bin") == 1000
-    finally:
-        clear_faults(device.state_dir)
 
 
 def test_push_through_symlink_out_of_sandbox_is_refused(device_handle, lab, tmp_path):
@@ -429,10 +438,7 @@ def test_drop_during_benchmark_cuts_link_and_kills_the_run(lab, tmp_path, tiny_m
 
 def test_storage_quota_fault_fails_push_and_leaves_nothing(lab, device_handle, tmp_path):
     adb, device, serial = lab
-    # 1 MB left: the quota counts what earlier tests left in /data too.
-    quota_bytes = Sandbox(device.state_dir).used_bytes() + 1_000_000
-    set_faults(device.state_dir, storage_quota_bytes=quota_bytes)
-    try:
+    with room_left(device, 1_000_000):
         local = random_file(tmp_path / "too-big.bin", 3_000_000)
         result = adb.run("-s", serial, "push", str(local), f"{REMOTE_TMP}/quota/too-big.bin")
         assert result.returncode != 0
@@ -444,8 +450,6 @@ def test_storage_quota_fault_fails_push_and_leaves_nothing(lab, device_handle, t
         small = random_file(tmp_path / "fits.bin", 100_000)
         assert adb.run("-s", serial, "push", str(small), f"{REMOTE_TMP}/quota/").returncode == 0
         assert adb.states()[serial] == "device"
-    finally:
-        clear_faults(device.state_dir)
 
 
 # -- process ----------------------------------------------------------------------------------
