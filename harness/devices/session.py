@@ -27,12 +27,14 @@ from harness.errors import BenchError, DeviceError
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 CANCEL_POLL_S = 0.25
-SHELL_V2_CLOSE_STDIN = bytes([4, 0, 0, 0, 0])  # shell protocol v2 packet: id 4, no data
+# Shell protocol v2 close-stdin: id 4, no data. Sources for this and the sync framing below:
+# ../shared/reference/adb_protocol.md (from adb's shell_protocol.h, file_sync_protocol.h).
+SHELL_V2_CLOSE_STDIN = bytes([4, 0, 0, 0, 0])
 
 # The sync protocol (adb's file_sync_protocol.h): requests and replies are id(4) + u32 LE.
 _SYNC_HEADER = struct.Struct("<4sI")
 _SYNC_STAT_V1 = struct.Struct("<4sIII")  # STAT reply: id, mode, size, mtime
-SYNC_DATA_MAX_BYTES = 64 * 1024  # the largest DATA chunk a device accepts
+SYNC_DATA_MAX_BYTES = 64 * 1024  # SYNC_DATA_MAX: the largest DATA chunk a device accepts
 # DATA chunks per sendall: 1 MiB, one full adb packet (the servers' max payload) per batch.
 PUSH_BATCH_CHUNKS = 16
 PUSH_PROGRESS_INTERVAL_S = 0.2
