@@ -74,6 +74,9 @@ def cli() -> None:
 @confirm_options
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="With --baseline: also write the verdicts as JUnit XML here.")
+@click.option("--cluster", default=None, metavar="HEAD:PORT",
+              help="Measure on the devices of the lab hosts that joined this Ray cluster "
+                   "(`bench lab join`); see README, Lab of many hosts.")
 @click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
               help="Finish only the jobs RUN_ID has no record of (same config).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
@@ -86,7 +89,7 @@ def cli() -> None:
                    "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, resume_run_id,
+        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, cluster, resume_run_id,
         store_path, reports_dir, quiet, verbose):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
@@ -118,7 +121,7 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         if value is not None:
             setattr(config.benchmark, name, value)
     for name, value in (("trials", trials), ("peak_memory", peak_memory),
-                        ("op_profiling", op_profiling), ("busy", busy)):
+                        ("op_profiling", op_profiling), ("busy", busy), ("cluster", cluster)):
         if value is not None:
             setattr(config, name, value)
     if threads:
@@ -137,7 +140,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         # Third-party output goes to the run's bench.log; bench speaks through out.reporter.
         with run_output(config.reports_dir, verbose=verbose, quiet=quiet) as out:
             if resume_run_id:
-                result = resume_benchmarks(resume_run_id, config.store_path, log=out.reporter)
+                result = resume_benchmarks(resume_run_id, config.store_path, log=out.reporter,
+                                           cluster=cluster)
             else:
                 result = run_benchmarks(config, log=out.reporter)
     except RunInterrupted as exc:  # Ctrl-C twice: no tables, just how to finish
@@ -147,7 +151,11 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     click.echo(format_table(latency_table(result.measurements)))
     click.echo("\nvariants: size and accuracy")
     click.echo(format_table(variants_table(result.artifacts)))
-    failures = failures_table(result.measurements)
+    from harness.results import final_records
+
+    final = {id(m) for m in final_records(result.measurements)}  # not a lost job resumed since
+    failures = failures_table([m for m in result.measurements
+                               if id(m) in final or m.status == "retried"])
     if not failures.empty:
         click.echo("\nfailed:")
         for row in failures.itertuples(index=False):
@@ -423,11 +431,15 @@ def lab():
               type=click.Path(path_type=Path),
               help="Also trust this adb public key (an adbkey.pub; repeatable). By default the "
                    "devices trust only ~/.android/adbkey.pub, the key of the lab's adb server.")
-def lab_up_cmd(n, shared_cpus, authorize_keys):
+@click.option("--serial-prefix", default="VIRT", show_default=True,
+              help="The devices' ro.serialno is PREFIX0001, PREFIX0002...: give each lab host "
+                   "of a cluster its own, so device identities stay unique.")
+def lab_up_cmd(n, shared_cpus, authorize_keys, serial_prefix):
     """Start N virtual devices and their adb server; returns when all are `device`."""
     from harness.lab.virtual_lab import lab_up
 
-    state = lab_up(n, own_cpus=not shared_cpus, authorize_keys=authorize_keys)
+    state = lab_up(n, own_cpus=not shared_cpus, authorize_keys=authorize_keys,
+                   serial_prefix=serial_prefix)
     click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
                f"(adb -P {state.adb_port} devices -l)")
     for d in state.devices:
@@ -449,6 +461,40 @@ def _warn_shared_cpus(slices: dict) -> None:
         cores = ", ".join(f"{cpu} ({' '.join(names)})" for cpu, names in shared.items())
         click.echo(f"warning: devices share host cores {cores}: launches that overlap in time "
                    "slow each other down; compare such devices' timings with care", err=True)
+
+
+@lab.command("join")
+@click.option("--address", required=True, metavar="HEAD:PORT",
+              help="The Ray cluster's head (`ray start --head --port PORT` on the head host).")
+@click.option("--name", default=None, metavar="NAME",
+              help="This lab host's name in results and `--devices server:NAME` (default: the "
+                   "host name).")
+@click.option("--adb-server", "adb_servers", multiple=True, metavar="HOST:PORT",
+              help="Reach the devices of this adb server (repeatable; default: this host's: "
+                   "[lab.servers], the virtual lab's, or 127.0.0.1:5037).")
+@click.option("--ray-arg", "ray_args", multiple=True, metavar="ARG",
+              help="Passed on to `ray start` (repeatable), e.g. --ray-arg=--node-ip-address=IP.")
+def lab_join_cmd(address, name, adb_servers, ray_args):
+    """Make this host a lab host of a Ray cluster: a Ray node and a host agent for its phones."""
+    from device_agents.host_agent.join import join_lab
+
+    servers = [_adb_server_option(text) for text in adb_servers] or None
+    joined = join_lab(address, name, servers, tuple(ray_args))
+    click.echo(f"lab host {joined.host} joined the cluster at {address} (node {joined.node_id})")
+    for d in joined.devices:
+        click.echo(f"  {d['serial']}  {d['state']}  ({d['identity'] or '?'}, "
+                   f"model {d['model'] or '?'}, adb server {d['adb_server']})")
+    if not joined.devices:
+        click.echo("  no device yet: the agent adds phones as they come")
+
+
+def _adb_server_option(text: str):
+    from harness.devices.session import AdbServer
+
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--adb-server {text}: give HOST:PORT, e.g. 127.0.0.1:5037")
+    return AdbServer(host, int(port), name=text)
 
 
 @lab.command("status")

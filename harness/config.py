@@ -84,6 +84,9 @@ class RunConfig:
     device_wait_s: float = 60.0      # how long to wait for a dropped device to come back
     quarantine_after: int = 3        # consecutive failed jobs that take a device out of the run
     busy: str = "wait"               # a device locked by another bench: "wait" or "fail"
+    # Issue 11: a lab of many hosts. The head's HOST:PORT: devices are those of the lab hosts
+    # that joined that Ray cluster (harness.targets.cluster); None: this host's adb servers.
+    cluster: str | None = None
     # The [run] keys min_battery_pct, max_temp_c, ... (HYGIENE_RULES); [lab] may override them.
     hygiene: HygieneSettings = field(default_factory=HygieneSettings)
     store_path: Path = Path("reports/bench.db")

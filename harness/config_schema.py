@@ -202,6 +202,7 @@ RUN_RULES: dict[str, Rule] = {
     "device_wait_s": _seconds(),
     "quarantine_after": _int(1),
     "busy": Rule(Kind.CHOICE, choices=BUSY_CHOICES),
+    "cluster": Rule(Kind.TEXT, optional=True, example='"10.0.0.5:6379"'),
     **HYGIENE_RULES,
     "store_path": Rule(Kind.PATH),
     "reports_dir": Rule(Kind.PATH),

@@ -39,6 +39,8 @@ class MeasurementStatus(str, Enum):
     INVALID = "invalid"          # not launched: the device stayed unfit to measure (hygiene)
     SKIPPED = "skipped"          # not launched: the device was quarantined
     RETRIED = "retried"          # an attempt that lost the device; the job was run again
+    LOST = "lost"                # not measured: the device's lab host left the cluster;
+    #                              not done, so `--resume` measures it once the host is back
 
     def __str__(self) -> str:
         return self.value
@@ -88,6 +90,7 @@ class Measurement(BenchmarkFigures):
     cpu_mask: str | None = None      # taskset mask the launch was pinned to
     launch_seconds: float | None = None  # host wall time of the benchmark_model launch
     job_key: str | None = None
+    lab_host: str | None = None      # the lab host (Ray node) whose adb server ran it (--cluster)
     # The device's stable identity (`ro.serialno`; the adb serial where the props could not be
     # read): compare/history keys and job keys use it, since the adb serial of a network or
     # virtual device (127.0.0.1:PORT) changes when the lab restarts.
@@ -114,6 +117,17 @@ class Measurement(BenchmarkFigures):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def final_records(measurements: list[Measurement]) -> list[Measurement]:
+    """Each job's last record, in the order given (the store's): a retried attempt is never
+    one, and a job lost with its lab host and measured by `--resume` counts by the later one."""
+    last: dict[object, Measurement] = {}
+    for m in measurements:
+        if m.status != MeasurementStatus.RETRIED:
+            last.pop(m.job_key or id(m), None)
+            last[m.job_key or id(m)] = m
+    return list(last.values())
 
 
 MEASUREMENT_FIELDS = tuple(f.name for f in fields(Measurement))

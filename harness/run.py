@@ -19,7 +19,7 @@ from harness.lab.locks import pid_namespace
 from harness.executor import Executor, local_executor
 from harness.lab.stop import stop_on_sigint
 from harness.progress import Line, Reporter, as_reporter
-from harness.results import Measurement, RunStatus, utc_now
+from harness.results import Measurement, RunStatus, final_records, utc_now
 from harness.run_owner import RunOwnership, refuse_if_running, this_owner
 from harness.store import Store
 
@@ -90,9 +90,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     ensure_reports_dir(config.reports_dir)  # an unwritable one too, before any device time
     adb_path()  # and a BENCH_ADB that is no adb
     Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
-    from harness.targets.adb import AdbProvider
-
-    provider = AdbProvider(known_servers(config.lab), config.lab)
+    provider = device_provider(config)
     targets = provider.select(config.devices)
     log(f"devices: {', '.join(f'{t.serial} ({t.listed_state})' for t in targets)}")
 
@@ -108,7 +106,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     else:
         run_id = new_run_id()
         store.start_run(run_id, utc_now(), harness.__version__, host, _config_dict(config),
-                        owner_pid=pid, adb=adb_provenance({t.device.server for t in targets}),
+                        owner_pid=pid, adb=adb_provenance(_local_adb_servers(targets)),
                         owner_pidns=pid_namespace())
     log.run_started(run_id)
     stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)
@@ -167,6 +165,25 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     return result
 
 
+def device_provider(config: RunConfig):
+    """Where the run's devices come from: the lab hosts of a Ray cluster (`--cluster`), else
+    this host's adb servers (configured, the virtual lab's, or the local default)."""
+    if config.cluster:
+        from harness.targets.cluster import RayProvider
+
+        return RayProvider(config.cluster)
+    from harness.targets.adb import AdbProvider
+
+    return AdbProvider(known_servers(config.lab), config.lab)
+
+
+def _local_adb_servers(targets) -> set:
+    """The adb servers this host talks to itself (a cluster's are the lab hosts' own)."""
+    from harness.targets.adb import AdbTarget
+
+    return {t.device.server for t in targets if isinstance(t, AdbTarget)}
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C twice: the run is marked interrupted without waiting for its devices; the samples
     that finished are stored, and `--resume` does the rest."""
@@ -182,9 +199,10 @@ def interrupted_line(run_id: str, jobs_stored: int, jobs_planned: int, store_pat
 
 
 def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None = None,
-                      cache_dir: Path | None = None, executor: Executor | None = None
-                      ) -> RunResult:
-    """`bench run --resume RUN_ID`: the same config, only the jobs with no record yet."""
+                      cache_dir: Path | None = None, executor: Executor | None = None,
+                      cluster: str | None = None) -> RunResult:
+    """`bench run --resume RUN_ID`: the same config, only the jobs with no record yet (on the
+    cluster at `cluster` when given: its head may have moved since)."""
     if not Path(store_path).exists():
         raise UserError(f"--store {store_path}: no results store there to resume from")
     store = Store(store_path)
@@ -195,12 +213,14 @@ def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None
     refuse_if_running(run)  # before any model is built; checked again when taking it over
     config = config_from_dict(json.loads(run["config_json"]))
     config.store_path = Path(store_path)
+    if cluster:
+        config.cluster = cluster
     return run_benchmarks(config, log, cache_dir, resume_run_id=run_id, executor=executor)
 
 
 def _all_jobs_ok(measurements: list[Measurement]) -> bool:
     """Every job's final record is ok (a retried job counts by its last attempt)."""
-    final = [m for m in measurements if m.status != "retried"]
+    final = final_records(measurements)
     return bool(final) and all(m.status == "ok" for m in final)
 
 

@@ -315,7 +315,7 @@ class Store:
     def done_job_keys(self, run_id: str) -> set[str]:
         rows = self._conn.execute(
             "SELECT job_key FROM measurements WHERE run_id=? AND job_key IS NOT NULL"
-            " AND status != 'retried'", (run_id,))
+            " AND status NOT IN ('retried', 'lost')", (run_id,))
         return {r[0] for r in rows}
 
     def device_id_of(self, serial: str, adb_server: str) -> str | None:

@@ -27,7 +27,7 @@ from harness.lab.jobs import Job, device_identity
 from harness.progress import Line, Reporter, Task, as_reporter
 from harness.results import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
 from harness.store import Store
-from harness.targets.base import NOT_FOUND, ONLINE, Target, TargetFile
+from harness.targets.base import NOT_FOUND, ONLINE, HostLost, Target, TargetFile
 
 OUTPUT_TAIL_LINES = 40
 # A snapshot taken right after one launch is the before-reading of the next if this recent.
@@ -79,7 +79,7 @@ class DeviceRunner:
                 stack.enter_context(_performance_mode(prepared.target))
             except (DeviceError, UserError) as exc:
                 failure = exc
-                self.log(f"{target.serial}: FAILED (device): {exc}")
+                self.log(f"{target.serial}: {_lost_or_failed(exc)} (device): {exc}")
             except Cancelled:
                 return results
             consecutive_failures = 0
@@ -91,7 +91,7 @@ class DeviceRunner:
                     continue  # done under the id the device gave once it answered (_prepare)
                 if failure is not None:
                     results.append(self._record_without_launch(
-                        target, job, prepared, failure, MeasurementStatus.FAILED, "device"))
+                        target, job, prepared, failure, _lost_or_failed(failure), "device"))
                     launches.advance()
                     continue
                 if consecutive_failures >= self.config.quarantine_after:
@@ -105,6 +105,9 @@ class DeviceRunner:
                 if m is None:
                     break  # stopped mid-launch: nothing stored for it
                 results.append(m)  # counted by _run_job as it ended
+                if m.status == MeasurementStatus.LOST:  # its host left: the rest is lost too,
+                    failure = HostLost(m.error)  # without waiting for the host job by job
+                    continue
                 # An invalid sample is the device's heat, not a failure of the job.
                 healthy = m.status in (MeasurementStatus.OK, MeasurementStatus.INVALID)
                 consecutive_failures = 0 if healthy else consecutive_failures + 1
@@ -172,6 +175,7 @@ class DeviceRunner:
                 return self._commit(m), prepared
             except (DeviceError, UserError) as exc:
                 m.error, m.failure_kind = str(exc), "device"
+                m.status = _lost_or_failed(exc)
                 last_attempt = attempt == self.config.retries + 1
                 if last_attempt:
                     ended(note=f"{what}: device error: {exc}")
@@ -190,6 +194,7 @@ class DeviceRunner:
                 except (DeviceError, UserError) as again:
                     m2 = self._new_measurement(target, job, prepared, False)
                     m2.attempt, m2.error, m2.failure_kind = attempt + 1, str(again), "device"
+                    m2.status = _lost_or_failed(again)
                     ended(note=f"{what}: device error: {again}")
                     return self._commit(m2), prepared
         raise AssertionError("unreachable")
@@ -329,7 +334,7 @@ class DeviceRunner:
                         model_size_bytes=artifact.size_bytes, started_at=utc_now(),
                         kind=job.kind, trial=job.trial, delegate_choice=job.delegate,
                         role=job.role, job_key=self._key(job, target),
-                        device_id=self._device_id(target))
+                        device_id=self._device_id(target), lab_host=target.host)
         if prepared is not None:
             info = prepared.info
             m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
@@ -373,6 +378,12 @@ class _performance_mode:
             return self._inner.__exit__(*exc)
         except DeviceError:
             return False  # the device is gone; nothing to restore
+
+
+def _lost_or_failed(exc: Exception) -> MeasurementStatus:
+    """A device error's record: LOST when the device's lab host left the cluster (measured
+    by `--resume` once it is back), else FAILED."""
+    return MeasurementStatus.LOST if isinstance(exc, HostLost) else MeasurementStatus.FAILED
 
 
 def _failure_status(exc: BenchmarkError) -> MeasurementStatus:

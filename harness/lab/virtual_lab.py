@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,7 +178,7 @@ def connect_device(server: AdbServer, address: str, timeout_s: float = 30.0) -> 
 
 
 def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
-           authorize_keys: list[Path] | tuple = ()) -> LabState:
+           authorize_keys: list[Path] | tuple = (), serial_prefix: str = "VIRT") -> LabState:
     """Start `n` virtual devices behind an adb server of their own.
 
     With `own_cpus` (the default) each device runs on host cores of its own (see
@@ -187,6 +188,8 @@ def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
     base = base or default_state_dir()
     if n < 1:
         raise UserError(f"--virtual {n}: give a number of devices of at least 1")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,12}", serial_prefix):
+        raise UserError(f"--serial-prefix {serial_prefix!r}: use 1 to 12 letters or digits")
     for path in authorize_keys:  # bad input is found before anything starts
         _key_lines(Path(path), "--authorize-key")
     existing = LabState.load(base)
@@ -204,7 +207,7 @@ def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
         for i in range(n):
             port = free_port()
             dev_dir = base / "devices" / f"virtual-{i + 1}"
-            proc = start_virtual_device(dev_dir, serial=f"VIRT{i + 1:04d}", port=port,
+            proc = start_virtual_device(dev_dir, serial=f"{serial_prefix}{i + 1:04d}", port=port,
                                         host_cpus=slices[i], authorized_keys=keys)
             lab.devices.append(VirtualDeviceRecord(f"127.0.0.1:{port}", port, proc.pid,
                                                    str(dev_dir), slices[i]))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness.errors import DeviceError
+
 # States a target can be in (adb's names, which other providers map onto).
 ONLINE = "device"
 NOT_FOUND = "not found"
@@ -30,6 +32,11 @@ class TargetFile:
     mode: int = 0o644
 
 
+class HostLost(DeviceError):
+    """The host that reaches the device left (a lab host's node died, its agent is gone): the
+    device's jobs are lost, not failed, and `--resume` measures them once the host is back."""
+
+
 class Target(ABC):
     """One device. `serial` is how its provider addresses it; `identity()` is the device's own
     stable id (ro.serialno on Android), which keys its results across hosts and restarts."""
@@ -39,6 +46,7 @@ class Target(ABC):
     key: tuple[str, str]  # unique among every provider's devices: (provider address, serial)
     listed_state: str  # its state when it was discovered (NOT_FOUND: named, but nobody lists it)
     timeout_s: float  # the default deadline of a command
+    host: str | None = None  # the lab host it is on, when another host reaches it (a cluster's)
 
     @abstractmethod
     def state(self) -> str:
