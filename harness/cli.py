@@ -77,6 +77,9 @@ def cli() -> None:
 @click.option("--cluster", default=None, metavar="HEAD:PORT",
               help="Measure on the devices of the lab hosts that joined this Ray cluster "
                    "(`bench lab join`); see README, Lab of many hosts.")
+@click.option("--retry-on-sibling", is_flag=True, default=None,
+              help="With --cluster: a job lost with its lab host runs again on a phone of the "
+                   "same model on another host.")
 @click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
               help="Finish only the jobs RUN_ID has no record of (same config).")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
@@ -89,7 +92,8 @@ def cli() -> None:
                    "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, cluster, resume_run_id,
+        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, cluster,
+        retry_on_sibling, resume_run_id,
         store_path, reports_dir, quiet, verbose):
     """Benchmark the model on every selected device concurrently, store and report."""
     from harness.binaries import parse_binary_options
@@ -121,7 +125,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         if value is not None:
             setattr(config.benchmark, name, value)
     for name, value in (("trials", trials), ("peak_memory", peak_memory),
-                        ("op_profiling", op_profiling), ("busy", busy), ("cluster", cluster)):
+                        ("op_profiling", op_profiling), ("busy", busy), ("cluster", cluster),
+                        ("retry_on_sibling", retry_on_sibling)):
         if value is not None:
             setattr(config, name, value)
     if threads:
@@ -160,6 +165,12 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         click.echo("\nfailed:")
         for row in failures.itertuples(index=False):
             click.echo(f"  {row.device} [{row.variant} trial {row.trial}] {row.status}: {row.reason}")
+    lost_hosts = sorted({m.lab_host or m.adb_server for m in result.measurements
+                         if id(m) in final and m.status == "lost"})
+    if lost_hosts:
+        lost = sum(1 for m in result.measurements if id(m) in final and m.status == "lost")
+        click.echo(f"\n{lost} job(s) lost with lab host {', '.join(lost_hosts)}; once back: "
+                   f"bench run --resume {result.run_id} --store {config.store_path}")
     ok = len(result.measurements) - len(result.failed)
     click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
                f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "

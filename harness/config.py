@@ -87,6 +87,8 @@ class RunConfig:
     # Issue 11: a lab of many hosts. The head's HOST:PORT: devices are those of the lab hosts
     # that joined that Ray cluster (harness.targets.cluster); None: this host's adb servers.
     cluster: str | None = None
+    retry_on_sibling: bool = False   # a job lost with its lab host runs again on a phone of
+    #                                  the same model on another host (run.retry_lost_on_siblings)
     # The [run] keys min_battery_pct, max_temp_c, ... (HYGIENE_RULES); [lab] may override them.
     hygiene: HygieneSettings = field(default_factory=HygieneSettings)
     store_path: Path = Path("reports/bench.db")

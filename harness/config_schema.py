@@ -203,6 +203,7 @@ RUN_RULES: dict[str, Rule] = {
     "quarantine_after": _int(1),
     "busy": Rule(Kind.CHOICE, choices=BUSY_CHOICES),
     "cluster": Rule(Kind.TEXT, optional=True, example='"10.0.0.5:6379"'),
+    "retry_on_sibling": Rule(Kind.BOOL),
     **HYGIENE_RULES,
     "store_path": Rule(Kind.PATH),
     "reports_dir": Rule(Kind.PATH),

@@ -130,7 +130,10 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                                   done, stop)
             # All devices at once, one job at a time on each.
             with stop_on_sigint(stop, log):
-                (executor or local_executor()).map(runner.run, targets)
+                executor = executor or local_executor()
+                executor.map(runner.run, targets)
+                if config.retry_on_sibling and runner.lost and not stop.is_set():
+                    retry_lost_on_siblings(runner, targets, executor, log)
     except KeyboardInterrupt:  # a second Ctrl-C: the devices are not waited for
         stop.set()  # (their threads, left to die with the process, start nothing more)
         store.stop_run(run_id, utc_now(), RunStatus.INTERRUPTED)
@@ -163,6 +166,31 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     finally:
         store.close()
     return result
+
+
+SIBLING_ROLE = "for "  # + the lost device's id: the role of a job re-run on a sibling
+
+
+def retry_lost_on_siblings(runner, targets: list, executor: Executor, log: Reporter) -> None:
+    """`--retry-on-sibling`: each job lost with its lab host runs again on a phone of the same
+    model on another host that is still up (the least loaded one), as role `for DEVICE_ID`.
+    The lost record stays lost (`--resume` still measures it on its own device)."""
+    lost_hosts = {lost.target.host for lost in runner.lost}
+    siblings = [t for t in targets if t.host not in lost_hosts and runner.models.get(t.key)]
+    plan: dict[int, list] = {}
+    for lost in runner.lost:
+        same_model = [i for i, t in enumerate(siblings)
+                      if lost.device_model and runner.models[t.key] == lost.device_model]
+        if not same_model:
+            log(f"{lost.device_id}: no sibling of model {lost.device_model or '?'} on another "
+                "lab host; its lost jobs wait for --resume")
+            continue
+        chosen = min(same_model, key=lambda i: len(plan.get(i, [])))
+        plan.setdefault(chosen, []).append(replace(lost.job, role=SIBLING_ROLE + lost.device_id))
+    if plan:
+        log(f"retrying {sum(map(len, plan.values()))} lost job(s) on sibling devices: "
+            + ", ".join(f"{siblings[i].serial} ({len(jobs)})" for i, jobs in plan.items()))
+        executor.map(lambda item: runner.run(siblings[item[0]], jobs=item[1]), list(plan.items()))
 
 
 def device_provider(config: RunConfig):

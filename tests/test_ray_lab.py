@@ -132,7 +132,7 @@ def test_a_host_lost_mid_run_loses_only_its_jobs_and_the_run_resumes(lab, tmp_pa
     run = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--config", str(settings),
          "--cluster", cluster.address, "--devices",
-         "all", "--variant", "baseline", "--trials", "4", "--no-peak-memory",
+         "all", "--variant", "baseline", "--trials", "4", "--no-peak-memory", "--retry-on-sibling",
          "--num-runs", "3", "--warmup-runs", "1", "--store", str(config.store_path),
          "--reports-dir", str(config.reports_dir), "--quiet"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -153,11 +153,17 @@ def test_a_host_lost_mid_run_loses_only_its_jobs_and_the_run_resumes(lab, tmp_pa
             run.wait()
     assert run.returncode == 1, err
     final = rows(config.store_path, "SELECT device_id, lab_host, status FROM measurements "
-                                    "WHERE status != 'retried'")
+                                    "WHERE status != 'retried' AND role IS NULL")
     assert {s for d, h, s in final if h == "hosta"} == {"ok"}
     assert len([1 for d, h, s in final if h == "hosta"]) == 4 * DEVICES_PER_HOST
     assert "lost" in {s for d, h, s in final if h == "hostb"}
-    assert "lost" in out and "hostb" in out
+    assert "lost with lab host hostb; once back: bench run --resume" in out
+    # --retry-on-sibling: each lost job ran again on a phone of the same model on hosta.
+    lost = rows(config.store_path, "SELECT device_id, trial FROM measurements "
+                                   "WHERE status = 'lost'")
+    retried = rows(config.store_path, "SELECT role, trial, lab_host, status FROM measurements "
+                                      "WHERE role LIKE 'for %'")
+    assert sorted((f"for {d}", t, "hosta", "ok") for d, t in lost) == sorted(retried)
     [(run_id,)] = rows(config.store_path, "SELECT run_id FROM runs")
 
     # The host comes back; --resume measures only what was lost.
@@ -169,7 +175,7 @@ def test_a_host_lost_mid_run_loses_only_its_jobs_and_the_run_resumes(lab, tmp_pa
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     per_job = rows(config.store_path, "SELECT job_key, status FROM measurements "
-                                      "WHERE status != 'retried' ORDER BY id")
+                                      "WHERE status != 'retried' AND role IS NULL ORDER BY id")
     last = dict(per_job)
     assert len(last) == 4 * DEVICES_PER_HOST * len(HOSTS)
     assert set(last.values()) == {"ok"}

@@ -36,6 +36,17 @@ EXIT_SIGNAL_BASE = 128
 
 
 @dataclass
+class LostJob:
+    """A job lost with its device's lab host: `--retry-on-sibling` runs it on another phone of
+    the same model (run.retry_lost_on_siblings)."""
+
+    target: Target
+    job: Job
+    device_id: str
+    device_model: str | None
+
+
+@dataclass
 class _Prepared:
     target: Target
     info: object
@@ -57,12 +68,15 @@ class DeviceRunner:
         self.done_keys = done_keys or set()
         self.stop = stop or threading.Event()
         self._device_ids: dict[tuple[str, str], str] = {}  # (server address, adb serial) -> id
+        self.models: dict[tuple[str, str], str | None] = {}  # target key -> ro.product.model
+        self.lost: list[LostJob] = []  # jobs lost with their lab host (list.append: thread-safe)
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, target: Target) -> list[Measurement]:
+    def run(self, target: Target, jobs: list[Job] | None = None) -> list[Measurement]:
+        """The device's share: every job of the run (or `jobs`) it has no record of."""
         results: list[Measurement] = []
         self._device_ids[target.key] = self._read_device_id(target)
-        todo = [j for j in self.jobs if not self._done(j, target)]
+        todo = [j for j in (self.jobs if jobs is None else jobs) if not self._done(j, target)]
         if not todo:
             return results
         launches = self.log.task(self._device_id(target), total=len(todo), unit="launches")
@@ -90,8 +104,10 @@ class DeviceRunner:
                 if self._done(job, target):
                     continue  # done under the id the device gave once it answered (_prepare)
                 if failure is not None:
-                    results.append(self._record_without_launch(
-                        target, job, prepared, failure, _lost_or_failed(failure), "device"))
+                    m = self._record_without_launch(target, job, prepared, failure,
+                                                    _lost_or_failed(failure), "device")
+                    results.append(m)
+                    self._note_if_lost(target, job, m)
                     launches.advance()
                     continue
                 if consecutive_failures >= self.config.quarantine_after:
@@ -107,6 +123,7 @@ class DeviceRunner:
                 results.append(m)  # counted by _run_job as it ended
                 if m.status == MeasurementStatus.LOST:  # its host left: the rest is lost too,
                     failure = HostLost(m.error)  # without waiting for the host job by job
+                    self._note_if_lost(target, job, m)
                     continue
                 # An invalid sample is the device's heat, not a failure of the job.
                 healthy = m.status in (MeasurementStatus.OK, MeasurementStatus.INVALID)
@@ -114,6 +131,10 @@ class DeviceRunner:
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
         return results
+
+    def _note_if_lost(self, target: Target, job: Job, m: Measurement) -> None:
+        if m.status == MeasurementStatus.LOST:
+            self.lost.append(LostJob(target, job, m.device_id or target.serial, m.device_model))
 
     def _lock_device(self, target: Target, stack: ExitStack) -> None:
         """Hold the device for this run: first this host's lock (bench processes sharing the
@@ -280,6 +301,7 @@ class DeviceRunner:
         if info.state != ONLINE:
             raise DeviceError(f"device {target.serial} is {info.state}")
         self._device_ids[target.key] = device_identity(info.props, target.serial)
+        self.models[target.key] = info.model
         self.store.record_device(target.serial, target.provider_name, info.model, info.abi,
                                  info.sdk, info.props, utc_now(), self._device_id(target))
         binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256())

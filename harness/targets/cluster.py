@@ -253,10 +253,10 @@ class RayTarget(Target):
                 self._call("recover", max(left, 0.1), timeout_s=max(left, 0.1) + ANSWER_MARGIN_S,
                            cancel=stop)
                 return
-            except HostLost as exc:
+            except HostLost:
                 if time.monotonic() + LOST_POLL_S >= end:
-                    raise HostLost(f"device {self.serial}: lab host {self.host} did not come "
-                                   f"back within {deadline_s:g} s ({exc})") from None
+                    raise HostLost(f"lab host {self.host} left the cluster and did not come "
+                                   f"back within {deadline_s:g} s") from None
                 if stop is not None:
                     stop.wait(LOST_POLL_S)
                 else:
