@@ -95,14 +95,14 @@ def _launch_or_none(_session, command: str = "", *_args, **kwargs) -> str | None
 def instrument(spans: Spans) -> None:
     """Bench's steps by category (each import names the module the caller looks it up in)."""
     import harness.executor as executor
-    import harness.devices.hygiene as hygiene
-    import harness.devices.telemetry as telemetry
-    import harness.lab.device_runner as device_runner
+    import harness.targets.hygiene as hygiene
+    import harness.targets.telemetry as telemetry
+    import harness.benchmark.runner as device_runner
     import harness.report as report
     import harness.run as run
-    from harness.devices.session import DeviceSession
-    from harness.targets.adb import AdbTarget
-    from harness.store import Store
+    from harness.targets.adb.session import DeviceSession
+    from harness.targets.adb.provider import AdbTarget
+    from harness.results.store import Store
 
     spans.wrap(DeviceSession, "shell", _launch_or_none)
     for name in ("files_to_send", "send_files"):
@@ -175,7 +175,7 @@ def main() -> int:
             print(f"--cluster: {why_not}")
             return 2
     from harness.config import BenchmarkSettings, RunConfig
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
     import harness.run  # its run_benchmarks is looked up after instrument() wrapped it
 
     settings = BenchmarkSettings(num_runs=5, min_secs=args.min_secs, warmup_min_secs=0.2,
@@ -263,7 +263,7 @@ def _cluster_ratio(args, work: Path, config, lab_up, lab_down) -> float | None:
 
 
 def _lab_server(base: Path):
-    from harness.lab.virtual_lab import LabState
+    from harness.targets.adb.virtual_lab import LabState
 
     return LabState.load(base).server
 

@@ -61,9 +61,9 @@ def adb_push_s(adb: str, port: int, serial: str, local: Path) -> float:
 
 def measure(args, work: Path, size_bytes: int) -> dict[str, list[float]]:
     """MB/s of every push, by who pushed: {"bench": [...], "adb": [...]}."""
-    from harness.devices.session import DeviceSession
-    from harness.lab.adb_binary import adb_path
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.session import DeviceSession
+    from harness.targets.adb.adb_binary import adb_path
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
 
     local = work / "payload.bin"
     write_random_file(local, size_bytes)

@@ -8,7 +8,7 @@ timings; the device runs on host cores of its own, as `bench lab up` sets it up)
 them: each comparison draws two disjoint random subsets of `--subset` launches (a run's trials).
 - false alarm rate: A/A comparisons (both subsets unchanged) that come out REGRESSED;
 - power at 5 % and 10 %: the candidate subset's samples scaled by 1.05 / 1.10, REGRESSED rate.
-Every comparison goes through `harness.compare.compare_samples`, the function `bench compare`
+Every comparison goes through `harness.regress.compare.compare_samples`, the function `bench compare`
 uses. Targets: false alarms <= 1 %, power >= 0.9 at 10 %. (At exactly the 5 % threshold the
 median-ratio condition alone passes about half the time, so power at 5 % is expected near 0.5.)
 Also printed, as context: the same figures for each per-launch statistic and other numbers of
@@ -31,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.compare import STATISTICS, Thresholds, sample_value  # noqa: E402  (after sys.path)
+from harness.regress.compare import STATISTICS, Thresholds, sample_value  # noqa: E402  (after sys.path)
 
 FALSE_ALARM_TARGET = 0.01
-# A made slowdown scales every per-launch figure a comparison may use (harness.compare.STATISTICS).
+# A made slowdown scales every per-launch figure a comparison may use (harness.regress.compare.STATISTICS).
 SCALED_FIELDS = ("inference_avg_us", "inference_p50_us", "inference_min_us")
 POWER_TARGET_10PCT = 0.9
 
@@ -43,7 +43,7 @@ def record_samples(trials: int, model: str, min_secs: float, work: Path) -> tupl
     """Run one artifact `trials` times on a fresh one-device virtual lab; returns (store, run id)."""
     os.environ["BENCH_STATE_DIR"] = str(work / "state")  # a lab of its own
     from harness.config import BenchmarkSettings, RunConfig
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
     from harness.run import run_benchmarks
 
     lab_up(1)
@@ -59,7 +59,7 @@ def record_samples(trials: int, model: str, min_secs: float, work: Path) -> tupl
 
 
 def timing_samples(store_path: Path, run_id: str) -> list:
-    from harness.store import Store
+    from harness.results.store import Store
 
     store = Store(store_path)
     ok = [m for m in store.measurements(run_id)
@@ -69,7 +69,7 @@ def timing_samples(store_path: Path, run_id: str) -> list:
 
 
 def _compare(base_samples: list, cand_samples: list, slowdown: float, thresholds=None):
-    from harness.compare import compare_samples
+    from harness.regress.compare import compare_samples
 
     base = [replace(m, run_id="base") for m in base_samples]
     cand = [replace(m, run_id="cand", **{name: getattr(m, name) * slowdown

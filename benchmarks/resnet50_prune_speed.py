@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.optimize.pipeline import Pipeline  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
-from harness.variants import parse_variant  # noqa: E402
+from harness.optimize.variants import parse_variant  # noqa: E402
 from models.datasets import load_dataset  # noqa: E402
 from models.registry import resolve_model  # noqa: E402
 

@@ -44,8 +44,8 @@ class BenchmarkSettings:
 
 @dataclass
 class HygieneSettings:
-    """Measurement-hygiene thresholds: when a device is fit to measure (harness.devices.hygiene
-    waits for it) and when a stored sample counts (harness.compare's gates).
+    """Measurement-hygiene thresholds: when a device is fit to measure (harness.targets.hygiene
+    waits for it) and when a stored sample counts (harness.regress.compare's gates).
 
     The one definition of these fields and defaults: [run] and [lab] in bench.toml set them
     (rules: harness.config_schema.HYGIENE_RULES, keyed by these names), and RunConfig carries
@@ -68,7 +68,7 @@ class RunConfig:
     devices: str = "all"
     model: str = "digits_cnn"
     variants: list[str] = field(default_factory=list)  # [] : the model's default set
-    #                                                     (harness.variants.default_variants)
+    #                                                     (harness.optimize.variants.default_variants)
     weights: str | None = None        # state dict for a built-in architecture
     input_shape: str | None = None    # e.g. "1,3,224,224" for user models without one
     data_dir: str | None = None       # ImageFolder for accuracy, calibration and fine-tuning
@@ -314,7 +314,7 @@ class LabConfig:
 
     def adb_servers(self):
         """The configured servers as AdbServer (imported here: config stays free of adbutils)."""
-        from harness.devices.session import AdbServer
+        from harness.targets.adb.session import AdbServer
 
         return [AdbServer(s.host, s.port, name=s.name) for s in self.servers]
 

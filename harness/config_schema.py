@@ -1,7 +1,7 @@
 """The one typed schema of bench's settings: every key of every config section, its type and range.
 
 `harness.config` checks bench.toml, stored run configs (--resume) and RunConfig objects against
-these tables, and the command line's number options (`harness.cli_types`) use the same rules, so
+these tables, and the command line's number options (`harness.cli.types`) use the same rules, so
 a value is judged once, the same way, wherever it comes from.
 """
 from __future__ import annotations

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import harness
 from harness.config import RunConfig, config_from_dict, validate_config
-from harness.devices.discovery import known_servers
+from harness.targets.adb.discovery import known_servers
 from harness.errors import UserError
-from harness.lab.adb_binary import adb_path, adb_provenance
-from harness.lab.locks import pid_namespace
+from harness.targets.adb.adb_binary import adb_path, adb_provenance
+from harness.targets.locks import pid_namespace
 from harness.executor import Executor, local_executor
-from harness.lab.stop import stop_on_sigint
+from harness.benchmark.stop import stop_on_sigint
 from harness.progress import Line, Reporter, as_reporter
-from harness.results import Measurement, RunStatus, final_records, utc_now
+from harness.results.schema import Measurement, RunStatus, final_records, utc_now
 from harness.run_owner import RunOwnership, refuse_if_running, this_owner
-from harness.store import Store
+from harness.results.store import Store
 
 
 def new_run_id() -> str:
@@ -60,14 +60,14 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                    executor: Executor | None = None) -> RunResult:
     """Measure every variant on every selected device, all devices at once; with
     `resume_run_id`, finish only the jobs that run has no record of. No variants in the
-    config: the model's default set (harness.variants.default_variants)."""
-    from harness.artifacts import sha256_file
-    from harness.binaries import verify_binary_sha256
-    from harness.lab.device_runner import DeviceRunner
-    from harness.lab.jobs import DELEGATES, plan_jobs
+    config: the model's default set (harness.optimize.variants.default_variants)."""
+    from harness.optimize.artifacts import sha256_file
+    from harness.benchmark.binaries import verify_binary_sha256
+    from harness.benchmark.runner import DeviceRunner
+    from harness.benchmark.jobs import DELEGATES, plan_jobs
     from harness.paths import cache_dir as default_cache_dir
     from harness.report import ensure_reports_dir
-    from harness.variants import default_variants, parse_variants
+    from harness.optimize.variants import default_variants, parse_variants
 
     t0 = time.monotonic()
     log = as_reporter(log)
@@ -109,7 +109,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                         owner_pid=pid, adb=adb_provenance(_local_adb_servers(targets)),
                         owner_pidns=pid_namespace())
     log.run_started(run_id)
-    stop = threading.Event()  # set by the first Ctrl-C (harness.lab.stop)
+    stop = threading.Event()  # set by the first Ctrl-C (harness.benchmark.stop)
     planned = len(jobs) * len(targets)
     try:
         # Owned from here on: a heartbeat while it runs, and `interrupted`, never `running`,
@@ -200,14 +200,14 @@ def device_provider(config: RunConfig):
         from harness.targets.cluster import RayProvider
 
         return RayProvider(config.cluster)
-    from harness.targets.adb import AdbProvider
+    from harness.targets.adb.provider import AdbProvider
 
     return AdbProvider(known_servers(config.lab), config.lab)
 
 
 def _local_adb_servers(targets) -> set:
     """The adb servers this host talks to itself (a cluster's are the lab hosts' own)."""
-    from harness.targets.adb import AdbTarget
+    from harness.targets.adb.provider import AdbTarget
 
     return {t.device.server for t in targets if isinstance(t, AdbTarget)}
 
@@ -255,7 +255,7 @@ def _all_jobs_ok(measurements: list[Measurement]) -> bool:
 def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter) -> list:
     """One artifact per variant of the configured model (built, or taken from the cache)."""
     from harness.optimize.pipeline import Pipeline
-    from harness.variants import parse_variants
+    from harness.optimize.variants import parse_variants
     from models.datasets import load_dataset
     from models.registry import resolve_model
 

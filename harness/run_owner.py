@@ -15,8 +15,8 @@ import threading
 from datetime import datetime, timezone
 
 from harness.errors import BenchError, UserError
-from harness.lab.locks import pid_alive, pid_namespace
-from harness.results import RunStatus, utc_now
+from harness.targets.locks import pid_alive, pid_namespace
+from harness.results.schema import RunStatus, utc_now
 
 HEARTBEAT_S = 5.0
 LEASE_S = 60.0  # many heartbeats: a busy host that misses a few does not lose its run

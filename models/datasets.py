@@ -8,7 +8,7 @@
   flower.jpg). No labels, so accuracy becomes agreement with the baseline's predictions.
 
 Arrays are float32 NCHW whatever the model's layout: a NHWC .tflite gets its inputs transposed
-at inference time (harness.evaluate), so every model of one comparison sees identical pixels.
+at inference time (harness.optimize.evaluate), so every model of one comparison sees identical pixels.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """File fingerprints: the sha256 of a model, weights or source file (models.registry) and of a
-built artifact (harness.artifacts, which takes these from here so there is one implementation).
+built artifact (harness.optimize.artifacts, which takes these from here so there is one implementation).
 Importing this module stays cheap: no torch."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import adbutils
 import pytest
 
 from harness.errors import UserError
-from harness.lab.adb_binary import adb_path, adb_version
+from harness.targets.adb.adb_binary import adb_path, adb_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_ADB = Path(adbutils.__file__).resolve().parent / "binaries" / "adb"
@@ -43,8 +43,8 @@ def test_bench_adb_selects_another_and_a_bad_one_is_one_line(monkeypatch, tmp_pa
 
 @pytest.mark.skipif(not DEBIAN_ADB.is_file(), reason="Debian's adb package is not installed")
 def test_debian_adb_29_drives_the_virtual_lab(monkeypatch, tmp_path):
-    from harness.devices.session import DeviceSession
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.session import DeviceSession
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
 
     monkeypatch.setenv("BENCH_ADB", str(DEBIAN_ADB))
     assert adb_version(str(DEBIAN_ADB)).startswith("1.0.41 (29.")

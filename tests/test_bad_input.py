@@ -14,7 +14,7 @@ import pytest
 
 from harness.benchmark import LogLimits, parse_log, parse_log_file
 from harness.errors import UserError
-from harness.store import Store
+from harness.results.store import Store
 
 SAMPLES_DIR = Path(__file__).parent / "data" / "benchmark_samples"
 # `bench parse` of any input must stay about this small (the interpreter and imports are ~40 MB).
@@ -221,7 +221,7 @@ def test_the_model_loads_but_fails_at_allocation(tmp_path):
 
 @pytest.fixture(scope="module")
 def lab():
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
 
     state = lab_up(1)
     yield state

@@ -8,7 +8,7 @@ from device_agents.benchmark_model.flags import parse_flags
 from harness.benchmark.command import (DELEGATE_FLAGS, DELEGATES, KIND_FLAGS, KINDS,
                                        benchmark_command, launch_threads, pinned, settings_flags)
 from harness.config import BenchmarkSettings
-from harness.lab import jobs
+from harness.benchmark import jobs
 
 BINARY = "/data/local/tmp/bench/benchmark_model"
 MODEL = "/data/local/tmp/bench/model.tflite"

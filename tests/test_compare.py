@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness.compare import (IMPROVED, INVALID, REGRESSED, SAME, UNKNOWN, VERDICTS, Thresholds,
+from harness.regress.compare import (IMPROVED, INVALID, REGRESSED, SAME, UNKNOWN, VERDICTS, Thresholds,
                              Verdict, compare, compare_samples, latency_test, parse_threshold,
                              resolve_run_ref)
 from harness.config import HygieneSettings
 from harness.errors import UserError
-from harness.junit import junit_tree
-from harness.results import Measurement
-from harness.store import Store
+from harness.regress.junit import junit_tree
+from harness.results.schema import Measurement
+from harness.results.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 PROPS = json.dumps({"ro.build.fingerprint": "bench/virtual/x86_64:14/UQ1A/1:user/release-keys"})
@@ -335,7 +335,7 @@ def lab_runs(tmp_path_factory):
     import os
 
     from harness.config import BenchmarkSettings, RunConfig
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
     from harness.run import run_benchmarks
 
     work = tmp_path_factory.mktemp("compare-lab")
@@ -399,7 +399,7 @@ def test_lab_identical_artifacts_never_regress(lab_runs):
     run ~10 % slower for seconds at a time, on every core at once), so a comparison of two runs
     alone may flag an unchanged key; the interleaved confirmation sees both sides in the same
     states and must clear it."""
-    from harness.confirm import confirm_regressions
+    from harness.regress.confirm import confirm_regressions
 
     store, (base, same, _wide, _disturbed), _work = lab_runs
     first = compare(store, base, same)
@@ -419,7 +419,7 @@ def test_lab_wider_candidate_is_regressed_on_every_device(lab_runs):
 
 
 def test_lab_confirm_keeps_a_real_regression(lab_runs):
-    from harness.confirm import confirm_regressions
+    from harness.regress.confirm import confirm_regressions
 
     store, (base, _same, wide, _disturbed), _work = lab_runs
     result = confirm_regressions(store, compare(store, base, wide), trials=CONFIRM_TRIALS)
@@ -436,7 +436,7 @@ def test_lab_confirm_keeps_a_real_regression(lab_runs):
 
 
 def test_lab_confirm_overturns_a_regression_made_by_the_environment(lab_runs):
-    from harness.confirm import confirm_regressions
+    from harness.regress.confirm import confirm_regressions
 
     store, (base, _same, _wide, disturbed), _work = lab_runs
     # Judged by launch means (with the noise gates opened, as the hog makes means erratic), the
@@ -455,7 +455,7 @@ def test_lab_confirm_overturns_a_regression_made_by_the_environment(lab_runs):
 
 
 def test_lab_confirm_without_the_artifact_file_is_a_user_error(lab_runs, tmp_path):
-    from harness.confirm import artifact_on_host
+    from harness.regress.confirm import artifact_on_host
 
     store, (base, *_rest), work = lab_runs
     sha = store.measurements(base)[0].artifact_sha256

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.binaries import binary_for_abi, parse_binary_options, shipped_binary
+from harness.benchmark.binaries import binary_for_abi, parse_binary_options, shipped_binary
 from harness.config import load_config
 from harness.errors import DeviceError, UserError
 

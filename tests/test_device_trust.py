@@ -112,9 +112,9 @@ def test_no_stream_opens_before_authentication(trusted):
 
 
 def test_lab_up_trusts_the_users_key_and_authorize_key(tmp_path):
-    from harness.devices.session import list_device_states
+    from harness.targets.adb.session import list_device_states
     from harness.errors import UserError
-    from harness.lab.virtual_lab import lab_down, lab_up
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
 
     base = tmp_path / "lab-state"
     with adb_server(tmp_path / "colleague-home") as colleague:

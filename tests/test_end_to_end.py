@@ -11,11 +11,11 @@ import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
 from harness.config import BenchmarkSettings, RunConfig
-from harness.lab.virtual_lab import connect_device, lab_down, lab_status, lab_up
+from harness.targets.adb.virtual_lab import connect_device, lab_down, lab_status, lab_up
 from harness.run import run_benchmarks
-from harness.store import Store
-from harness.variants import default_variants, parse_variant
-from harness.lab.adb_binary import adb_path
+from harness.results.store import Store
+from harness.optimize.variants import default_variants, parse_variant
+from harness.targets.adb.adb_binary import adb_path
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_bench_devices_json_describes_each_virtual_device(lab):
 
 
 def test_run_on_all_devices_then_rerun_pushes_nothing(lab, tmp_path):
-    from harness.devices.session import DeviceSession
+    from harness.targets.adb.session import DeviceSession
 
     config = config_for(tmp_path)
     # Devices keep their files across labs, as phones do: start from devices without bench's.

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
-from harness.devices.hygiene import (HygieneSettings, check_storage, fixed_performance_mode,
+from harness.targets.hygiene import (HygieneSettings, check_storage, fixed_performance_mode,
                                      free_space, pinned_command, read_fixed_performance_mode,
                                      unfit_reasons, wait_until_ready)
-from harness.devices.session import DeviceSession
-from harness.devices.telemetry import (Telemetry, cpu_topology, parse_charging, parse_zones,
+from harness.targets.adb.session import DeviceSession
+from harness.targets.telemetry import (Telemetry, cpu_topology, parse_charging, parse_zones,
                                        read_telemetry, topology_from_max_freqs)
 from harness.errors import DeviceError
-from harness.lab.virtual_lab import lab_down, lab_up
+from harness.targets.adb.virtual_lab import lab_down, lab_up
 
 FAST = dict(cooldown_poll_s=0.1, cooldown_deadline_s=0.6)
 

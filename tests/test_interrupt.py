@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
-from harness.devices.session import DeviceSession
-from harness.lab.device_lock import LOCK_DIR
-from harness.lab.virtual_lab import lab_down, lab_up
+from harness.targets.adb.session import DeviceSession
+from harness.targets.device_lock import LOCK_DIR
+from harness.targets.adb.virtual_lab import lab_down, lab_up
 from harness.run import resume_benchmarks
-from harness.store import Store
+from harness.results.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -181,7 +181,7 @@ def test_a_second_ctrl_c_quits_at_once_even_with_a_frozen_device(device, tmp_pat
 def test_first_sigint_sets_the_stop_a_second_raises_and_the_handler_is_put_back():
     import threading
 
-    from harness.lab.stop import STOP_MESSAGE, stop_on_sigint
+    from harness.benchmark.stop import STOP_MESSAGE, stop_on_sigint
 
     before = signal.getsignal(signal.SIGINT)
     stop, said = threading.Event(), []

@@ -3,12 +3,12 @@ import hashlib
 
 import pytest
 
-from harness.binaries import binary_for_abi
+from harness.benchmark.binaries import binary_for_abi
 from harness.config import LabBinary, LabServer, load_config
-from harness.devices.discovery import known_servers
-from harness.devices.selectors import (DeviceFacts, SelectorTerm, normalize_model, parse_selector,
+from harness.targets.adb.discovery import known_servers
+from harness.targets.selectors import (DeviceFacts, SelectorTerm, normalize_model, parse_selector,
                                        resolve_selector)
-from harness.devices.session import AdbServer
+from harness.targets.adb.session import AdbServer
 from harness.errors import UserError
 
 LAB_TOML = """

@@ -14,10 +14,10 @@ import pytest
 from device_agents.virtual.faults import clear_faults, set_faults
 from harness.config import BenchmarkSettings, HygieneSettings, RunConfig
 from harness.config_schema import HYGIENE_RULES
-from harness.devices.session import list_device_states
-from harness.lab.virtual_lab import LabState, lab_down, lab_up
+from harness.targets.adb.session import list_device_states
+from harness.targets.adb.virtual_lab import LabState, lab_down, lab_up
 from harness.run import resume_benchmarks, run_benchmarks
-from harness.store import Store
+from harness.results.store import Store
 from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
 pytestmark = pytest.mark.slow
@@ -272,7 +272,7 @@ def test_killed_bench_process_resumes_only_the_missing_jobs(lab, tmp_path):
 
 def test_names_with_shell_metacharacters_are_quoted_on_the_device(lab, tmp_path):
     from harness.optimize.pipeline import Pipeline
-    from harness.variants import VariantSpec
+    from harness.optimize.variants import VariantSpec
     from models.datasets import load_dataset
     from models.registry import resolve_model
 

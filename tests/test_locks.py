@@ -12,13 +12,13 @@ import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
 from harness.config import BenchmarkSettings, RunConfig
-from harness.devices.session import DeviceSession
+from harness.targets.adb.session import DeviceSession
 from harness.errors import DeviceError
-from harness.lab.device_lock import LOCK_DIR, Lease, OnDeviceLock
-from harness.lab.locks import DeviceBusy, DeviceLock, LockOwner, lock_file_name, pid_namespace
-from harness.lab.virtual_lab import LabState, lab_down, lab_up
+from harness.targets.device_lock import LOCK_DIR, Lease, OnDeviceLock
+from harness.targets.locks import DeviceBusy, DeviceLock, LockOwner, lock_file_name, pid_namespace
+from harness.targets.adb.virtual_lab import LabState, lab_down, lab_up
 from harness.run import run_benchmarks
-from harness.store import Store
+from harness.results.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys
 from pathlib import Path
-from harness.lab.locks import DeviceLock
+from harness.targets.locks import DeviceLock
 with DeviceLock(sys.argv[1], sys.argv[2], directory=Path(sys.argv[3])):
     print("held", flush=True)
     sys.stdin.read()
@@ -78,7 +78,7 @@ def test_second_process_waits_until_the_holder_releases(tmp_path, holder):
     proc = holder()
     waiter = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, os; from pathlib import Path; from harness.lab.locks import DeviceLock\n"
+         "import sys, os; from pathlib import Path; from harness.targets.locks import DeviceLock\n"
          "with DeviceLock('127.0.0.1:5555', 'lab-a', wait=True, directory=Path(sys.argv[1])):\n"
          "    print('got', os.getpid(), flush=True)\n",
          str(tmp_path)],

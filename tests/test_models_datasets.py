@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.convert import convert_to_tflite
+from harness.optimize.convert import convert_to_tflite
 from models.datasets import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from models.errors import ModelInputError
 from models.registry import BUILTIN_MODEL_NAMES, resolve_model, sha256_file

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from harness.config import RunConfig
 from harness.escape import csv_cell, md_code, md_text, plot_text, xml_text
-from harness.lab.virtual_lab import lab_down, lab_up
+from harness.targets.adb.virtual_lab import lab_down, lab_up
 from harness.run import run_benchmarks
 from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
@@ -37,7 +37,7 @@ def tiny_tflites(tmp_path_factory) -> list[bytes]:
     two names would be one artifact. One conversion; the second file has its last bias nudged."""
     import torch
 
-    from harness.convert import convert_to_tflite
+    from harness.optimize.convert import convert_to_tflite
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),

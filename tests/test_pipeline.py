@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import METADATA_FILENAME, recipe_key, sha256_file
+from harness.optimize.artifacts import METADATA_FILENAME, recipe_key, sha256_file
 from harness.errors import UserError
-from harness.evaluate import tflite_predict
+from harness.optimize.evaluate import tflite_predict
 from harness.optimize.pipeline import Pipeline, variant_recipe
-from harness.variants import VariantSpec, parse_variant
+from harness.optimize.variants import VariantSpec, parse_variant
 from models.datasets import load_dataset
 from models.registry import ModelSource, resolve_model
 
@@ -152,7 +152,7 @@ def test_every_builtin_architecture_prunes_converts_and_passes_parity(name, tmp_
 
 
 def test_importing_the_pipeline_does_not_load_torch():
-    probe = ("import sys; import harness.optimize.pipeline, harness.artifacts, harness.variants; "
+    probe = ("import sys; import harness.optimize.pipeline, harness.optimize.artifacts, harness.optimize.variants; "
              "print(sorted(m for m in ('torch', 'litert_torch', 'ai_edge_litert') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

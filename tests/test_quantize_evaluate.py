@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from harness.convert import ParityError, convert_to_tflite, tflite_outputs  # noqa: E402
+from harness.optimize.convert import ParityError, convert_to_tflite, tflite_outputs  # noqa: E402
 from harness.errors import UserError  # noqa: E402
-from harness.evaluate import evaluate_tflite, tflite_predict  # noqa: E402
+from harness.optimize.evaluate import evaluate_tflite, tflite_predict  # noqa: E402
 from harness.optimize.quantize import QUANT_MODES, quantize_tflite, quantize_torch, zip_size  # noqa: E402
 from models.datasets import EvalData as Data  # noqa: E402
 from models.digits import digits_dataset  # noqa: E402

@@ -23,7 +23,7 @@ pytest.importorskip("ray")
 
 from device_agents.host_agent.join import join_lab  # noqa: E402
 from harness.config import HygieneSettings, RunConfig  # noqa: E402
-from harness.lab.virtual_lab import lab_down, lab_up  # noqa: E402
+from harness.targets.adb.virtual_lab import lab_down, lab_up  # noqa: E402
 from harness.run import run_benchmarks  # noqa: E402
 from harness.targets.base import ONLINE  # noqa: E402
 from harness.targets.cluster import RayProvider  # noqa: E402
@@ -183,6 +183,6 @@ def test_a_host_lost_mid_run_loses_only_its_jobs_and_the_run_resumes(lab, tmp_pa
 
 
 def test_without_a_cluster_ray_is_not_imported():
-    code = ("import sys, harness.cli, harness.run, harness.lab.device_runner, "
-            "harness.targets.adb; assert 'ray' not in sys.modules, 'ray imported'")
+    code = ("import sys, harness.cli, harness.run, harness.benchmark.runner, "
+            "harness.targets.adb.provider; assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

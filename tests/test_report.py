@@ -27,8 +27,8 @@ from harness.report.content import build_content, draw_plots
 from harness.report.html import html_table
 from harness.report.plots import overlapping_titles, pareto_frontier, title_extents, titles_outside
 from harness.report.summary import summarise
-from harness.results import Measurement
-from harness.store import Store
+from harness.results.schema import Measurement
+from harness.results.store import Store
 
 EVIL_VARIANT = "<script>alert(1)</script>&int8"
 LONG_MODEL = "Virtual Galaxy S24 Ultra Enterprise Edition SM-S928B/DS 5G (bench x86_64 host-CPU)"

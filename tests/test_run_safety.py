@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import compare, resolve_run_ref
+from harness.regress.compare import compare, resolve_run_ref
 from harness.config import RunConfig
 from harness.errors import UserError
-from harness.history import history_rows
-from harness.lab.virtual_lab import LabState, lab_down, lab_up
-from harness.results import RunStatus
+from harness.results.history import history_rows
+from harness.targets.adb.virtual_lab import LabState, lab_down, lab_up
+from harness.results.schema import RunStatus
 from harness.run import resume_benchmarks, run_benchmarks
-from harness.store import Store
+from harness.results.store import Store
 from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ import pytest
 
 from harness.config import RunConfig
 from harness.errors import StorageError
-from harness.lab.virtual_lab import lab_down, lab_up
-from harness.results import RunStatus
+from harness.targets.adb.virtual_lab import lab_down, lab_up
+from harness.results.schema import RunStatus
 from harness.run import resume_benchmarks, run_benchmarks
-from harness.store import SCHEMA_VERSION, Store
+from harness.results.store import SCHEMA_VERSION, Store
 from tests.small_disk import fill, remount, tmpfs
 from tests.virtual_lab_fixtures import FAST_BENCHMARK as FAST
 

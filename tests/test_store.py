@@ -8,11 +8,11 @@ import time
 import pytest
 
 from harness.errors import StorageError, UserError
-from harness.journal import Journal, journal_path
-from harness.results import (MEASUREMENT_FIELDS, Measurement, MeasurementStatus, RunStatus,
+from harness.results.journal import Journal, journal_path
+from harness.results.schema import (MEASUREMENT_FIELDS, Measurement, MeasurementStatus, RunStatus,
                              utc_now)
 from harness.run_owner import LEASE_S, RunOwnership, refuse_if_running
-from harness.store import SCHEMA_VERSION, Store
+from harness.results.store import SCHEMA_VERSION, Store
 from tests.small_disk import fill, tmpfs
 
 
@@ -181,7 +181,7 @@ def _finished_run(store, run_id, started_at, status, sample_status="ok"):
 
 
 def test_latest_is_the_newest_run_that_finished_ok_with_ok_samples(tmp_path):
-    from harness.compare import resolve_run_ref
+    from harness.regress.compare import resolve_run_ref
 
     store = Store(tmp_path / "bench.db")
     _finished_run(store, "r1-ok", "2026-01-01T00:00:00", RunStatus.OK)

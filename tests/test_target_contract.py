@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults
-from harness.devices.session import Cancelled, CommandTimeout
-from harness.lab.virtual_lab import lab_down, lab_up
-from harness.targets.adb import AdbProvider
+from harness.targets.adb.session import Cancelled, CommandTimeout
+from harness.targets.adb.virtual_lab import lab_down, lab_up
+from harness.targets.adb.provider import AdbProvider
 from harness.targets.base import NOT_FOUND, ONLINE, Provider, Target, TargetFile
 
 REMOTE_DIR = "/data/local/tmp/bench-contract"

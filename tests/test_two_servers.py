@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.devices.discovery import known_servers, list_targets, select_devices
-from harness.devices.session import AdbServer, DeviceSession, list_device_states
+from harness.targets.adb.discovery import known_servers, list_targets, select_devices
+from harness.targets.adb.session import AdbServer, DeviceSession, list_device_states
 from harness.errors import DeviceError, UserError
-from harness.lab.virtual_lab import connect_device, free_port, start_adb_server, start_virtual_device
+from harness.targets.adb.virtual_lab import connect_device, free_port, start_adb_server, start_virtual_device
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADB = ("127.0.0.1", 5037)

@@ -5,7 +5,7 @@ import pytest
 from harness.errors import UserError
 from harness.optimize.finetune import FineTuneSettings
 from harness.optimize.prune import PruneSettings
-from harness.variants import KNOBS, VariantSpec, parse_variant, parse_variants
+from harness.optimize.variants import KNOBS, VariantSpec, parse_variant, parse_variants
 
 
 @pytest.mark.parametrize("text, name", [

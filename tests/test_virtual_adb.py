@@ -24,8 +24,8 @@ from device_agents.virtual.protocol import (
 )
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
 from device_agents.virtual.services import FEATURES
-from harness.devices.session import AdbServer as BenchAdbServer
-from harness.devices.session import DeviceSession
+from harness.targets.adb.session import AdbServer as BenchAdbServer
+from harness.targets.adb.session import DeviceSession
 from harness.errors import DeviceError
 from tests.adb_test_keys import new_adb_test_key
 from tests.virtual_lab_fixtures import (SHIPPED_BENCHMARK_MODEL, RawHost, adb_server,
@@ -214,7 +214,7 @@ def test_adbutils_push_stat_list_pull(device_handle, lab, tmp_path):
     assert sha256_of(tmp_path / "back.tflite") == sha256_of(local)
 
 
-# -- sync with bench's own push (harness.devices.session) -------------------------------------
+# -- sync with bench's own push (harness.targets.adb.session) -------------------------------------
 @pytest.fixture
 def bench_session(lab) -> DeviceSession:
     adb, _device, serial = lab
@@ -243,8 +243,8 @@ def test_bench_push_writes_the_exact_bytes_and_mode_and_reports_progress(bench_s
 
 
 def test_bench_prepare_files_reports_progress_over_all_files(bench_session, lab, tmp_path):
-    from harness.devices.discovery import DeviceTarget
-    from harness.targets.adb import AdbTarget
+    from harness.targets.adb.discovery import DeviceTarget
+    from harness.targets.adb.provider import AdbTarget
     from harness.targets.base import TargetFile
 
     target = AdbTarget(DeviceTarget(bench_session.serial, bench_session.server, "device"))

@@ -26,7 +26,7 @@ from device_agents.virtual.adb_auth import ADB_AUTH_SIGNATURE, ADB_AUTH_TOKEN, T
 from device_agents.virtual.protocol import (A_AUTH, A_CNXN, A_VERSION, HEADER_SIZE, MAX_PAYLOAD,
                                             Message, decode_header, encode)
 from harness.config import BenchmarkSettings
-from harness.lab.adb_binary import adb_path
+from harness.targets.adb.adb_binary import adb_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_BENCHMARK_MODEL = REPO_ROOT / "device_agents" / "bin" / "x86_64" / "benchmark_model"
@@ -34,7 +34,7 @@ SHIPPED_BENCHMARK_MODEL = REPO_ROOT / "device_agents" / "bin" / "x86_64" / "benc
 # under a second on a tiny model.
 FAST_BENCHMARK = BenchmarkSettings(num_runs=3, warmup_runs=1, min_secs=0.02, warmup_min_secs=0.01,
                                    max_secs=20)
-ADB_PATH = adb_path()  # the adb bench itself runs (harness/lab/adb_binary.py)
+ADB_PATH = adb_path()  # the adb bench itself runs (harness/targets/adb/adb_binary.py)
 # Generous deadlines: only how long to wait before giving up, never what a test asserts.
 DEVICE_START_TIMEOUT_S = 60.0
 ADB_COMMAND_TIMEOUT_S = 120.0

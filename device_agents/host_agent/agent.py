@@ -20,11 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-from harness.devices.discovery import DeviceTarget, list_targets
-from harness.devices.session import AdbServer, DeviceSession
+from harness.targets.adb.discovery import DeviceTarget, list_targets
+from harness.targets.adb.session import AdbServer, DeviceSession
 from harness.errors import DeviceError
-from harness.lab.jobs import device_identity
-from harness.targets.adb import AdbTarget
+from harness.benchmark.jobs import device_identity
+from harness.targets.adb.provider import AdbTarget
 from harness.targets.base import ONLINE, TargetFile
 
 NAMESPACE = "bench"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.devices.session import AdbServer
+from harness.targets.adb.session import AdbServer
 from harness.errors import UserError
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
@@ -36,7 +36,7 @@ def join_lab(address: str, name: str | None = None, servers: list[AdbServer] | N
     """Join the cluster at `address` as lab host `name` (default: this host's name) with the
     devices of `servers` (default: this host's adb servers: configured, the virtual lab's, or
     the local default)."""
-    from harness.devices.discovery import known_servers
+    from harness.targets.adb.discovery import known_servers
     from harness.paths import cache_dir
 
     name = name or socket.gethostname().split(".")[0]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from harness.errors import UserError
-from harness.results import BenchmarkFigures
+from harness.results.schema import BenchmarkFigures
 
 NO_TIMED_STATS_ERROR = "no timed-run stats in the log (benchmark cut off or never measured)"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.errors import UserError
-from harness.variants import check_knob
+from harness.optimize.variants import check_knob
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,7 @@ class FineTuneSettings:
 
     def validate(self) -> None:
         """UserError for values that cannot train. The learning rate has the rule of the lr
-        knob (harness.variants.KNOBS); epochs not ft's: ft=0 means "no fine-tuning", while
+        knob (harness.optimize.variants.KNOBS); epochs not ft's: ft=0 means "no fine-tuning", while
         fine_tune with 0 epochs has nothing to do."""
         if not self.epochs > 0:
             raise UserError(f"fine-tune epochs {self.epochs!r} must be > 0")

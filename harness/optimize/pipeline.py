@@ -6,7 +6,7 @@ then parity and accuracy, each variant a content-addressed artifact with its met
       -> unstructured magnitude pruning                                   harness.optimize.prune
       -> lottery-ticket rewind + retrain                                  harness.optimize.prune / finetune
       -> conversion and quantization, parity vs the torch model           harness.optimize.quantize
-      -> accuracy of the .tflite with LiteRT on the held-out split        harness.evaluate
+      -> accuracy of the .tflite with LiteRT on the held-out split        harness.optimize.evaluate
 
 A `.tflite` source skips the torch stages: it is its own baseline and only quantization applies.
 """
@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from harness.artifacts import Artifact, get_or_build, module_source_sha256, write_artifact
+from harness.optimize.artifacts import Artifact, get_or_build, module_source_sha256, write_artifact
 from harness.errors import UserError
 from harness.progress import Line, Reporter, Task, as_reporter
-from harness.variants import VariantSpec
+from harness.optimize.variants import VariantSpec
 
 RECIPE_FORMAT = 2
 # Code whose edits change what a variant is; their source is part of the cache key.
 PIPELINE_MODULES = (
     "harness.optimize.pipeline", "harness.optimize.prune", "harness.optimize.finetune",
-    "harness.optimize.quantize", "harness.convert", "harness.evaluate",
+    "harness.optimize.quantize", "harness.optimize.convert", "harness.optimize.evaluate",
 )
 _LIBRARIES = ("torch", "torchvision", "torch-pruning", "litert-torch", "ai-edge-litert",
               "ai-edge-quantizer", "numpy", "scikit-learn")
@@ -300,7 +300,7 @@ class Pipeline:
 
     def _verify_accuracy(self, path: Path, spec: VariantSpec, baseline: Artifact | None,
                          metadata: dict) -> None:
-        from harness.evaluate import TensorAllocationError, evaluate_tflite, tflite_predict
+        from harness.optimize.evaluate import TensorAllocationError, evaluate_tflite, tflite_predict
 
         baseline_pred = None
         self._stage(f"accuracy of the .tflite on {len(self.data.x_test)} {self.data.name} samples")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import UserError
 from harness.optimize.profile import count_params_macs
 # The knobs and their rules are written once, with the variant specs; IMPORTANCES is re-exported.
-from harness.variants import IMPORTANCES, check_knob  # noqa: F401
+from harness.optimize.variants import IMPORTANCES, check_knob  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,7 @@ class PruneSettings:
 
     def validate(self) -> None:
         """UserError (one line, naming the setting) for anything out of range: the rules of the
-        matching variant knobs (harness.variants.KNOBS), as library callers need no spec."""
+        matching variant knobs (harness.optimize.variants.KNOBS), as library callers need no spec."""
         check_knob("prune", self.ratio, "pruning ratio")
         check_knob("importance", self.importance, "pruning importance")
         check_knob("scope", self.scope, "pruning scope")

@@ -1,7 +1,7 @@
 """Quantized .tflite variants: fp32, fp16 weights, dynamic-range int8, full-integer int8.
 
 How each mode is made (all by library code, no hand-written quantization):
-- fp32: litert-torch convert, with the strict parity check of harness.convert (1e-4 relative).
+- fp32: litert-torch convert, with the strict parity check of harness.optimize.convert (1e-4 relative).
 - fp16, dynamic_int8, int8: ai-edge-quantizer recipes applied to that parity-checked fp32
   .tflite (the same path serves third-party .tflite files, NHWC included):
     fp16          float_casting, 16-bit float weights, explicit dequantize (float compute)
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.convert import convert_to_tflite, parity_figures
+from harness.optimize.convert import convert_to_tflite, parity_figures
 from harness.errors import UserError
-from harness.evaluate import tflite_predict, to_model_layout
+from harness.optimize.evaluate import tflite_predict, to_model_layout
 # The modes and their rules are written once, with the variant specs; QUANT_MODES is re-exported.
-from harness.variants import QUANT_MODES, check_knob, int8_io_allowed  # noqa: F401
+from harness.optimize.variants import QUANT_MODES, check_knob, int8_io_allowed  # noqa: F401
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,7 +53,7 @@ class QuantizedResult:
     path: Path
     mode: str
     method: str
-    parity: dict  # harness.convert.parity_figures of this model vs the fp32 reference
+    parity: dict  # harness.optimize.convert.parity_figures of this model vs the fp32 reference
     size_bytes: int
     zip_bytes: int  # deflate-compressed size: what sparsity (zeroed weights) buys in download size
 
@@ -83,7 +83,7 @@ def quantize_torch(
     `calibration`: real NCHW float32 samples (N, C, H, W); fp32 conversion checks parity against
     torch on them (or on `parity_inputs`), int8 calibrates activation ranges on them.
     `fp32_reference`: an already converted, parity-checked fp32 .tflite of this same model, reused
-    instead of converting again. Raises harness.convert.ParityError when the fp32 conversion
+    instead of converting again. Raises harness.optimize.convert.ParityError when the fp32 conversion
     changes the model's maths, UserError for an unknown mode.
     """
     _check_mode(mode, int8_io)

@@ -18,7 +18,7 @@ from harness.report.tables import (accuracy_table, devices_table, display_frame,
                                    history_frame, latency_table, measurements_frame, results_csv,
                                    size_table, trial_stats_us, variants_table)
 from harness.errors import StorageError, UserError
-from harness.store import Store
+from harness.results.store import Store
 
 __all__ = ["write_report", "latency_table", "variants_table", "failures_table", "format_table",
            "size_table", "accuracy_table", "devices_table", "hashes_table", "history_frame",

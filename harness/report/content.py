@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.lab.adb_binary import describe_adb
+from harness.targets.adb.adb_binary import describe_adb
 from harness.report import plots
 from harness.report.summary import ACCURACY_BUDGET_PT, DeviceSummary, summarise
 from harness.report.tables import (accuracy_table, devices_table, failures_table, hashes_table,
                                    history_frame, latency_table, size_table, trial_samples_ms,
                                    variants_table)
-from harness.results import Measurement
+from harness.results.schema import Measurement
 
 VIRTUAL_NOTE = ("Virtual devices run benchmark_model with the LiteRT interpreter on the host CPU: "
                 "their latencies are real host-CPU measurements, not phone figures.")

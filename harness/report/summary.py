@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass
 
 from harness.report.tables import fmt_ms, top1_delta_pt
-from harness.results import Measurement
+from harness.results.schema import Measurement
 
 ACCURACY_BUDGET_PT = 1.0  # largest top-1 drop (percentage points) a "best" variant may cost
 

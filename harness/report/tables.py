@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.escape import csv_cell
-from harness.results import Measurement
+from harness.results.schema import Measurement
 
 CSV_EXCLUDED = ("output_tail", "device_props_json")
 # Dimensions of a latency row beyond device x variant; shown only when a run varied them.

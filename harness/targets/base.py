@@ -4,7 +4,7 @@
 A run prepares a target's files, runs the benchmark command on it with a deadline, reads its
 telemetry between launches, and waits for it to come back when its link drops; it never needs to
 know that an adb server, a lab host or a Ray actor stands behind it. The adb provider
-(harness.targets.adb) is today's implementation; every implementation passes the template tests
+(harness.targets.adb.provider) is today's implementation; every implementation passes the template tests
 of tests/test_target_contract.py.
 """
 from __future__ import annotations
@@ -104,5 +104,5 @@ class Provider(ABC):
 
     @abstractmethod
     def select(self, selector: str) -> list[Target]:
-        """The devices `selector` means (harness.devices.selectors); a serial nobody lists
+        """The devices `selector` means (harness.targets.selectors); a serial nobody lists
         comes back NOT_FOUND, so the run records it instead of skipping it."""

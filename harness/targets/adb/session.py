@@ -178,7 +178,7 @@ class DeviceSession:
         info.abi = info.props.get("ro.product.cpu.abi")
         sdk = info.props.get("ro.build.version.sdk", "")
         info.sdk = int(sdk) if sdk.isdigit() else None
-        from harness.devices.telemetry import read_telemetry  # it builds on this module
+        from harness.targets.telemetry import read_telemetry  # it builds on this module
 
         snapshot = read_telemetry(self)
         info.battery_pct, info.temperature_c = snapshot.battery_pct, snapshot.max_temp_c

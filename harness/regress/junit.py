@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.atomic_write import write_atomic
-from harness.compare import INVALID, REGRESSED, UNKNOWN, CompareResult
+from harness.regress.compare import INVALID, REGRESSED, UNKNOWN, CompareResult
 from harness.escape import xml_text
 
 SKIPPED = (INVALID, UNKNOWN)

@@ -2,7 +2,7 @@
 
 Each measurement is committed on its own before the next one starts, so a killed `bench` loses
 nothing it finished; a sample the store cannot take (disk full, read-only, I/O error) goes to
-the journal beside it (harness.journal) and the run stops, to be finished by `--resume`.
+the journal beside it (harness.results.journal) and the run stops, to be finished by `--resume`.
 Columns of `measurements` come from `harness.results.Measurement`.
 
 A store written by a newer bench (higher schema version) is refused, never migrated down or
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import BenchError, StorageError, UserError
-from harness.journal import Journal, journal_path, op_row
-from harness.results import MEASUREMENT_FIELDS, Measurement, RunStatus
+from harness.results.journal import Journal, journal_path, op_row
+from harness.results.schema import MEASUREMENT_FIELDS, Measurement, RunStatus
 
 SCHEMA_VERSION = 3
 # Columns added since version 1, added to older stores when they are opened.
@@ -350,7 +350,7 @@ class Store:
     # -- tags (`bench tag RUN_ID NAME`, `bench compare tag:NAME ...`) --------------------------
     def tag_run(self, run_id: str, tag: str) -> None:
         """Name a run; a tag names one run, so tagging again moves it."""
-        from harness.results import utc_now
+        from harness.results.schema import utc_now
 
         self._write(f"tag {tag}", "INSERT OR REPLACE INTO tags VALUES (?, ?, ?)",
                     (tag, run_id, utc_now()))

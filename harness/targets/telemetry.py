@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from harness.results import utc_now
+from harness.results.schema import utc_now
 
-from harness.devices.session import DeviceSession, parse_dumpsys_battery
+from harness.targets.adb.session import DeviceSession, parse_dumpsys_battery
 from harness.errors import DeviceError
 
 THERMAL_DIR = "/sys/class/thermal"

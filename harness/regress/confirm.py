@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from harness.artifacts import Artifact, sha256_file
-from harness.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
+from harness.optimize.artifacts import Artifact, sha256_file
+from harness.regress.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
                              group_samples, key_verdict, series_key)
 from harness.errors import UserError
 from harness.executor import Executor, local_executor
-from harness.lab.stop import stop_on_sigint
-from harness.results import Measurement, utc_now
+from harness.benchmark.stop import stop_on_sigint
+from harness.results.schema import Measurement, utc_now
 
 DEFAULT_CONFIRM_TRIALS = 10
 
@@ -48,7 +48,7 @@ class _DevicePlan:
 def artifact_on_host(store, sha256: str, cache_dir: Path | None = None) -> Artifact:
     """The artifact file with this content: where the store says it was built, else found in
     the artifact cache by its metadata. A file that changed since is not it."""
-    from harness.artifacts import METADATA_FILENAME, load_artifact
+    from harness.optimize.artifacts import METADATA_FILENAME, load_artifact
     from harness.paths import cache_dir as default_cache_dir
 
     rows = store.artifacts([sha256])
@@ -188,10 +188,10 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
                        result: CompareResult, trials: int, log,
                        stop: threading.Event | None = None) -> str | None:
     """Launch the plan's pairs on its device; returns why it could not, or None."""
-    from harness.devices.discovery import known_servers, list_targets
-    from harness.lab.device_runner import DeviceRunner
-    from harness.lab.jobs import Job
-    from harness.targets.adb import AdbTarget
+    from harness.targets.adb.discovery import known_servers, list_targets
+    from harness.benchmark.runner import DeviceRunner
+    from harness.benchmark.jobs import Job
+    from harness.targets.adb.provider import AdbTarget
 
     servers = [s for s in known_servers(config.lab) if s.name == plan.server_name]
     listed, unreachable = list_targets(servers, config.lab) if servers else ([], {})

@@ -2,7 +2,7 @@
 (terminal table, compare.md). `register(cli)` adds the commands to the `bench` group.
 
 `--confirm` re-runs the REGRESSED keys interleaved with the baseline artifact on their devices
-(harness.confirm) before the verdicts are shown.
+(harness.regress.confirm) before the verdicts are shown.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import click
 
 from harness.atomic_write import write_atomic
-from harness.cli_types import check_number_text, integer
+from harness.cli.types import check_number_text, integer
 from harness.errors import UserError
 from harness.escape import md_code, md_text
 
-if TYPE_CHECKING:  # harness.compare loads scipy: not for commands that never compare
-    from harness.compare import CompareResult, KeyVerdict, MetricVerdict
+if TYPE_CHECKING:  # harness.regress.compare loads scipy: not for commands that never compare
+    from harness.regress.compare import CompareResult, KeyVerdict, MetricVerdict
 
 DEFAULT_STORE = Path("reports/bench.db")
 
@@ -66,7 +66,7 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _worst_first(verdicts: list[KeyVerdict]) -> list[KeyVerdict]:
-    from harness.compare import VERDICTS  # display order
+    from harness.regress.compare import VERDICTS  # display order
 
     return sorted(verdicts, key=lambda v: VERDICTS.index(v.verdict))
 
@@ -122,7 +122,7 @@ def compare_markdown(result: CompareResult) -> str:
 
 
 def _open_store(store_path: Path):
-    from harness.store import Store
+    from harness.results.store import Store
 
     if not Path(store_path).exists():
         raise UserError(f"--store {store_path}: no results store there; run `bench run` first")
@@ -131,7 +131,7 @@ def _open_store(store_path: Path):
 
 def confirm_options(f):
     """--confirm and --confirm-trials, shared by `bench compare` and `bench run --baseline`."""
-    from harness.confirm import DEFAULT_CONFIRM_TRIALS
+    from harness.regress.confirm import DEFAULT_CONFIRM_TRIALS
 
     f = click.option("--confirm-trials", type=integer(), default=DEFAULT_CONFIRM_TRIALS,
                      show_default=True, help="Interleaved launches per side for --confirm.")(f)
@@ -141,7 +141,7 @@ def confirm_options(f):
 
 
 def confirm_result(store, result: CompareResult, trials: int) -> CompareResult:
-    from harness.confirm import confirm_regressions
+    from harness.regress.confirm import confirm_regressions
 
     return confirm_regressions(store, result, trials,
                                log=lambda m: click.echo(f"  {m}", err=True))
@@ -157,7 +157,7 @@ def history(model, device, store_path, as_json):
     """Runs over time per key (variant, device, delegate, threads, CPU mask, OS build, binary)."""
     from dataclasses import asdict
 
-    from harness.history import format_history, history_rows
+    from harness.results.history import format_history, history_rows
 
     rows = history_rows(_open_store(store_path), model=model, device=device)
     if as_json:
@@ -186,12 +186,12 @@ def history(model, device, store_path, as_json):
 def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statistic, as_json,
             junit_path, confirm, confirm_trials):
     """Verdict per key of CAND against BASE (run ids, `latest` or `tag:NAME`). Exit 1 if REGRESSED."""
-    from harness.compare import Thresholds, compare as compare_runs, parse_threshold, resolve_run_ref
-    from harness.junit import write_junit
+    from harness.regress.compare import Thresholds, compare as compare_runs, parse_threshold, resolve_run_ref
+    from harness.regress.junit import write_junit
     from harness.paths import reports_dir as default_reports_dir
 
     if confirm:
-        from harness.confirm import check_confirm_trials
+        from harness.regress.confirm import check_confirm_trials
 
         check_confirm_trials(confirm_trials)
     settings = Thresholds(statistic=statistic)

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 from harness.benchmark.command import benchmark_command, launch_threads
-from harness.binaries import binary_for_abi
+from harness.benchmark.binaries import binary_for_abi
 from harness.config import RunConfig
-from harness.devices.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
+from harness.targets.adb.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
                                      CommandTimeout)
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
-from harness.lab.jobs import Job, device_identity
+from harness.benchmark.jobs import Job, device_identity
 from harness.progress import Line, Reporter, Task, as_reporter
-from harness.results import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
-from harness.store import Store
+from harness.results.schema import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
+from harness.results.store import Store
 from harness.targets.base import NOT_FOUND, ONLINE, HostLost, Target, TargetFile
 
 OUTPUT_TAIL_LINES = 40
@@ -140,8 +140,8 @@ class DeviceRunner:
         """Hold the device for this run: first this host's lock (bench processes sharing the
         state dir queue there, without asking the device), then the device's own, which every
         other bench that can reach the device honours."""
-        from harness.lab.device_lock import OnDeviceLock
-        from harness.lab.locks import DeviceBusy, DeviceLock, LockOwner
+        from harness.targets.device_lock import OnDeviceLock
+        from harness.targets.locks import DeviceBusy, DeviceLock, LockOwner
 
         owner = LockOwner.this_process(self.run_id)
         wait = self.config.busy == "wait"
@@ -224,7 +224,7 @@ class DeviceRunner:
     def _launch(self, prepared: _Prepared, artifact, job: Job, m: Measurement) -> list:
         """Fill `m` from one launch; returns the op profile rows (op_profile jobs only)."""
         from harness.benchmark.parser import parse_log
-        from harness.devices.hygiene import wait_until_ready
+        from harness.targets.hygiene import wait_until_ready
 
         target = prepared.target
         fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
@@ -294,8 +294,8 @@ class DeviceRunner:
         raise AssertionError("unreachable")
 
     def _prepare(self, target: Target) -> _Prepared:
-        from harness.devices.hygiene import check_storage
-        from harness.devices.telemetry import cpu_topology
+        from harness.targets.hygiene import check_storage
+        from harness.targets.telemetry import cpu_topology
 
         info = target.info()
         if info.state != ONLINE:
@@ -390,7 +390,7 @@ class _performance_mode:
         self.target, self._inner = target, None
 
     def __enter__(self):
-        from harness.devices.hygiene import fixed_performance_mode
+        from harness.targets.hygiene import fixed_performance_mode
 
         self._inner = fixed_performance_mode(self.target)
         return self._inner.__enter__()

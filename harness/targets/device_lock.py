@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.devices.session import Cancelled, DeviceSession
+from harness.targets.adb.session import Cancelled, DeviceSession
 from harness.errors import DeviceError
-from harness.lab.locks import DeviceBusy, LockOwner, pid_alive
+from harness.targets.locks import DeviceBusy, LockOwner, pid_alive
 
 LOCK_DIR = "/data/local/tmp/.bench-lock"
 LEASE_S = 60

@@ -6,7 +6,7 @@ drops it when its holder exits, however it exits, so a killed `bench` never leav
 locked. The holder writes its pid (and who it is) into the file so a second bench can say who
 has it. The files are never deleted: unlinking a lock file races with a process about to lock
 it. What excludes every other bench that can reach the device (other state dirs, users, hosts)
-is the lock kept on the device itself, `harness.lab.device_lock`.
+is the lock kept on the device itself, `harness.targets.device_lock`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.devices.session import Cancelled
+from harness.targets.adb.session import Cancelled
 from harness.errors import DeviceError
 from harness.paths import state_dir
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 from harness.benchmark.command import pinned
 # The thresholds are config: defined once, in harness.config (importable from here too).
 from harness.config import HygieneSettings
-from harness.devices.session import DeviceSession
-from harness.devices.telemetry import CpuTopology, Telemetry, read_telemetry
+from harness.targets.adb.session import DeviceSession
+from harness.targets.telemetry import CpuTopology, Telemetry, read_telemetry
 from harness.errors import DeviceError
 
 log = logging.getLogger("bench.hygiene")

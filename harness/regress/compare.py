@@ -28,7 +28,7 @@ import numpy as np
 
 from harness.config import HygieneSettings
 from harness.errors import UserError
-from harness.results import Measurement, MeasurementStatus
+from harness.results.schema import Measurement, MeasurementStatus
 
 
 class Verdict(str, Enum):
@@ -143,7 +143,7 @@ def group_samples(measurements: list[Measurement], thresholds: "Thresholds | Non
 
 # -- thresholds ----------------------------------------------------------------------------------
 # A sample counts when its device was as fit as a run demands before launching (the same
-# thresholds as harness.devices.hygiene, defined once in HygieneSettings).
+# thresholds as harness.targets.hygiene, defined once in HygieneSettings).
 _HYGIENE = HygieneSettings()
 
 

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import MEASUREMENT_FIELDS, Measurement
+from harness.results.schema import MEASUREMENT_FIELDS, Measurement
 
 JOURNAL_SUFFIX = ".journal"
 # Room for the samples in flight when the disk fills (one per device, op profiles included).

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.convert import to_float, to_input_dtype
+from harness.optimize.convert import to_float, to_input_dtype
 from harness.errors import BenchError, UserError
 
 if TYPE_CHECKING:

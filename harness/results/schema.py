@@ -82,7 +82,7 @@ class Measurement(BenchmarkFigures):
     status: str                      # a MeasurementStatus (plain text once read back)
     error: str | None = None         # why it is not ok, one line
     failure_kind: str | None = None  # "device" | "benchmark" | "hygiene" | "quarantine" | None
-    kind: str = "timing"             # timing | peak_memory | op_profile | confirm (harness.lab.jobs.KINDS)
+    kind: str = "timing"             # timing | peak_memory | op_profile | confirm (harness.benchmark.jobs.KINDS)
     role: str | None = None          # confirm launches: "base" or "cand" artifact of a compared key
     trial: int = 0
     attempt: int = 1                 # 2, 3: retried after the device dropped

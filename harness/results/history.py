@@ -1,12 +1,12 @@
 """`bench history`: each key's runs over time (run, date, tags, samples, median, CV).
 
 Its median and CV are over the launches' mean latencies, the figure the run reports show;
-`bench compare` judges each launch's minimum by default (see harness.compare)."""
+`bench compare` judges each launch's minimum by default (see harness.regress.compare)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.compare import Thresholds, group_samples, sample_stats
+from harness.regress.compare import Thresholds, group_samples, sample_stats
 
 
 @dataclass

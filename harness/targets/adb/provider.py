@@ -1,6 +1,6 @@
 """Targets behind adb servers: USB phones, `adb connect` devices and bench's virtual devices.
 
-The adapter over the adb code of harness.devices (session, discovery, telemetry); the device
+The adapter over the adb session and discovery beside it (and the shared telemetry); the device
 runner sees only the Target interface, so another provider (a lab host's agent) slots in
 beside this one.
 """
@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Callable
 
-from harness.devices.discovery import DeviceTarget, known_servers, list_targets, select_devices
-from harness.devices.session import (AdbServer, Cancelled, DeviceSession, list_device_states)
+from harness.targets.adb.discovery import DeviceTarget, known_servers, list_targets, select_devices
+from harness.targets.adb.session import (AdbServer, Cancelled, DeviceSession, list_device_states)
 from harness.errors import DeviceError
 from harness.targets.base import ONLINE, Provider, Target, TargetFile
 
@@ -36,7 +36,7 @@ class AdbTarget(Target):
         return self._session.state()
 
     def identity(self) -> str | None:
-        from harness.lab.jobs import device_identity
+        from harness.benchmark.jobs import device_identity
 
         if self.listed_state != ONLINE:
             return None
@@ -72,7 +72,7 @@ class AdbTarget(Target):
         return self._session.shell(command, timeout_s=timeout_s, cancel=cancel)
 
     def telemetry(self):
-        from harness.devices.telemetry import read_telemetry
+        from harness.targets.telemetry import read_telemetry
 
         return read_telemetry(self._session)
 
@@ -103,7 +103,7 @@ def wait_for_device(target: DeviceTarget, deadline_s: float,
                     stop: threading.Event | None = None) -> None:
     """Wait until the device is listed as `device` again; re-`adb connect` network devices and
     restart a virtual lab's adb server if it was killed. Cancelled once `stop` is set."""
-    from harness.lab.virtual_lab import recover_server
+    from harness.targets.adb.virtual_lab import recover_server
 
     deadline = time.monotonic() + deadline_s
     last = "unknown"

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from harness.config import LabConfig
-from harness.devices.selectors import (DeviceFacts, describe_devices, needs_device_properties,
+from harness.targets.selectors import (DeviceFacts, describe_devices, needs_device_properties,
                                        parse_selector, resolve_selector)
-from harness.devices.session import AdbServer, DeviceSession, list_device_states
+from harness.targets.adb.session import AdbServer, DeviceSession, list_device_states
 from harness.errors import DeviceError, UserError
 
 LIST_TIMEOUT_S = 5.0
@@ -41,7 +41,7 @@ def known_servers(configured: list[AdbServer] | LabConfig | None = None) -> list
     `configured` None means the [lab.servers] of ./bench.toml. A server listed twice (the
     virtual lab's also configured by name) is kept once, under its configured name.
     """
-    from harness.lab.virtual_lab import LabState  # the lab module imports this one
+    from harness.targets.adb.virtual_lab import LabState  # the lab module imports this one
 
     if configured is None:
         configured = default_lab_config()
@@ -109,7 +109,7 @@ def device_facts(targets: list[DeviceTarget], with_properties: bool,
 
 def select_devices(selector: str, servers: list[AdbServer], lab: LabConfig | None = None,
                    timeout_s: float = PROPS_TIMEOUT_S) -> list[DeviceTarget]:
-    """The devices `selector` means (see harness.devices.selectors), from every server.
+    """The devices `selector` means (see harness.targets.selectors), from every server.
 
     A serial that no server lists comes back as "not found" so the run records it as a failed
     device instead of silently skipping it; a tag:/model:/abi:/server: term that matches

@@ -28,9 +28,9 @@ from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE, KeyFormatError, re
 from device_agents.virtual.cpus import plan_cpu_slices, shared_cores
 from device_agents.virtual.faults import set_faults, clear_faults, FAULT_NAMES
 from device_agents.virtual.sandbox import VirtualDeviceConfig
-from harness.devices.session import AdbServer, list_device_states
+from harness.targets.adb.session import AdbServer, list_device_states
 from harness.errors import DeviceError, UserError
-from harness.lab.adb_binary import adb_path
+from harness.targets.adb.adb_binary import adb_path
 from harness.paths import state_dir as default_state_dir
 
 LAB_FILE = "lab.json"

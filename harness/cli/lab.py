@@ -1,0 +1,194 @@
+"""`bench devices` and `bench lab ...`: the devices bench reaches, the virtual lab, and
+joining a lab of many hosts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from harness.cli.types import check_number_text, integer
+from harness.cli.main import _echo_err, cli
+from harness.errors import UserError
+
+
+# -- devices ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON list instead of a table.")
+def devices(as_json):
+    """List devices of every known adb server (the virtual lab's when one is up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from harness.targets.adb.discovery import known_servers, list_targets
+    from harness.targets.adb.session import DeviceInfo, DeviceSession
+    from harness.errors import DeviceError
+
+    targets, unreachable = list_targets(known_servers())
+
+    def describe(t):
+        if t.state != "device":
+            return DeviceInfo(t.serial, t.server.name, t.state)
+        try:
+            return DeviceSession(t.serial, t.server, timeout_s=10).info()
+        except DeviceError:
+            return DeviceInfo(t.serial, t.server.name, "unresponsive")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        infos = [i.to_dict() for i in pool.map(describe, targets)]
+    for name, why in unreachable.items():
+        _echo_err(f"warning: {why}")
+    if as_json:
+        click.echo(json.dumps(infos, indent=1))
+        return
+    if not infos:
+        click.echo("no devices (start a virtual lab with `bench lab up --virtual 2`)")
+        return
+    frame = pd.DataFrame(infos).rename(columns={"battery_pct": "battery %",
+                                                "temperature_c": "temperature °C"})
+    click.echo(frame.to_string(index=False, na_rep="-"))
+
+
+# -- lab ----------------------------------------------------------------------------------------
+@cli.group()
+def lab():
+    """A virtual lab of Android devices with an adb server of its own; joining a lab of many hosts."""
+
+
+@lab.command("up")
+@click.option("--virtual", "n", type=integer(1), required=True, help="Number of virtual devices.")
+@click.option("--shared-cpus", is_flag=True,
+              help="Run every device on all host cores (default: host cores of its own each).")
+@click.option("--authorize-key", "authorize_keys", multiple=True, metavar="PATH",
+              type=click.Path(path_type=Path),
+              help="Also trust this adb public key (an adbkey.pub; repeatable). By default the "
+                   "devices trust only ~/.android/adbkey.pub, the key of the lab's adb server.")
+@click.option("--serial-prefix", default="VIRT", show_default=True,
+              help="The devices' ro.serialno is PREFIX0001, PREFIX0002...: give each lab host "
+                   "of a cluster its own, so device identities stay unique.")
+def lab_up_cmd(n, shared_cpus, authorize_keys, serial_prefix):
+    """Start N virtual devices and their adb server; returns when all are `device`."""
+    from harness.targets.adb.virtual_lab import lab_up
+
+    state = lab_up(n, own_cpus=not shared_cpus, authorize_keys=authorize_keys,
+                   serial_prefix=serial_prefix)
+    click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
+               f"(adb -P {state.adb_port} devices -l)")
+    for d in state.devices:
+        click.echo(f"  {d.serial}  device  (pid {d.pid}, {_host_cpus_text(d.host_cpus)}, "
+                   f"sandbox {d.state_dir}/fs)")
+    _warn_shared_cpus({d.serial: d.host_cpus for d in state.devices})
+
+
+def _host_cpus_text(host_cpus: list[int] | None) -> str:
+    return "all host cores" if not host_cpus else (
+        "host core" + ("s " if len(host_cpus) > 1 else " ") + ",".join(map(str, host_cpus)))
+
+
+def _warn_shared_cpus(slices: dict) -> None:
+    from device_agents.virtual.cpus import shared_cores
+
+    shared = shared_cores(slices)
+    if shared:
+        cores = ", ".join(f"{cpu} ({' '.join(names)})" for cpu, names in shared.items())
+        click.echo(f"warning: devices share host cores {cores}: launches that overlap in time "
+                   "slow each other down; compare such devices' timings with care", err=True)
+
+
+@lab.command("join")
+@click.option("--address", required=True, metavar="HEAD:PORT",
+              help="The Ray cluster's head (`ray start --head --port PORT` on the head host).")
+@click.option("--name", default=None, metavar="NAME",
+              help="This lab host's name in results and `--devices server:NAME` (default: the "
+                   "host name).")
+@click.option("--adb-server", "adb_servers", multiple=True, metavar="HOST:PORT",
+              help="Reach the devices of this adb server (repeatable; default: this host's: "
+                   "[lab.servers], the virtual lab's, or 127.0.0.1:5037).")
+@click.option("--ray-arg", "ray_args", multiple=True, metavar="ARG",
+              help="Passed on to `ray start` (repeatable), e.g. --ray-arg=--node-ip-address=IP.")
+def lab_join_cmd(address, name, adb_servers, ray_args):
+    """Make this host a lab host of a Ray cluster: a Ray node and a host agent for its phones."""
+    from device_agents.host_agent.join import join_lab
+
+    servers = [_adb_server_option(text) for text in adb_servers] or None
+    joined = join_lab(address, name, servers, tuple(ray_args))
+    click.echo(f"lab host {joined.host} joined the cluster at {address} (node {joined.node_id})")
+    for d in joined.devices:
+        click.echo(f"  {d['serial']}  {d['state']}  ({d['identity'] or '?'}, "
+                   f"model {d['model'] or '?'}, adb server {d['adb_server']})")
+    if not joined.devices:
+        click.echo("  no device yet: the agent adds phones as they come")
+
+
+def _adb_server_option(text: str):
+    from harness.targets.adb.session import AdbServer
+
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--adb-server {text}: give HOST:PORT, e.g. 127.0.0.1:5037")
+    return AdbServer(host, int(port), name=text)
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def lab_status_cmd(as_json):
+    """Show the lab's adb server and devices."""
+    from harness.targets.adb.virtual_lab import lab_status
+
+    status = lab_status()
+    if as_json:
+        click.echo(json.dumps(status, indent=1))
+        return
+    if not status["up"]:
+        click.echo("no virtual lab is up")
+        return
+    alive = "running" if status["adb_server_alive"] else "NOT running"
+    click.echo(f"adb server {status['adb_server']} ({alive})")
+    for d in status["devices"]:
+        proc = "running" if d["process_alive"] else "stopped"
+        click.echo(f"  {d['serial']}  {d['adb_state']}  (process {proc}, pid {d['pid']}, "
+                   f"{_host_cpus_text(d.get('host_cpus'))})")
+    _warn_shared_cpus({d["serial"]: d.get("host_cpus") for d in status["devices"]})
+
+
+@lab.command("down")
+def lab_down_cmd():
+    """Stop exactly the processes `bench lab up` started."""
+    from harness.targets.adb.virtual_lab import lab_down
+
+    click.echo(f"virtual lab down ({lab_down()} process(es) stopped)")
+
+
+@lab.command("fault")
+@click.argument("serial")
+@click.argument("settings", nargs=-1, metavar="NAME=VALUE...")
+@click.option("--clear", is_flag=True, help="Switch every fault off first.")
+def lab_fault_cmd(serial, settings, clear):
+    """Switch faults of a running virtual device, e.g. battery_level=10 or benchmark_hang=true."""
+    from harness.targets.adb.virtual_lab import lab_fault
+
+    changes = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            raise UserError(f"{setting}: expected NAME=VALUE, e.g. temperature_c=48")
+        changes[name] = _fault_value(value)
+    active = lab_fault(serial, changes, clear=clear)
+    click.echo(f"{serial}: faults now {active or 'none'}")
+
+
+def _fault_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "off"):
+        return None
+    # inf, nan, 1e999: no fault value (byte counts may pass 2**31, so a 64-bit bound here)
+    check_number_text(text, f"fault value {text}", magnitude=2**63 - 1)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    raise UserError(f"{text}: fault values are numbers, true/false or none")

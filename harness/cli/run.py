@@ -1,0 +1,217 @@
+"""`bench run`: flags into a RunConfig, then run_benchmarks or resume_benchmarks (harness.run);
+the tables, the summary and, with --baseline, the verdicts."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from harness.cli.regress import confirm_options
+from harness.cli.types import NumberType, TextType
+from harness.cli.main import EXIT_INTERRUPTED, _echo_err, cli
+from harness.config_schema import BENCHMARK_RULES, RUN_RULES
+from harness.errors import UserError
+
+
+# -- run ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--devices", type=TextType(RUN_RULES["devices"]), default=None,
+              help="all, or SERIAL[,SERIAL...] (default: all).")
+@click.option("--model", type=TextType(RUN_RULES["model"]), default=None,
+              help="Model to benchmark (default: digits_cnn).")
+@click.option("--variant", "variants", type=TextType(RUN_RULES["variants"]), multiple=True,
+              metavar="SPEC", help="baseline, or knobs like prune=0.35,ft=2,quant=int8 (repeatable).")
+@click.option("--weights", type=TextType(RUN_RULES["weights"]), default=None,
+              help="State dict (.pt/.pth) for a built-in architecture.")
+@click.option("--input-shape", type=TextType(RUN_RULES["input_shape"]), default=None,
+              help="Model input shape, e.g. 1,3,224,224.")
+@click.option("--data", "data_dir", type=TextType(RUN_RULES["data_dir"]), default=None,
+              help="ImageFolder directory for accuracy and fine-tuning.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML config file (default: ./bench.toml when present).")
+@click.option("--binary", "binaries", multiple=True, metavar="ABI=PATH",
+              help="benchmark_model binary for an ABI, e.g. arm64-v8a=./benchmark_model.")
+@click.option("--num-runs", type=NumberType(BENCHMARK_RULES["num_runs"]), default=None,
+              help="benchmark_model --num_runs.")
+@click.option("--warmup-runs", type=NumberType(BENCHMARK_RULES["warmup_runs"]), default=None,
+              help="--warmup_runs.")
+@click.option("--min-secs", type=NumberType(BENCHMARK_RULES["min_secs"]), default=None,
+              help="--min_secs.")
+@click.option("--max-secs", type=NumberType(BENCHMARK_RULES["max_secs"]), default=None,
+              help="--max_secs.")
+@click.option("--threads", "threads", type=NumberType(RUN_RULES["threads"]), multiple=True,
+              help="--num_threads as a run dimension (repeatable; default: one per big core).")
+@click.option("--delegate", "delegates", type=click.Choice(["cpu", "xnnpack", "gpu", "nnapi"]),
+              multiple=True, help="Delegate as a run dimension (repeatable; default: the tool's).")
+@click.option("--trials", type=NumberType(RUN_RULES["trials"]), default=None,
+              help="Launches per variant, device and configuration, interleaved across variants.")
+@click.option("--peak-memory/--no-peak-memory", default=None,
+              help="One extra launch per variant measuring peak memory (default: on).")
+@click.option("--op-profiling", is_flag=True, default=None, help="One extra launch per variant with op profiling.")
+@click.option("--busy", type=click.Choice(["wait", "fail"]), default=None,
+              help="A device another bench process is using: wait for it, or record it busy.")
+@click.option("--baseline", default=None, metavar="RUN_ID|latest|tag:NAME",
+              help="Compare this run against a baseline run; exit 1 when anything REGRESSED.")
+@confirm_options
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="With --baseline: also write the verdicts as JUnit XML here.")
+@click.option("--cluster", default=None, metavar="HEAD:PORT",
+              help="Measure on the devices of the lab hosts that joined this Ray cluster "
+                   "(`bench lab join`); see README, Lab of many hosts.")
+@click.option("--retry-on-sibling", is_flag=True, default=None,
+              help="With --cluster: a job lost with its lab host runs again on a phone of the "
+                   "same model on another host.")
+@click.option("--resume", "resume_run_id", default=None, metavar="RUN_ID",
+              help="Finish only the jobs RUN_ID has no record of (same config).")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), default=None,
+              help="SQLite results store (default: reports/bench.db).")
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=None,
+              help="Where reports/<run-id>/ goes (default: reports).")
+@click.option("--quiet", is_flag=True, help="Only the tables and the summary.")
+@click.option("--verbose", is_flag=True,
+              help="Show torch/TensorFlow/LiteRT/quantizer output on the terminal too (by default "
+                   "it goes to reports/<run-id>/bench.log only).")
+def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
+        num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
+        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, cluster,
+        retry_on_sibling, resume_run_id,
+        store_path, reports_dir, quiet, verbose):
+    """Benchmark the model on every selected device concurrently, store and report."""
+    from harness.benchmark.binaries import parse_binary_options
+    from harness.config import load_config
+
+    config = load_config(config_path)  # a bad file is reported before the heavy imports below
+    from harness.report import failures_table, format_table, latency_table, variants_table
+    from harness.run import RunInterrupted, resume_benchmarks, run_benchmarks
+    from harness.run_log import run_output
+
+    if (confirm or junit_path) and not baseline:
+        raise UserError(f"{'--confirm' if confirm else '--junit'} works on the verdicts against "
+                        "a baseline: add --baseline RUN_ID|latest|tag:NAME")
+    if confirm:
+        from harness.regress.confirm import check_confirm_trials
+
+        check_confirm_trials(confirm_trials)
+    if devices is not None:
+        config.devices = devices
+    for name, value in (("model", model), ("weights", weights), ("input_shape", input_shape),
+                        ("data_dir", data_dir)):
+        if value is not None:
+            setattr(config, name, value)
+    if variants:
+        config.variants = list(variants)
+    config.binaries.update(parse_binary_options(binaries))
+    for name, value in (("num_runs", num_runs), ("warmup_runs", warmup_runs),
+                        ("min_secs", min_secs), ("max_secs", max_secs)):
+        if value is not None:
+            setattr(config.benchmark, name, value)
+    for name, value in (("trials", trials), ("peak_memory", peak_memory),
+                        ("op_profiling", op_profiling), ("busy", busy), ("cluster", cluster),
+                        ("retry_on_sibling", retry_on_sibling)):
+        if value is not None:
+            setattr(config, name, value)
+    if threads:
+        config.threads = list(threads)
+    if delegates:
+        config.delegates = list(delegates)
+    if store_path is not None:
+        config.store_path = store_path
+    if reports_dir is not None:
+        config.reports_dir = reports_dir
+    # A baseline that does not exist is found out before any device time is spent; `latest`
+    # in a store with no run yet lets this run become the first baseline.
+    base_id = (_baseline_run_id(baseline, config.store_path, exclude=resume_run_id)
+               if baseline else None)
+    try:
+        # Third-party output goes to the run's bench.log; bench speaks through out.reporter.
+        with run_output(config.reports_dir, verbose=verbose, quiet=quiet) as out:
+            if resume_run_id:
+                result = resume_benchmarks(resume_run_id, config.store_path, log=out.reporter,
+                                           cluster=cluster)
+            else:
+                result = run_benchmarks(config, log=out.reporter)
+    except RunInterrupted as exc:  # Ctrl-C twice: no tables, just how to finish
+        _echo_err(exc.line)
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"\nrun {result.run_id}: latency (benchmark_model, timed runs)")
+    click.echo(format_table(latency_table(result.measurements)))
+    click.echo("\nvariants: size and accuracy")
+    click.echo(format_table(variants_table(result.artifacts)))
+    from harness.results.schema import final_records
+
+    final = {id(m) for m in final_records(result.measurements)}  # not a lost job resumed since
+    failures = failures_table([m for m in result.measurements
+                               if id(m) in final or m.status == "retried"])
+    if not failures.empty:
+        click.echo("\nfailed:")
+        for row in failures.itertuples(index=False):
+            click.echo(f"  {row.device} [{row.variant} trial {row.trial}] {row.status}: {row.reason}")
+    lost_hosts = sorted({m.lab_host or m.adb_server for m in result.measurements
+                         if id(m) in final and m.status == "lost"})
+    if lost_hosts:
+        lost = sum(1 for m in result.measurements if id(m) in final and m.status == "lost")
+        click.echo(f"\n{lost} job(s) lost with lab host {', '.join(lost_hosts)}; once back: "
+                   f"bench run --resume {result.run_id} --store {config.store_path}")
+    ok = len(result.measurements) - len(result.failed)
+    click.echo(f"\n{ok} of {len(result.measurements)} launch(es) ok; "
+               f"bytes pushed: {result.bytes_pushed}; {result.seconds:.1f} s; "
+               f"report: {result.report_dir}/index.html; store: {config.store_path}"
+               + (f"; log: {out.log_path}" if out.log_path else ""))
+    if result.summary:  # last, where the eye lands: what the run found, per device
+        from harness.report.summary import ACCURACY_BUDGET_PT
+
+        click.echo(f"\nsummary: per device, the fastest variant within {ACCURACY_BUDGET_PT:g} pt "
+                   "top-1 of the baseline")
+        for line in result.summary:
+            click.echo(f"  {line.line}")
+    if result.interrupted:  # no verdicts on half a run
+        _echo_err(result.interrupted_line)
+        sys.exit(EXIT_INTERRUPTED)
+    exit_code = result.exit_code
+    if baseline and base_id is None:
+        click.echo(f"\n--baseline {baseline}: no earlier run in {config.store_path}; this run "
+                   "is the first baseline", err=True)
+    if base_id:
+        from harness.atomic_write import write_atomic
+        from harness.cli.regress import compare_markdown, confirm_result, format_compare
+        from harness.regress.compare import compare as compare_runs
+        from harness.results.store import Store
+
+        store = Store(config.store_path)
+        verdicts = compare_runs(store, base_id, result.run_id)
+        if confirm:
+            verdicts = confirm_result(store, verdicts, confirm_trials)
+        store.close()
+        picked = " (latest: the newest other run that finished ok)" if baseline == "latest" else ""
+        click.echo(f"\ncompared with baseline {base_id}{picked}:")
+        click.echo(format_compare(verdicts))
+        write_atomic(result.report_dir / "compare.md", compare_markdown(verdicts), "compare.md")
+        if junit_path is not None:
+            from harness.regress.junit import write_junit
+
+            click.echo(f"JUnit XML: {write_junit(verdicts, junit_path)}")
+        exit_code = max(exit_code, verdicts.exit_code)
+    sys.exit(exit_code)
+
+
+def _baseline_run_id(ref: str, store_path: Path, exclude: str | None) -> str | None:
+    """The run `--baseline` names (None: `latest` and no run yet); a missing one is a UserError."""
+    from harness.regress.compare import resolve_run_ref
+    from harness.results.store import Store
+
+    if ref == "latest" and not Path(store_path).exists():
+        return None
+    if not Path(store_path).exists():
+        raise UserError(f"--baseline {ref}: no results store at {store_path}; run without "
+                        "--baseline first, or give --store")
+    store = Store(store_path)
+    try:
+        if ref == "latest" and store.latest_run_id(exclude=exclude) is None:
+            return None
+        base_id = resolve_run_ref(store, ref, exclude=exclude)
+        if store.run(base_id) is None:
+            raise UserError(f"--baseline {ref}: no such run in {store_path}")
+        return base_id
+    finally:
+        store.close()
