@@ -312,12 +312,6 @@ class LabConfig:
                    binaries={k: LabBinary(**v) for k, v in data.get("binaries", {}).items()},
                    hygiene=dict(data.get("hygiene", {})))
 
-    def adb_servers(self):
-        """The configured servers as AdbServer (imported here: config stays free of adbutils)."""
-        from harness.targets.adb.session import AdbServer
-
-        return [AdbServer(s.host, s.port, name=s.name) for s in self.servers]
-
     def tags_of(self, serial: str) -> list[str]:
         return list(self.tags.get(serial, []))
 

@@ -8,6 +8,7 @@ from harness.config import LabBinary, LabServer, load_config
 from harness.targets.adb.discovery import known_servers
 from harness.targets.selectors import (DeviceFacts, SelectorTerm, normalize_model, parse_selector,
                                        resolve_selector)
+from harness.targets.adb.discovery import configured_servers
 from harness.targets.adb.session import AdbServer
 from harness.errors import UserError
 
@@ -45,7 +46,7 @@ def test_lab_section_is_parsed_into_config_lab(tmp_path):
     config = load_config(_write(tmp_path, LAB_TOML))
     lab = config.lab
     assert lab.servers == [LabServer("rack-a", "10.0.0.5", 5037), LabServer("local", "127.0.0.1", 5038)]
-    assert lab.adb_servers() == [AdbServer("10.0.0.5", 5037, "rack-a"), AdbServer("127.0.0.1", 5038, "local")]
+    assert configured_servers(lab) == [AdbServer("10.0.0.5", 5037, "rack-a"), AdbServer("127.0.0.1", 5038, "local")]
     assert lab.tags_of("R58M123") == ["big", "pixel"] and lab.tags_of("nope") == []
     assert lab.binaries == {"arm64-v8a": LabBinary("/opt/bench/benchmark_model", "abcdef0123456789" * 4)}
     assert lab.pinned_sha256() == {"arm64-v8a": "abcdef0123456789" * 4}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults
-from harness.targets.adb.session import Cancelled, CommandTimeout
+from harness.targets.base import Cancelled, CommandTimeout
 from harness.targets.adb.virtual_lab import lab_down, lab_up
 from harness.targets.adb.provider import AdbProvider
 from harness.targets.base import NOT_FOUND, ONLINE, Provider, Target, TargetFile

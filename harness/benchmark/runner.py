@@ -20,14 +20,13 @@ from typing import Callable
 from harness.benchmark.command import benchmark_command, launch_threads
 from harness.benchmark.binaries import binary_for_abi
 from harness.config import RunConfig
-from harness.targets.adb.session import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Cancelled,
-                                     CommandTimeout)
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
 from harness.benchmark.jobs import Job, device_identity
 from harness.progress import Line, Reporter, Task, as_reporter
 from harness.results.schema import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
 from harness.results.store import Store
-from harness.targets.base import NOT_FOUND, ONLINE, HostLost, Target, TargetFile
+from harness.targets.base import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, NOT_FOUND, ONLINE, Cancelled,
+                                  CommandTimeout, HostLost, Target, TargetFile)
 
 OUTPUT_TAIL_LINES = 40
 # A snapshot taken right after one launch is the before-reading of the next if this recent.

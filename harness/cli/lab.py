@@ -87,7 +87,7 @@ def _host_cpus_text(host_cpus: list[int] | None) -> str:
 
 
 def _warn_shared_cpus(slices: dict) -> None:
-    from device_agents.virtual.cpus import shared_cores
+    from harness.targets.adb.virtual_lab import shared_cores
 
     shared = shared_cores(slices)
     if shared:

@@ -11,15 +11,58 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-from harness.errors import DeviceError
+from harness.errors import BenchError, DeviceError
 
 # States a target can be in (adb's names, which other providers map onto).
 ONLINE = "device"
 NOT_FOUND = "not found"
+# A shell's exit statuses for a command it could not run (POSIX sh; Android's mksh and toybox).
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+@dataclass
+class ShellResult:
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class DeviceInfo:
+    serial: str
+    server: str
+    state: str
+    model: str | None = None
+    abi: str | None = None
+    sdk: int | None = None
+    battery_pct: int | None = None
+    temperature_c: float | None = None
+    props: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "serial": self.serial, "server": self.server, "state": self.state,
+            "model": self.model, "abi": self.abi, "sdk": self.sdk,
+            "battery_pct": self.battery_pct, "temperature_c": self.temperature_c,
+        }
+
+
+class CommandTimeout(DeviceError):
+    """A device command ran past its deadline (a hung benchmark, a stalled link)."""
+
+
+class Cancelled(BenchError):
+    """A command or a wait given up because the caller is stopping (Ctrl-C). Not a
+    DeviceError: the device did nothing wrong, so nothing retries it or records a failure."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +78,17 @@ class TargetFile:
 class HostLost(DeviceError):
     """The host that reaches the device left (a lab host's node died, its agent is gone): the
     device's jobs are lost, not failed, and `--resume` measures them once the host is back."""
+
+
+class Shell(Protocol):
+    """What the shared device code (telemetry, hygiene gates, the on-device lock) needs of a
+    device: a Target, or an adb DeviceSession beneath one."""
+
+    serial: str
+    timeout_s: float
+
+    def shell(self, command: str, timeout_s: float | None = None,
+              cancel: threading.Event | None = None) -> ShellResult: ...
 
 
 class Target(ABC):

@@ -25,7 +25,7 @@ from typing import Callable
 
 from device_agents.host_agent.agent import AGENT_PREFIX, NAMESPACE
 from harness.targets.selectors import DeviceFacts, parse_selector, resolve_selector
-from harness.targets.adb.session import Cancelled
+from harness.targets.base import Cancelled
 from harness.errors import BenchError, DeviceError, UserError
 from harness.targets.base import NOT_FOUND, ONLINE, HostLost, Provider, Target, TargetFile
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.targets.adb.session import Cancelled, DeviceSession
+from harness.targets.base import Cancelled, Shell
 from harness.errors import DeviceError
 from harness.targets.locks import DeviceBusy, LockOwner, pid_alive
 
@@ -85,7 +85,7 @@ class OnDeviceLock:
     or stale; DeviceBusy after `timeout_s` (None: no limit), Cancelled once `stop` is set.
     """
 
-    def __init__(self, session: DeviceSession, owner: LockOwner, wait: bool = True,
+    def __init__(self, session: Shell, owner: LockOwner, wait: bool = True,
                  timeout_s: float | None = None, stop: threading.Event | None = None,
                  log: Callable[[str], None] = lambda _m: None, lease_s: float = LEASE_S,
                  path: str = LOCK_DIR):

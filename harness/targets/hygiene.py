@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from harness.benchmark.command import pinned
 # The thresholds are config: defined once, in harness.config (importable from here too).
 from harness.config import HygieneSettings
-from harness.targets.adb.session import DeviceSession
+from harness.targets.base import Shell
 from harness.targets.telemetry import CpuTopology, Telemetry, read_telemetry
 from harness.errors import DeviceError
 
@@ -58,7 +58,7 @@ def unfit_reasons(telemetry: Telemetry, settings: HygieneSettings) -> list[str]:
     return reasons
 
 
-def wait_until_ready(session: DeviceSession, settings: HygieneSettings, *,
+def wait_until_ready(session: Shell, settings: HygieneSettings, *,
                      sleep: Callable[[float], None] = time.sleep,
                      first_reading: Telemetry | None = None) -> Readiness:
     """Poll every cooldown_poll_s until the device is fit, up to cooldown_deadline_s.
@@ -100,7 +100,7 @@ class FreeSpace:
     mount: str  # where the space is, e.g. /data
 
 
-def free_space(session: DeviceSession, remote_dir: str) -> FreeSpace:
+def free_space(session: Shell, remote_dir: str) -> FreeSpace:
     """Free space of the filesystem that holds remote_dir (or its nearest existing parent).
 
     Every candidate goes into one `df` call: df skips a missing folder with an error line, and
@@ -118,7 +118,7 @@ def free_space(session: DeviceSession, remote_dir: str) -> FreeSpace:
     return FreeSpace(free_bytes=int(rows[-1][3]) * 1024, mount=" ".join(rows[-1][5:]))
 
 
-def check_storage(session: DeviceSession, remote_dir: str, needed_bytes: int,
+def check_storage(session: Shell, remote_dir: str, needed_bytes: int,
                   settings: HygieneSettings) -> None:
     """Raise DeviceError when remote_dir's filesystem lacks needed_bytes + margin (call before pushing)."""
     space = free_space(session, remote_dir)
@@ -130,7 +130,7 @@ def check_storage(session: DeviceSession, remote_dir: str, needed_bytes: int,
 
 
 # -- performance mode and pinning ------------------------------------------------------------------
-def read_fixed_performance_mode(session: DeviceSession) -> bool | None:
+def read_fixed_performance_mode(session: Shell) -> bool | None:
     """The device's current setting from `dumpsys power` (None when it does not say)."""
     out = session.shell("dumpsys power 2>/dev/null").stdout
     match = re.search(r"mFixedPerformanceModeEnabled=(true|false)", out)
@@ -138,7 +138,7 @@ def read_fixed_performance_mode(session: DeviceSession) -> bool | None:
 
 
 @contextmanager
-def fixed_performance_mode(session: DeviceSession) -> Iterator[bool]:
+def fixed_performance_mode(session: Shell) -> Iterator[bool]:
     """Enable Android's fixed performance mode for the block where the device accepts it.
 
     Yields whether it is enabled. Afterwards the previous setting is put back (false when the

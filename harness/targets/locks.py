@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.targets.adb.session import Cancelled
+from harness.targets.base import Cancelled
 from harness.errors import DeviceError
 from harness.paths import state_dir
 

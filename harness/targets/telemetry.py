@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from harness.results.schema import utc_now
 
-from harness.targets.adb.session import DeviceSession, parse_dumpsys_battery
+from harness.targets.base import Shell
 from harness.errors import DeviceError
 
 THERMAL_DIR = "/sys/class/thermal"
@@ -187,7 +187,7 @@ def parse_telemetry(stdout: str, at: str) -> Telemetry:
     )
 
 
-def read_telemetry(session: DeviceSession) -> Telemetry:
+def read_telemetry(session: Shell) -> Telemetry:
     """A snapshot in one shell round trip. Raises DeviceError only when the link fails."""
     at = utc_now()
     result = session.shell(compound_command(TELEMETRY_SECTIONS))
@@ -213,7 +213,7 @@ def topology_from_max_freqs(max_freq_khz: dict[int, int]) -> CpuTopology:
                        mask_hex=mask_hex(big))
 
 
-def cpu_topology(session: DeviceSession) -> CpuTopology:
+def cpu_topology(session: Shell) -> CpuTopology:
     """Each core's cpuinfo_max_freq and the big cores, in one round trip.
 
     A device without cpufreq files (some emulators) counts all its cores as big, from `nproc`.
@@ -229,3 +229,10 @@ def cpu_topology(session: DeviceSession) -> CpuTopology:
         raise DeviceError(f"{session.serial}: cannot tell its CPU cores (no cpufreq files, no nproc)")
     cores = list(range(int(count)))
     return CpuTopology(max_freq_khz={}, big_cores=cores, mask_hex=mask_hex(cores))
+
+
+def parse_dumpsys_battery(text: str) -> tuple[int | None, float | None]:
+    level = re.search(r"^\s*level:\s*(\d+)", text, flags=re.M)
+    temp = re.search(r"^\s*temperature:\s*(-?\d+)", text, flags=re.M)
+    return (int(level.group(1)) if level else None,
+            int(temp.group(1)) / 10 if temp else None)

@@ -46,7 +46,7 @@ def known_servers(configured: list[AdbServer] | LabConfig | None = None) -> list
     if configured is None:
         configured = default_lab_config()
     if isinstance(configured, LabConfig):
-        configured = configured.adb_servers()
+        configured = configured_servers(configured)
     servers = list(configured)
     lab = LabState.load()
     if lab is not None:
@@ -57,6 +57,11 @@ def known_servers(configured: list[AdbServer] | LabConfig | None = None) -> list
     for server in servers:
         unique.setdefault((server.host, server.port), server)
     return list(unique.values())
+
+
+def configured_servers(lab: LabConfig) -> list[AdbServer]:
+    """The adb servers of [lab.servers], under their configured names."""
+    return [AdbServer(s.host, s.port, name=s.name) for s in lab.servers]
 
 
 def list_targets(servers: list[AdbServer], lab: LabConfig | None = None,

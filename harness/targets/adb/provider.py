@@ -12,9 +12,9 @@ import time
 from typing import Callable
 
 from harness.targets.adb.discovery import DeviceTarget, known_servers, list_targets, select_devices
-from harness.targets.adb.session import (AdbServer, Cancelled, DeviceSession, list_device_states)
+from harness.targets.adb.session import AdbServer, DeviceSession, list_device_states
 from harness.errors import DeviceError
-from harness.targets.base import ONLINE, Provider, Target, TargetFile
+from harness.targets.base import ONLINE, Cancelled, Provider, Target, TargetFile
 
 IDENTITY_TIMEOUT_S = 10.0
 

@@ -13,7 +13,7 @@ import stat
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -21,11 +21,11 @@ import adbutils
 from adbutils._adb import AdbConnection
 from adbutils.errors import AdbError, AdbTimeout
 
-from harness.errors import BenchError, DeviceError
+from harness.errors import DeviceError
+from harness.targets.telemetry import read_telemetry
+from harness.targets.base import Cancelled, CommandTimeout, DeviceInfo, ShellResult
 
 # Shell exit statuses that mean the shell could not run the program (not the program's own).
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
 CANCEL_POLL_S = 0.25
 # Shell protocol v2 close-stdin: id 4, no data. Sources for this and the sync framing below:
 # ../shared/reference/adb_protocol.md (from adb's shell_protocol.h, file_sync_protocol.h).
@@ -108,37 +108,6 @@ class ServerBoundClient(adbutils.AdbClient):
         return conn
 
 
-@dataclass
-class ShellResult:
-    status: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-@dataclass
-class DeviceInfo:
-    serial: str
-    server: str
-    state: str
-    model: str | None = None
-    abi: str | None = None
-    sdk: int | None = None
-    battery_pct: int | None = None
-    temperature_c: float | None = None
-    props: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "serial": self.serial, "server": self.server, "state": self.state,
-            "model": self.model, "abi": self.abi, "sdk": self.sdk,
-            "battery_pct": self.battery_pct, "temperature_c": self.temperature_c,
-        }
-
-
 def list_device_states(server: AdbServer, timeout_s: float = 5.0) -> list[tuple[str, str]]:
     """(serial, state) of every device the server knows, offline ones included."""
     try:
@@ -178,7 +147,6 @@ class DeviceSession:
         info.abi = info.props.get("ro.product.cpu.abi")
         sdk = info.props.get("ro.build.version.sdk", "")
         info.sdk = int(sdk) if sdk.isdigit() else None
-        from harness.targets.telemetry import read_telemetry  # it builds on this module
 
         snapshot = read_telemetry(self)
         info.battery_pct, info.temperature_c = snapshot.battery_pct, snapshot.max_temp_c
@@ -388,19 +356,3 @@ def _read_sync_status(sock: socket.socket) -> None:
     if reply_id == b"FAIL":
         raise AdbError(_recv_exactly(sock, length).decode("utf-8", "replace"))
     raise AdbError(f"unexpected sync reply {reply_id!r}")
-
-
-class CommandTimeout(DeviceError):
-    """A device command ran past its deadline (a hung benchmark, a stalled link)."""
-
-
-class Cancelled(BenchError):
-    """A command or a wait given up because the caller is stopping (Ctrl-C). Not a
-    DeviceError: the device did nothing wrong, so nothing retries it or records a failure."""
-
-
-def parse_dumpsys_battery(text: str) -> tuple[int | None, float | None]:
-    level = re.search(r"^\s*level:\s*(\d+)", text, flags=re.M)
-    temp = re.search(r"^\s*temperature:\s*(-?\d+)", text, flags=re.M)
-    return (int(level.group(1)) if level else None,
-            int(temp.group(1)) / 10 if temp else None)
