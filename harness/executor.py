@@ -1,9 +1,12 @@
 """Where per-device work runs: the executor seam.
 
 A run, a resume and a `--confirm` each hand one piece of work per device to an executor and get
-the results back in the devices' order. Today's executor runs each device's work on a thread of
-this process (`ThreadExecutor`); a lab of many hosts runs it on the devices' own hosts (Ray)
-behind the same interface. Every implementation passes tests/test_executor_contract.py:
+the results back in the devices' order. The executor runs each device's work on a thread of
+this process (`ThreadExecutor`), on one host and on a cluster alike: a device's work is control
+(its lock, gates, retries, quarantine, and each sample stored before its next launch), which
+stays with the controller and its store; on a cluster what travels to the device's own host is
+each device operation, through the Target seam (harness.targets.cluster). Another executor
+(a process pool, a remote scheduler) must pass tests/test_executor_contract.py:
 
 - all items run at once (a slow device never holds up another's start);
 - results come back in the order of the items;

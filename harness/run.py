@@ -89,9 +89,9 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     parse_variants(config.variants)  # a bad spec is the user's to fix before any device work
     ensure_reports_dir(config.reports_dir)  # an unwritable one too, before any device time
     adb_path()  # and a BENCH_ADB that is no adb
-    Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
     provider = device_provider(config)
-    targets = provider.select(config.devices)
+    targets = provider.select(config.devices)  # a selector or cluster that finds nothing too
+    Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
     log(f"devices: {', '.join(f'{t.serial} ({t.listed_state})' for t in targets)}")
 
     artifacts = build_run_artifacts(config, cache_dir or default_cache_dir(), log)

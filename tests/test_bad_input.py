@@ -257,3 +257,31 @@ def test_allocation_failure_is_a_recorded_benchmark_failure_not_an_internal_erro
     (artifact,) = store.artifacts([m.artifact_sha256])
     assert "cannot allocate the tensors" in artifact["metadata"]["accuracy"]["error"]
     assert "Failed to allocate tensors!" in out  # the run's summary names the failure
+
+
+# -- a lab of many hosts ------------------------------------------------------------------------
+@pytest.mark.parametrize("address, line", [
+    ("nohostport", "error: --cluster nohostport: give the head's HOST:PORT"),
+    ("127.0.0.1:{free}", "error: --cluster 127.0.0.1:{free}: nothing answers there"),
+])
+def test_a_cluster_that_is_not_there_is_one_line_and_leaves_nothing(monkeypatch, capsys,
+                                                                    tmp_path, address, line):
+    pytest.importorskip("ray")
+    from tests.virtual_lab_fixtures import free_port
+
+    free = free_port()  # nothing listens on it
+    monkeypatch.chdir(tmp_path)
+    code, lines = bench_in_process(monkeypatch, capsys, "run", "--cluster",
+                                   address.format(free=free), "--variant", "baseline")
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(line.format(free=free)), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lab_join_names_a_bad_address_or_name_in_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, lines = bench_in_process(monkeypatch, capsys, "lab", "join", "--address", "head")
+    assert code == 2 and lines == ["error: --address head: give the head's HOST:PORT (as `ray "
+                                   "start --head --port PORT` printed), e.g. 10.0.0.5:6379"]
+    code, lines = bench_in_process(monkeypatch, capsys, "lab", "join", "--address", "h:1",
+                                   "--name", "a b")
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --name 'a b'"), lines

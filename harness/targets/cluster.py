@@ -17,6 +17,7 @@ Ray is imported only here and in the agent: a run without `--cluster` never impo
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -32,6 +33,8 @@ from harness.targets.base import NOT_FOUND, ONLINE, HostLost, Provider, Target, 
 # Beyond a call's own deadline: how long the controller waits for a lab host to answer.
 ANSWER_MARGIN_S = 30.0
 CALL_TIMEOUT_S = 60.0
+LIST_TIMEOUT_S = 10.0   # a host's agent listing its devices (one that left answers never)
+PROBE_TIMEOUT_S = 5.0
 POLL_S = 0.1
 LOST_POLL_S = 1.0
 
@@ -46,9 +49,15 @@ def connect(address: str) -> None:
                         "pip install 'bench[ray]' on this host and every lab host") from None
     if ray.is_initialized():
         return
-    if ":" not in address or not address.rsplit(":", 1)[1].isdigit():
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
         raise UserError(f"--cluster {address}: give the head's HOST:PORT (as `ray start "
                         "--head --port PORT` printed), e.g. 10.0.0.5:6379")
+    try:  # Ray itself would keep trying for minutes
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"--cluster {address}: nothing answers there ({exc.strerror or exc}); "
+                        "start the head with `ray start --head --port PORT`") from None
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)
@@ -104,7 +113,7 @@ class RayProvider(Provider):
         devices, unreachable = [], {}
         for name, ref in refs.items():
             try:
-                devices += ray.get(ref, timeout=CALL_TIMEOUT_S)
+                devices += ray.get(ref, timeout=LIST_TIMEOUT_S)
             except Exception as exc:  # a host that left: the others still answer
                 unreachable[name] = _first_line(exc)
         return devices, unreachable
@@ -129,7 +138,7 @@ class RayProvider(Provider):
         targets: list[Target] = [RayTarget(self, by_key[f.server_address, f.serial],
                                            self.timeout_s) for f in chosen]
         for serial in missing:
-            targets.append(RayTarget(self, {"serial": serial, "host": "?", "state": NOT_FOUND,
+            targets.append(RayTarget(self, {"serial": serial, "host": "none", "state": NOT_FOUND,
                                             "actor_name": None, "identity": None},
                                      self.timeout_s))
         return targets
