@@ -173,24 +173,23 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         click.echo(f"\n--baseline {baseline}: no earlier run in {config.store_path}; this run "
                    "is the first baseline", err=True)
     if base_id:
-        from harness.atomic_write import write_atomic
-        from harness.cli.regress import compare_markdown, confirm_result, format_compare
-        from harness.regress.compare import compare as compare_runs
+        from harness.cli.regress import confirm_log
+        from harness.regress.render import format_compare
+        from harness.regress.verdicts import judge
         from harness.results.store import Store
 
         store = Store(config.store_path)
-        verdicts = compare_runs(store, base_id, result.run_id)
-        if confirm:
-            verdicts = confirm_result(store, verdicts, confirm_trials)
-        store.close()
+        try:
+            verdicts = judge(store, base_id, result.run_id, result.report_dir,
+                             confirm_trials=confirm_trials if confirm else None,
+                             junit_path=junit_path, log=confirm_log)
+        finally:
+            store.close()
         picked = " (latest: the newest other run that finished ok)" if baseline == "latest" else ""
         click.echo(f"\ncompared with baseline {base_id}{picked}:")
         click.echo(format_compare(verdicts))
-        write_atomic(result.report_dir / "compare.md", compare_markdown(verdicts), "compare.md")
         if junit_path is not None:
-            from harness.regress.junit import write_junit
-
-            click.echo(f"JUnit XML: {write_junit(verdicts, junit_path)}")
+            click.echo(f"JUnit XML: {junit_path}")
         exit_code = max(exit_code, verdicts.exit_code)
     sys.exit(exit_code)
 
