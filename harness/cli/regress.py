@@ -28,7 +28,7 @@ def _open_store(store_path: Path):
 
 def confirm_options(f):
     """--confirm and --confirm-trials, shared by `bench compare` and `bench run --baseline`."""
-    from harness.regress.confirm import DEFAULT_CONFIRM_TRIALS
+    from harness.regress import DEFAULT_CONFIRM_TRIALS
 
     f = click.option("--confirm-trials", type=integer(), default=DEFAULT_CONFIRM_TRIALS,
                      show_default=True, help="Interleaved launches per side for --confirm.")(f)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.optimize.artifacts import Artifact, sha256_file
+from harness.regress import DEFAULT_CONFIRM_TRIALS
 from harness.regress.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
                              group_samples, key_verdict, series_key)
 from harness.errors import UserError
@@ -25,7 +26,6 @@ from harness.executor import Executor, local_executor
 from harness.benchmark.stop import stop_on_sigint
 from harness.results.schema import Measurement, utc_now
 
-DEFAULT_CONFIRM_TRIALS = 10
 
 
 @dataclass
