@@ -362,3 +362,40 @@ def test_explicit_delegate_lines(line, delegate, partitions):
         "yielding 3 partitions for subgraph 0.", "INFO: " + line))
     assert (run.status, run.delegate, run.partitions, run.nodes_delegated) == (
         "ok", delegate, partitions, None)
+
+
+def test_delegation_lines_after_a_measurement_belong_to_the_next_run():
+    """Selected lines of a CPU run, then of a GPU run, pasted with no STARTING! between them
+    (issue 12): the GPU run's delegation lines are its own, not the CPU run's."""
+    log = "\n".join((
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+        "VERBOSE: Replacing 63 out of 65 node(s) with delegate (TfLiteXNNPackDelegate) node, "
+        "yielding 3 partitions for subgraph 0.",
+        "INFO: count=124 first=8011 curr=7989 min=7650 max=11214 avg=8040.51 std=402",
+        "INFO: Inference timings in us: Init: 41207, First inference: 12702, "
+        "Warmup (avg): 8187.3, Inference (avg): 8040.51",
+        "INFO: Created TensorFlow Lite delegate for GPU.",
+        "VERBOSE: Replacing 65 out of 65 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+        "yielding 1 partitions for subgraph 0.",
+        "INFO: count=200 first=3100 curr=3005 min=2950 max=3300 avg=3010.5 std=40",
+        "INFO: Inference timings in us: Init: 90210, First inference: 3100, "
+        "Warmup (avg): 3050.2, Inference (avg): 3010.5",
+    ))
+    cpu, gpu = parse_log(log)
+    assert (cpu.delegate, cpu.nodes_delegated, cpu.partitions) == ("XNNPACK", 63, 3)
+    assert (gpu.delegate, gpu.nodes_delegated, gpu.partitions) == ("GPU", 65, 1)
+    assert (cpu.inference_avg_us, gpu.inference_avg_us) == (8040.51, 3010.5)
+
+
+def test_delegation_lines_after_the_last_measurement_are_that_runs():
+    """The tool's lines on stdout, then the runtime's on stderr (adb's shell v2 keeps the
+    streams apart, and bench reads stdout first): one run, with its delegation."""
+    stdout = ("INFO: count=124 first=8011 curr=7989 min=7650 max=11214 avg=8040.51 std=402\n"
+              "INFO: Inference timings in us: Init: 41207, First inference: 12702, "
+              "Warmup (avg): 8187.3, Inference (avg): 8040.51\n")
+    stderr = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+              "VERBOSE: Replacing 63 out of 65 node(s) with delegate (TfLiteXNNPackDelegate) "
+              "node, yielding 3 partitions for subgraph 0.\n")
+    (run,) = parse_log(stdout + stderr)
+    assert (run.status, run.delegate, run.nodes_delegated, run.inference_avg_us) == \
+        ("ok", "XNNPACK", 63, 8040.51)

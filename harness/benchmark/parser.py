@@ -206,6 +206,8 @@ _DELEGATE_CLASS_NAMES = {
     "TfLiteNnapiDelegate": "NNAPI", "TfLiteHexagonDelegate": "Hexagon",
     "TfLiteFlexDelegate": "Flex", "TfLiteCoreMlDelegate": "CoreML",
 }
+_DELEGATION_LINES = (_REPLACING, _EXPLICIT_APPLIED, _EXPLICIT_NOT_EXECUTED, _CREATED_DELEGATE,
+                     _GPU_KERNELS, _GPU_SPLIT)
 
 # Failures, most telling first (see _RunBuilder.error_line).
 _SHELL_ERROR = re.compile(
@@ -457,6 +459,7 @@ class _LogParser:
         self.run = _RunBuilder()
         self.limits = limits
         self.rows_kept = 0  # op rows and delegation facts of every run so far
+        self.pending_delegation: list[str] = []  # see _defer_delegation
 
     def _start_new_run(self) -> None:
         if self.run.has_content:
@@ -464,6 +467,7 @@ class _LogParser:
                 raise LogLimitExceeded(f"more than {self.limits.max_runs} benchmark runs")
             self.finished.append(self.run.build())
         self.run = _RunBuilder()
+        self._apply_pending_delegation()  # a measurement followed them: this run's
 
     def _keep_row(self) -> None:
         self.rows_kept += 1
@@ -525,7 +529,7 @@ class _LogParser:
             if match:
                 run.session_init_ms = _to_float(match.group(1))
             return
-        if self._feed_memory(text) or self._feed_delegation(text):
+        if self._feed_memory(text) or self._defer_delegation(text) or self._feed_delegation(text):
             return
         self._feed_failure(line)
 
@@ -563,6 +567,25 @@ class _LogParser:
             self._begin_marker().model_size_mb = _to_float(match.group(1))
             return True
         return False
+
+    def _defer_delegation(self, text: str) -> bool:
+        """Hold a delegation line printed after this run's measurement. Delegates are applied
+        at init, before any timing, so such a line is the next run's when another measurement
+        follows (runs pasted or looped with no STARTING! between them), and this run's when
+        none does: reading stderr after stdout (adb's shell v2 keeps them apart) puts the
+        runtime's delegation lines after the tool's timings."""
+        if not self.run.has_measurement or not any(p.match(text) for p in _DELEGATION_LINES):
+            return False
+        self.pending_delegation.append(text)
+        if self.limits and len(self.pending_delegation) > self.limits.max_rows:
+            raise LogLimitExceeded(f"more than {self.limits.max_rows} op profiling rows and "
+                                   "delegation lines")
+        return True
+
+    def _apply_pending_delegation(self) -> None:
+        pending, self.pending_delegation = self.pending_delegation, []
+        for text in pending:
+            self._feed_delegation(text)
 
     def _feed_delegation(self, text: str) -> bool:
         match = _REPLACING.match(text)
@@ -663,6 +686,8 @@ class _LogParser:
         return True
 
     def results(self) -> list[BenchmarkRun]:
+        if not self.run.closed:  # no measurement followed them: the last run's
+            self._apply_pending_delegation()
         return [*self.finished, self.run.build()] if self.run.has_content else list(self.finished)
 
 
