@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.targets.adb.discovery import DeviceTarget, list_targets
@@ -79,21 +80,14 @@ class DeviceActor:
         """`files` name this host's copies (HostAgent.stage)."""
         return self._target.send_files(files)
 
-    def shell(self, command: str, timeout_s: float | None, token: str):
-        cancel = self._cancel_event(token)
-        try:
+    def shell(self, command: str, timeout_s: float | None, token: str | None = None):
+        """`token`: the controller can stop the call with cancel(token)."""
+        with self._cancellable(token) as cancel:
             return self._target.shell(command, timeout_s=timeout_s, cancel=cancel)
-        finally:
-            with self._lock:
-                self._cancels.pop(token, None)
 
-    def recover(self, deadline_s: float, token: str) -> None:
-        cancel = self._cancel_event(token)
-        try:
+    def recover(self, deadline_s: float, token: str | None = None) -> None:
+        with self._cancellable(token) as cancel:
             self._target.recover(deadline_s, cancel)
-        finally:
-            with self._lock:
-                self._cancels.pop(token, None)
 
     def cancel(self, token: str) -> None:
         """Stop the call running under `token` (the controller's Ctrl-C)."""
@@ -105,6 +99,18 @@ class DeviceActor:
     def _cancel_event(self, token: str) -> threading.Event:
         with self._lock:
             return self._cancels.setdefault(token, threading.Event())
+
+    @contextmanager
+    def _cancellable(self, token: str | None):
+        """The call's cancel event (None: not cancellable), forgotten when the call ends."""
+        if token is None:
+            yield None
+            return
+        try:
+            yield self._cancel_event(token)
+        finally:
+            with self._lock:
+                self._cancels.pop(token, None)
 
 
 class HostAgent:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.targets.adb.session import AdbServer
 from harness.errors import UserError
+from harness.targets.cluster import connect, head_address
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 RAY_START_TIMEOUT_S = 120.0
@@ -42,7 +43,7 @@ def join_lab(address: str, name: str | None = None, servers: list[AdbServer] | N
     name = name or socket.gethostname().split(".")[0]
     if not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (a host name)")
-    _check_address(address)
+    head_address(address, "--address")
     try:
         import ray  # noqa: F401  (installed? the one-line error below otherwise)
     except ImportError:
@@ -52,13 +53,6 @@ def join_lab(address: str, name: str | None = None, servers: list[AdbServer] | N
     staging_dir = staging_dir or cache_dir() / "shipped"
     _ray_start(address, name, ray_args)
     return _start_agent(address, name, servers, staging_dir)
-
-
-def _check_address(address: str) -> None:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address}: give the head's HOST:PORT (as `ray start --head "
-                        "--port PORT` printed), e.g. 10.0.0.5:6379")
 
 
 def ray_start_command(address: str, name: str, ray_args: tuple[str, ...] = ()) -> list[str]:
@@ -89,12 +83,10 @@ def _ray_start(address: str, name: str, ray_args: tuple[str, ...]) -> None:
 def _start_agent(address: str, name: str, servers: list[AdbServer], staging_dir: Path) -> Joined:
     import ray
 
-    from device_agents.host_agent.agent import NAMESPACE, start_agent
+    from device_agents.host_agent.agent import start_agent
 
     connected = ray.is_initialized()  # this process already drives the cluster (a test)
-    if not connected:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level="ERROR")
+    connect(address, "--address")
     try:
         agent = start_agent(name, servers, str(staging_dir))
         where = _when_up(lambda: agent.where.remote())

@@ -39,30 +39,36 @@ POLL_S = 0.1
 LOST_POLL_S = 1.0
 
 
-def connect(address: str) -> None:
+def head_address(address: str, option: str) -> tuple[str, int]:
+    """(host, port) of a Ray head given as HOST:PORT to `option`; a one-line UserError else."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"{option} {address}: give the head's HOST:PORT (as `ray start "
+                        "--head --port PORT` printed), e.g. 10.0.0.5:6379")
+    return host, int(port)
+
+
+def connect(address: str, option: str = "--cluster") -> None:
     """Join the cluster at `address` as a driver (once per process); a one-line UserError when
     Ray is not installed or nobody answers there."""
     try:
         import ray
     except ImportError:
-        raise UserError(f"--cluster {address}: Ray is not installed; "
+        raise UserError(f"{option} {address}: Ray is not installed; "
                         "pip install 'bench[ray]' on this host and every lab host") from None
     if ray.is_initialized():
         return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--cluster {address}: give the head's HOST:PORT (as `ray start "
-                        "--head --port PORT` printed), e.g. 10.0.0.5:6379")
+    host, port = head_address(address, option)
     try:  # Ray itself would keep trying for minutes
-        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
-        raise UserError(f"--cluster {address}: nothing answers there ({exc.strerror or exc}); "
+        raise UserError(f"{option} {address}: nothing answers there ({exc.strerror or exc}); "
                         "start the head with `ray start --head --port PORT`") from None
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"--cluster {address}: no Ray cluster answers there ({_first_line(exc)}); "
+        raise UserError(f"{option} {address}: no Ray cluster answers there ({_first_line(exc)}); "
                         "start its head with `ray start --head --port PORT` and join the lab "
                         "hosts with `bench lab join --address HEAD:PORT`") from None
 
@@ -199,9 +205,9 @@ class RayTarget(Target):
     def _call(self, method: str, *args, timeout_s: float = CALL_TIMEOUT_S,
               cancel: threading.Event | None = None):
         actor = self._handle()
-        token = uuid.uuid4().hex
-        ref = getattr(actor, method).remote(*args, token) if method in ("shell", "recover") \
-            else getattr(actor, method).remote(*args)
+        # A call that can be cancelled carries a token, by which the host stops it.
+        token = None if cancel is None else uuid.uuid4().hex
+        ref = getattr(actor, method).remote(*args, **({} if token is None else {"token": token}))
         try:
             return _get(ref, self.host, timeout_s, cancel,
                         on_cancel=lambda: actor.cancel.remote(token))
