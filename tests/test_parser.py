@@ -366,7 +366,11 @@ def test_explicit_delegate_lines(line, delegate, partitions):
 
 def test_delegation_lines_after_a_measurement_belong_to_the_next_run():
     """Selected lines of a CPU run, then of a GPU run, pasted with no STARTING! between them
-    (issue 12): the GPU run's delegation lines are its own, not the CPU run's."""
+    (issue 12): the GPU run's delegation lines are its own, not the CPU run's. Line formats
+    from real logs in ../shared/reference/benchmark_model_samples: the XNNPACK lines as in
+    sample 22 (TI's TF Lite 2.18 doc), `Created TensorFlow Lite delegate for GPU.` as in
+    sample 14 (tensorflow/tensorflow#56301); `TfLiteGpuDelegateV2` is the custom name the GPU
+    delegate registers its node under (tensorflow/lite/delegates/gpu/delegate.cc)."""
     log = "\n".join((
         "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
         "VERBOSE: Replacing 63 out of 65 node(s) with delegate (TfLiteXNNPackDelegate) node, "
