@@ -291,10 +291,22 @@ class LabServer:
 
 @dataclass(frozen=True)
 class LabBinary:
-    """A benchmark_model the lab pins for one ABI; with a sha256, any other content is refused."""
+    """A benchmark_model the lab pins for one ABI; with a sha256, any other content is refused.
+    A binary `bench binaries fetch` pinned also says where it came from (flavour, version, url,
+    size, when), so a missing one can be fetched again and checked against the pin."""
 
     path: str
     sha256: str | None = None
+    flavour: str | None = None     # harness.benchmark.flavours.Flavour value
+    version: str | None = None     # as fetched: "latest", "2.2.0", ...
+    url: str | None = None
+    size_bytes: int | None = None
+    fetched_at: str | None = None
+
+
+# [lab.binaries.ABI] keys besides path and sha256, and the type each must have.
+LAB_BINARY_RECORD_KEYS = {"flavour": str, "version": str, "url": str, "size_bytes": int,
+                          "fetched_at": str}
 
 
 @dataclass
@@ -407,10 +419,15 @@ def _parse_lab_binaries(table: dict, path) -> dict[str, LabBinary]:
             raise UserError(f"{where}: unknown ABI; use one of {', '.join(KNOWN_ABIS)}")
         if not isinstance(spec, dict):
             raise UserError(f'{where}: expected a table with path = "..." and sha256 = "..."')
-        unknown = set(spec) - {"path", "sha256"}
+        unknown = set(spec) - {"path", "sha256", *LAB_BINARY_RECORD_KEYS}
         if unknown:
             raise UserError(f"{where} {show_key(sorted(unknown)[0])}: unknown key; "
-                            "known: path, sha256")
+                            f"known: path, sha256, {', '.join(LAB_BINARY_RECORD_KEYS)}")
+        for key, kind in LAB_BINARY_RECORD_KEYS.items():
+            value = spec.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise UserError(f"{where} {key} = {show_value(value)}: must be "
+                                f"{'an integer' if kind is int else 'a string'}")
         if not isinstance(spec.get("path"), str) or not spec["path"]:
             raise UserError(f'{where}: path = "..." of the benchmark_model binary is required')
         sha256 = spec.get("sha256")
@@ -419,5 +436,6 @@ def _parse_lab_binaries(table: dict, path) -> dict[str, LabBinary]:
             if len(sha256) != 64 or not set(sha256) <= _SHA256_HEX:
                 raise UserError(f"{where}: sha256 {show_value(spec['sha256'])} is not 64 hex "
                                 "digits (as `sha256sum` prints it)")
-        binaries[abi] = LabBinary(spec["path"], sha256)
+        binaries[abi] = LabBinary(spec["path"], sha256,
+                                  **{k: spec.get(k) for k in LAB_BINARY_RECORD_KEYS})
     return binaries

@@ -22,3 +22,9 @@ def cache_dir() -> Path:
 
 def reports_dir() -> Path:
     return Path(os.environ.get("BENCH_REPORTS_DIR", "reports"))
+
+
+def binaries_dir() -> Path:
+    """Fetched benchmark_model binaries (`bench binaries fetch`), one folder per sha256."""
+    base = os.environ.get("BENCH_BINARIES_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "bench" / "binaries"

@@ -62,7 +62,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     `resume_run_id`, finish only the jobs that run has no record of. No variants in the
     config: the model's default set (harness.optimize.variants.default_variants)."""
     from harness.optimize.artifacts import sha256_file
-    from harness.benchmark.binaries import verify_binary_sha256
+    from harness.benchmark.binaries import missing_binary_message, verify_binary_sha256
     from harness.benchmark.runner import DeviceRunner
     from harness.benchmark.jobs import DELEGATES, plan_jobs
     from harness.paths import cache_dir as default_cache_dir
@@ -76,8 +76,8 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     validate_config(config)  # every setting against the one schema, before anything is written
     for abi, path in config.binaries.items():  # bad paths are the user's to fix, before any work
         if not Path(path).expanduser().is_file():
-            raise UserError(f"benchmark_model for {abi}: {path} is not a file; "
-                            f"fix --binary {abi}=PATH or [binaries] in bench.toml")
+            raise UserError(missing_binary_message(abi, Path(path).expanduser(),
+                                                   config.lab.binaries.get(abi)))
         pinned = config.lab.pinned_sha256().get(abi)
         if pinned:  # another build than the lab pinned: refused now, not per device later
             verify_binary_sha256(abi, Path(path).expanduser(), pinned)

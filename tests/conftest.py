@@ -9,6 +9,7 @@ import pytest
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="bench-tests-"))
 os.environ["BENCH_STATE_DIR"] = str(_SESSION_DIR / "state")
 os.environ["BENCH_CACHE_DIR"] = str(_SESSION_DIR / "cache")
+os.environ["BENCH_BINARIES_DIR"] = str(_SESSION_DIR / "binaries")
 
 
 @pytest.fixture(scope="session")

@@ -6,40 +6,66 @@ import hashlib
 from pathlib import Path
 
 import device_agents
+from harness.benchmark.flavours import Flavour
 from harness.config import KNOWN_ABIS
 from harness.errors import DeviceError, UserError
 
 SHIPPED_DIR = Path(device_agents.__file__).resolve().parent / "bin"
 
 
-def shipped_binary(abi: str) -> Path | None:
-    path = SHIPPED_DIR / abi / "benchmark_model"
+# The file of each flavour bench ships for its virtual devices, under bin/<abi>/.
+SHIPPED_NAMES = {Flavour.TFLITE: "benchmark_model", Flavour.LITERT: "benchmark_litert_model"}
+# A virtual device says which flavour its lab was started with (`bench lab up --flavour`).
+VIRTUAL_FLAVOUR_PROP = "bench.virtual.flavour"
+
+
+def shipped_binary(abi: str, flavour: Flavour = Flavour.TFLITE) -> Path | None:
+    path = SHIPPED_DIR / abi / SHIPPED_NAMES[flavour]
     return path if path.is_file() else None
 
 
 def binary_for_abi(abi: str | None, configured: dict[str, str],
-                   pinned_sha256: dict[str, str] | None = None) -> Path:
-    """The configured binary for `abi`, else the one bench ships (x86_64 for virtual devices).
+                   pinned_sha256: dict[str, str] | None = None, *,
+                   lab_binaries: dict | None = None,
+                   flavour: Flavour = Flavour.TFLITE) -> Path:
+    """The configured binary for `abi`, else the one bench ships (x86_64 for virtual devices,
+    of the `flavour` the device's lab runs).
 
     `pinned_sha256` (ABI -> sha256, from [lab.binaries]) refuses a binary whose content differs:
-    a lab compares numbers across nights only if every night ran the same tool.
+    a lab compares numbers across nights only if every night ran the same tool. `lab_binaries`
+    ([lab.binaries] entries) say how to get a pinned binary back when its file is gone.
     """
     if not abi:
         raise DeviceError("device did not report ro.product.cpu.abi")
     if abi in configured:
         path = Path(configured[abi]).expanduser()
         if not path.is_file():
-            raise UserError(f"benchmark_model for {abi}: {path} is not a file; "
-                            f"fix the path in --binary {abi}=PATH or [binaries] in bench.toml")
+            raise UserError(missing_binary_message(abi, path, (lab_binaries or {}).get(abi)))
     else:
-        path = shipped_binary(abi)
+        path = shipped_binary(abi, flavour)
         if path is None:
-            raise DeviceError(f"no benchmark_model for ABI {abi}: give one with "
-                              f"--binary {abi}=PATH or [binaries] {abi} = \"PATH\" in bench.toml")
+            raise DeviceError(no_binary_message(abi))
     expected = (pinned_sha256 or {}).get(abi)
     if expected:
         verify_binary_sha256(abi, path, expected)
     return path
+
+
+def no_binary_message(abi: str) -> str:
+    """What a run says for a device whose ABI has no benchmark_model: the command that gets one."""
+    return (f"no benchmark_model for ABI {abi}: fetch Google's prebuilt with "
+            f"`bench binaries fetch --abi {abi}` (pins it in bench.toml), or give one with "
+            f"--binary {abi}=PATH")
+
+
+def missing_binary_message(abi: str, path: Path, pin=None) -> str:
+    from harness.benchmark.pins import pinned_binary_missing_hint
+
+    if pin is not None and Path(pin.path).expanduser() == path:
+        return (f"benchmark_model for {abi}: {path} (pinned in [lab.binaries.{abi}]) is not a "
+                f"file here; {pinned_binary_missing_hint(abi, pin)}")
+    return (f"benchmark_model for {abi}: {path} is not a file; "
+            f"fix the path in --binary {abi}=PATH or [binaries] in bench.toml")
 
 
 def verify_binary_sha256(abi: str, path: Path, expected_sha256: str) -> None:
