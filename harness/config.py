@@ -52,7 +52,8 @@ class HygieneSettings:
     them as `hygiene`."""
 
     min_battery_pct: int = 20
-    max_temp_c: float = 45.0
+    max_temp_c: float = 45.0  # skin and battery (Telemetry.gate_temp_c)
+    max_cpu_temp_c: float | None = None  # CPU sensors, gated only when set (recorded always)
     max_thermal_status: int = 1  # Android's THROTTLING_LIGHT; above it the SoC is being slowed
     cooldown_deadline_s: float = 300.0
     cooldown_poll_s: float = 5.0  # how often a device that is not fit is read again
@@ -80,6 +81,7 @@ class RunConfig:
     peak_memory: bool = True         # one extra launch per variant with --report_peak_memory_footprint
     op_profiling: bool = False       # one extra launch per variant with --enable_op_profiling
     pin_big_cores: bool = True
+    pin_governors: bool = True       # rooted devices: `performance` on every core, restored after
     retries: int = 2                 # re-runs of a job whose device dropped
     device_wait_s: float = 60.0      # how long to wait for a dropped device to come back
     quarantine_after: int = 3        # consecutive failed jobs that take a device out of the run

@@ -177,6 +177,7 @@ def _seconds(low_open: bool = False) -> Rule:
 HYGIENE_RULES: dict[str, Rule] = {
     "min_battery_pct": _int(0, 100),
     "max_temp_c": Rule(Kind.NUMBER, 0, 150, low_open=True),
+    "max_cpu_temp_c": Rule(Kind.NUMBER, 0, 150, low_open=True, optional=True),
     "max_thermal_status": _int(0, 6),  # Android's THERMAL_STATUS_NONE .. _SHUTDOWN
     "cooldown_deadline_s": _seconds(),
     "cooldown_poll_s": _seconds(low_open=True),
@@ -198,6 +199,7 @@ RUN_RULES: dict[str, Rule] = {
     "peak_memory": Rule(Kind.BOOL),
     "op_profiling": Rule(Kind.BOOL),
     "pin_big_cores": Rule(Kind.BOOL),
+    "pin_governors": Rule(Kind.BOOL),
     "retries": _int(0),
     "device_wait_s": _seconds(),
     "quarantine_after": _int(1),

@@ -249,7 +249,10 @@ def resume_benchmarks(run_id: str, store_path: Path, log: Line | Reporter | None
 def _all_jobs_ok(measurements: list[Measurement]) -> bool:
     """Every job's final record is ok (a retried job counts by its last attempt)."""
     final = final_records(measurements)
-    return bool(final) and all(m.status == "ok" for m in final)
+    # A launch the binary cannot do (unavailable) is reported, not failed; but a run that
+    # measured nothing at all is not ok.
+    return (any(m.status == "ok" for m in final)
+            and all(m.status in ("ok", "unavailable") for m in final))
 
 
 def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter) -> list:

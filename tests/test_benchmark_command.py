@@ -1,12 +1,18 @@
 """The benchmark_model command line (harness.benchmark.command): flags, delegate, kind, pinning,
 quoting; and that the virtual device's tool takes every flag it writes."""
 import shlex
+import subprocess
+import sys
 
 import pytest
 
 from device_agents.benchmark_model.flags import parse_flags
+from device_agents.benchmark_model.litert_main import SPECS as LITERT_SPECS
 from harness.benchmark.command import (DELEGATE_FLAGS, DELEGATES, KIND_FLAGS, KINDS,
-                                       benchmark_command, launch_threads, pinned, settings_flags)
+                                       NO_SUCH_DELEGATE, benchmark_command, launch_threads, pinned,
+                                       settings_flags, unavailable_reason)
+from harness.benchmark.flavours import Flavour
+from harness.benchmark.tool import ToolInfo, parse_usage
 from harness.config import BenchmarkSettings
 from harness.benchmark import jobs
 
@@ -79,14 +85,59 @@ def test_the_thread_count_of_a_launch():
 
 
 def test_kinds_and_delegates_are_the_flag_tables_keys():
-    assert KINDS == tuple(KIND_FLAGS) == jobs.KINDS
-    assert DELEGATES == tuple(DELEGATE_FLAGS) == jobs.DELEGATES
+    for flavour in Flavour:
+        assert KINDS == tuple(KIND_FLAGS[flavour]) == jobs.KINDS
+        assert set(DELEGATE_FLAGS[flavour]) <= set(DELEGATES)
+    assert set(DELEGATES) == set(DELEGATE_FLAGS[Flavour.TFLITE]) | set(DELEGATE_FLAGS[Flavour.LITERT])
+    assert DELEGATES == jobs.DELEGATES
 
 
+def _probed(flavour: Flavour) -> ToolInfo:
+    """What bench learns from the virtual device's tool of `flavour` (its real --help)."""
+    program = {Flavour.TFLITE: "main", Flavour.LITERT: "litert_main"}[flavour]
+    out = subprocess.run([sys.executable, "-m", f"device_agents.benchmark_model.{program}",
+                          "--help"], capture_output=True, text=True, timeout=60)
+    found, flags = parse_usage(out.stdout + out.stderr)
+    assert found is flavour
+    return ToolInfo(flavour.value, flags, sha256="test")
+
+
+PARSERS = {Flavour.TFLITE: lambda argv: parse_flags(argv),
+           Flavour.LITERT: lambda argv: parse_flags(argv, LITERT_SPECS)}
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return {flavour: _probed(flavour) for flavour in Flavour}
+
+
+@pytest.mark.parametrize("flavour", list(Flavour))
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("delegate", [None, *DELEGATES])
-def test_the_tool_takes_every_flag_the_command_writes(kind, delegate):
-    argv = shlex.split(command(kind=kind, delegate=delegate, cpu_mask_hex="f0"))[2:]
-    parsed = parse_flags(argv)
+def test_the_tool_takes_every_flag_the_command_writes(tools, flavour, kind, delegate):
+    tool = tools[flavour]
+    if unavailable_reason(tool, delegate, kind):
+        assert (flavour, delegate) in NO_SUCH_DELEGATE  # only what a flavour has no flag for
+        return
+    argv = shlex.split(command(kind=kind, delegate=delegate, cpu_mask_hex="f0", tool=tool))[2:]
+    parsed = PARSERS[flavour](argv)
     assert parsed.errors == [] and parsed.unconsumed == [], argv
     assert parsed.params["graph"] == MODEL and parsed.params["num_threads"] == 4
+
+
+def test_flags_a_binary_lacks_are_never_passed(tools):
+    litert = tools[Flavour.LITERT]
+    settings = BenchmarkSettings(use_xnnpack=True)
+    assert "--use_xnnpack=true" in command(settings)  # the classic tool has it
+    assert "--use_xnnpack" not in command(settings, tool=litert)
+    assert unavailable_reason(litert, "cpu", "timing").startswith("--delegate cpu: LiteRT's CPU")
+    assert unavailable_reason(tools[Flavour.TFLITE], "npu", "timing").startswith("--delegate npu")
+    assert command(kind="op_profile", tool=litert).endswith("--use_profiler=true")
+    assert command(kind="op_profile").endswith("--enable_op_profiling=true")
+    # An old classic build without --warmup_min_secs: the setting is left to the tool.
+    old = ToolInfo("tflite", [f for f in tools[Flavour.TFLITE].flags if f != "warmup_min_secs"],
+                   sha256="old")
+    assert "--warmup_min_secs" not in command(tool=old)
+    assert unavailable_reason(ToolInfo("tflite", ["graph", "num_runs"], sha256="x"), "gpu",
+                              "timing") == ("--delegate gpu: this benchmark_model (tflite) has no "
+                                            "--use_gpu")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
-from harness.targets.hygiene import (HygieneSettings, check_storage, fixed_performance_mode,
-                                     free_space, pinned_command, read_fixed_performance_mode,
+from harness.targets.hygiene import (HygieneSettings, check_storage, free_space, pinned_command,
                                      unfit_reasons, wait_until_ready)
+from harness.targets.tuning import device_tuning, read_governors
 from harness.targets.adb.session import DeviceSession
 from harness.targets.telemetry import (Telemetry, cpu_topology, parse_charging, parse_zones,
                                        read_telemetry, topology_from_max_freqs)
@@ -219,25 +219,48 @@ def test_storage_check_refuses_before_any_push(session, device, tmp_path):
     session.shell(f"rm -r {remote_dir}")
 
 
-# -- fixed performance mode -----------------------------------------------------------------------
-def test_fixed_performance_mode_is_enabled_then_restored(session):
-    assert read_fixed_performance_mode(session) is False
-    with fixed_performance_mode(session) as enabled:
-        assert enabled is True
-        assert "mFixedPerformanceModeEnabled=true" in session.shell("dumpsys power").stdout
-    assert "mFixedPerformanceModeEnabled=false" in session.shell("dumpsys power").stdout
+# -- tuning: performance mode, pinning, governors (harness.targets.tuning) --------------------------
+def _perf_mode_setting(record) -> str | None:
+    """What the virtual device holds for `cmd power set-fixed-performance-mode-enabled`
+    (Android gives no way to read it back over adb)."""
+    from device_agents.virtual.android_tools import FIXED_PERFORMANCE_KEY, SETTINGS_FILE
+    import json
+
+    path = Path(record.state_dir) / SETTINGS_FILE
+    return json.loads(path.read_text()).get(FIXED_PERFORMANCE_KEY) if path.exists() else None
+
+
+def test_tuning_turns_fixed_performance_mode_on_and_off_and_probes_taskset(session, device):
+    topology = cpu_topology(session)
+    with device_tuning(session, topology, sdk=34) as conditions:
+        assert conditions.perf_mode == "on" and _perf_mode_setting(device) == "true"
+        assert conditions.cpu_mask == topology.mask_hex
+        assert conditions.rooted == "no" and conditions.notes["root"] == "no su on the device"
+        assert conditions.governor == "schedutil"
+        assert conditions.notes["governor"] == "left as found (not rooted)"
+    assert _perf_mode_setting(device) == "false"
 
     with pytest.raises(RuntimeError):
-        with fixed_performance_mode(session):
+        with device_tuning(session, topology, sdk=34):
             raise RuntimeError("benchmark failed")
-    assert read_fixed_performance_mode(session) is False
+    assert _perf_mode_setting(device) == "false"
+    with device_tuning(session, topology, sdk=34, pin_big_cores=False) as conditions:
+        assert conditions.cpu_mask is None and "pin_big_cores = false" in conditions.notes["cpu_pinning"]
 
 
-def test_fixed_performance_mode_left_on_when_it_was_on_before(session):
-    session.shell("cmd power set-fixed-performance-mode-enabled true")
+def test_a_rooted_device_gets_performance_governors_and_its_own_back(tmp_path):
+    base = tmp_path / "rooted-lab"
+    state = lab_up(1, base, rooted=True)
     try:
-        with fixed_performance_mode(session) as enabled:
-            assert enabled
-        assert read_fixed_performance_mode(session) is True
+        session = DeviceSession(state.devices[0].serial, state.server)
+        assert session.shell("su -c 'id -u'").stdout == "0\n"
+        assert session.shell("echo performance > /sys/devices/system/cpu/cpu0/cpufreq/"
+                             "scaling_governor").status != 0  # the shell user may not
+        before = read_governors(session)
+        with device_tuning(session, cpu_topology(session), sdk=34) as conditions:
+            assert conditions.rooted == "su (Magisk)"
+            assert set(read_governors(session).values()) == {"performance"}
+            assert conditions.governor == "performance (pinned; was schedutil)"
+        assert read_governors(session) == before
     finally:
-        session.shell("cmd power set-fixed-performance-mode-enabled false")
+        lab_down(base)

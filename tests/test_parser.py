@@ -92,6 +92,11 @@ EXPECTED_RUNS: dict[str, list[dict]] = {
                 inference_max_us=16270, inference_count=100)],
     "29": [dict(status="failed", error=NO_TIMED_STATS_ERROR, memory_init_mb=2.43359,
                 memory_overall_mb=8.67578, peak_memory_mb=13.1797)],
+    # LiteRT v2.2.0's results block: ms with two decimals, the memory block, no peak memory.
+    "30": [dict(status="ok", init_us=23744730, first_inference_us=7441040, warmup_avg_us=7441040,
+                inference_avg_us=7430200, inference_std_us=9920, inference_min_us=7416400,
+                inference_max_us=7448860, inference_count=10, memory_init_mb=6391.74,
+                memory_overall_mb=6391.74)],
 }
 
 
@@ -124,6 +129,14 @@ def test_sample_20_extra_attributes():
     assert (run.warmup_count, run.warmup_min_us, run.warmup_max_us, run.warmup_std_us) == (
         9, 51629, 87112, 11478)
     assert run.model_size_mb == pytest.approx(24.6229)
+
+
+def test_the_parser_says_which_tool_printed_a_run():
+    assert [r.tool_flavour for r in parse_log(read_sample("27"))] == ["litert", "litert"]
+    assert [r.tool_flavour for r in parse_log(read_sample("30"))] == ["litert"]
+    assert [r.tool_flavour for r in parse_log(read_sample("22"))] == ["tflite"]
+    (run,) = parse_log(read_sample("30"))
+    assert run.throughput_mb_per_s == pytest.approx(27.46) and run.warmup_count == 1
 
 
 def test_sample_27_litert_extras():

@@ -13,7 +13,8 @@ import pytest
 from device_agents.virtual.faults import FaultWatcher, set_faults
 from device_agents.virtual.process import ShippedProgram, trusted_programs
 from device_agents.virtual.sandbox import Sandbox, VirtualDeviceConfig
-from device_agents.virtual.shell import ShellContext, run_command
+from device_agents.virtual.android_tools import FIXED_PERFORMANCE_KEY, load_settings
+from device_agents.virtual.shell import Interpreter, ShellContext, run_command
 from tests.virtual_lab_fixtures import host_processes_with_root
 
 # Generous guard so a broken stream fails the test instead of hanging it; never a timing check.
@@ -272,11 +273,18 @@ def test_system_tools(device):
 
 
 def test_power_mode_and_settings_are_recorded(device):
+    # As PowerManagerShellCommand (Android 11+): silent success; Boolean.parseBoolean, so
+    # anything but "true" turns the mode off; no line of `dumpsys power` tells the mode.
+    def mode():
+        return load_settings(Interpreter(device.ctx)).get(FIXED_PERFORMANCE_KEY)
+
     assert device.run("cmd power set-fixed-performance-mode-enabled true") == Result(0, "", "")
-    assert "mFixedPerformanceModeEnabled=true" in device.run("dumpsys power").out
-    assert device.run("cmd power set-fixed-performance-mode-enabled false").status == 0
-    assert "mFixedPerformanceModeEnabled=false" in device.run("dumpsys power").out
-    assert device.run("cmd power set-fixed-performance-mode-enabled maybe").status != 0
+    assert mode() == "true"
+    assert "FixedPerformance" not in device.run("dumpsys power").out
+    assert device.run("cmd power set-fixed-performance-mode-enabled maybe") == Result(0, "", "")
+    assert mode() == "false"
+    assert device.run("cmd power set-fixed-performance-mode-enabled").status == 255
+    assert device.run("cmd power no-such-command") == Result(255, "Unknown command: no-such-command\n", "")
     assert device.run("settings get global stay_on").out == "null\n"
     device.run("settings put global stay_on 7")
     assert device.run("settings get global stay_on").out == "7\n"

@@ -245,12 +245,22 @@ class ParseResult:
     help_requested: bool
 
 
-def parse_flags(argv: list[str]) -> ParseResult:
-    params = Params({name: spec.default for name, spec in ALL_SPECS.items()})
+def specs_of(groups: list[list[FlagSpec]]) -> dict[str, FlagSpec]:
+    """Every flag of `groups` once, in registration order (a later duplicate is the same flag)."""
+    specs: dict[str, FlagSpec] = {}
+    for group in groups:
+        for spec in group:
+            specs.setdefault(spec.name, spec)
+    return specs
+
+
+def parse_flags(argv: list[str], specs: dict[str, FlagSpec] | None = None) -> ParseResult:
+    specs = ALL_SPECS if specs is None else specs
+    params = Params({name: spec.default for name, spec in specs.items()})
     args = argv[1:]
     consumed = [False] * len(args)
     errors: list[str] = []
-    for name, spec in ALL_SPECS.items():
+    for name, spec in specs.items():
         prefix = f"--{name}="
         for i, arg in enumerate(args):
             if consumed[i] or not arg.startswith(prefix):
@@ -264,15 +274,17 @@ def parse_flags(argv: list[str]) -> ParseResult:
                 params.set_on_command_line.add(name)
             break
     unconsumed = [arg for arg, used in zip(args, consumed) if not used]
-    help_requested = bool(params["help"]) or (bool(unconsumed) and unconsumed[0] == "--help")
+    # Flags::Parse fails when the first argument left is --help; `help` is a flag of the
+    # classic tool's default execution provider only.
+    help_requested = bool(params.values.get("help")) or (bool(unconsumed) and unconsumed[0] == "--help")
     return ParseResult(params, errors, unconsumed, help_requested)
 
 
-def usage_text(program: str) -> str:
+def usage_text(program: str, groups: list[list[FlagSpec]] | None = None) -> str:
     """`Flags::Usage`: one tab-separated row per flag."""
     rows = []
     seen = set()
-    for group in ECHO_GROUPS:
+    for group in ECHO_GROUPS if groups is None else groups:
         for spec in group:
             if spec.name in seen:
                 continue

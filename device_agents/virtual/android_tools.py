@@ -7,6 +7,7 @@ between shell streams like a phone's settings do.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from device_agents.virtual.shell_io import Streams
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from device_agents.virtual.shell import Interpreter
 
 SETTINGS_FILE = "settings.json"
+FIXED_PERFORMANCE_MIN_SDK = 30  # `cmd power set-fixed-performance-mode-enabled`: Android 11
 NORMAL_BATTERY_LEVEL = 85
 NORMAL_BATTERY_TEMPERATURE_C = 29.0
 FIXED_PERFORMANCE_KEY = "power:fixed_performance_mode"
@@ -39,6 +41,45 @@ def save_settings(sh: "Interpreter", settings: dict[str, str]) -> None:
 
 def fixed_performance_mode(sh: "Interpreter") -> bool:
     return load_settings(sh).get(FIXED_PERFORMANCE_KEY) == "true"
+
+
+def device_sdk(sh: "Interpreter") -> int:
+    sdk = sh.ctx.config.props().get("ro.build.version.sdk", "")
+    return int(sdk) if sdk.isdigit() else 0
+
+
+# -- su (a rooted phone: `bench lab up --root`) ------------------------------------------------------
+# Magisk's su, the root most phones have: its usage text (topjohnwu/Magisk, native su.cpp).
+MAGISK_SU_USAGE = ("MagiskSU\n\n"
+                   "Usage: su [options] [-] [user [argument...]]\n\n"
+                   "Options:\n"
+                   "  -c, --command COMMAND         pass COMMAND to the invoked shell\n"
+                   "  -h, --help                    display this help message and exit\n")
+
+
+async def su(argv: list[str], sh: "Interpreter", io: Streams) -> int:
+    args = argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        await io.say(MAGISK_SU_USAGE)
+        return 0
+    command = None
+    while args:
+        arg = args.pop(0)
+        if arg in ("-c", "--command"):
+            if not args:
+                await io.complain("su: option requires an argument -- 'c'")
+                return 2
+            command = args.pop(0)
+        elif arg in ("-", "-l", "--login", "0", "root"):
+            continue
+        else:
+            await io.complain(f"su: invalid argument: {arg}")
+            return 2
+    root = sh.subshell([sh.args[0]])
+    root.uid = 0
+    if command is None:  # an interactive root shell reading its commands from stdin
+        command, io = io.stdin.decode(errors="replace"), Streams(b"", io.out, io.err)
+    return await root.run_script(command, io)
 
 
 # -- getprop ----------------------------------------------------------------------------------------
@@ -124,17 +165,60 @@ def thermalservice_report(sh: "Interpreter") -> str:
 
 
 def power_report(sh: "Interpreter") -> str:
-    mode = "true" if fixed_performance_mode(sh) else "false"
+    # No line for the fixed performance mode: AOSP's PowerManagerService dumps none (and no
+    # command reads the mode back), so neither does the virtual device.
     powered = "false" if sh.ctx.faults.current().charging is False else "true"
     return ("POWER MANAGER (dumpsys power)\n\nPower Manager State:\n"
-            f"  mWakefulness=Awake\n  mIsPowered={powered}\n  mFixedPerformanceModeEnabled={mode}\n")
+            f"  mWakefulness=Awake\n  mIsPowered={powered}\n")
 
 
 DUMPSYS_SERVICES = {"battery": battery_report, "thermalservice": thermalservice_report,
                     "power": power_report}
 
 
+# -- a replayed phone's dumps, with the faults on top --------------------------------------------
+# android.os.Temperature types that are not degrees Celsius (BCL_VOLTAGE mV, BCL_CURRENT mA,
+# BCL_PERCENTAGE %): a temperature fault leaves them as recorded.
+NOT_CELSIUS_TYPES = {6, 7, 8}
+_TEMPERATURE_ITEM = re.compile(
+    r"Temperature\{mValue=([^,]*), mType=(-?\d+), mName=([^,]*), mStatus=(\d+)\}")
+
+
+def recorded_report(sh: "Interpreter", service: str) -> str | None:
+    profile = sh.ctx.sandbox.profile
+    text = profile.dumpsys(service) if profile is not None else None
+    if text is None:
+        return None
+    faults = sh.ctx.faults.current()
+    if service == "battery":
+        if faults.battery_level is not None:
+            text = re.sub(r"(?m)^(\s*level:\s*)\d+", rf"\g<1>{faults.battery_level}", text)
+        if faults.temperature_c is not None:
+            text = re.sub(r"(?m)^(\s*temperature:\s*)-?\d+",
+                          rf"\g<1>{int(round(faults.temperature_c * 10))}", text)
+        if faults.charging is False:
+            text = re.sub(r"(?m)^(\s*(?:AC|USB|Wireless|Dock) powered:\s*)true", r"\1false", text)
+            text = re.sub(r"(?m)^(\s*status:\s*)\d+", r"\g<1>3", text)
+    elif service == "thermalservice" and faults.temperature_c is not None:
+        hot_c = faults.temperature_c
+
+        def faulted(match: re.Match) -> str:
+            if int(match.group(2)) in NOT_CELSIUS_TYPES:
+                return match.group(0)
+            return (f"Temperature{{mValue={hot_c:.1f}, mType={match.group(2)}, "
+                    f"mName={match.group(3)}, mStatus={thermal_status(hot_c)}}}")
+
+        text = _TEMPERATURE_ITEM.sub(faulted, text)
+        text = re.sub(r"(?m)^Thermal Status: -?\d+", f"Thermal Status: {thermal_status(hot_c)}", text)
+    return text
+
+
 async def dumpsys(argv: list[str], sh: "Interpreter", io: Streams) -> int:
+    if len(argv) >= 2 and not argv[1].startswith("-"):
+        recorded = recorded_report(sh, argv[1])
+        if recorded is not None:
+            await io.say(recorded)
+            return 0
     if len(argv) < 2:
         await io.say("".join(f"DUMP OF SERVICE {name}:\n{report(sh)}\n"
                              for name, report in DUMPSYS_SERVICES.items()))
@@ -192,18 +276,25 @@ async def cmd(argv: list[str], sh: "Interpreter", io: Streams) -> int:
         await io.complain("cmd: No service specified; use -l to list all running services.")
         return 20
     service, rest = args[0], args[1:]
-    if service == "power" and rest and rest[0] == "set-fixed-performance-mode-enabled":
-        if len(rest) != 2 or rest[1] not in ("true", "false"):
-            await io.complain("Error: expected true or false")
+    if (service == "power" and rest and rest[0] == "set-fixed-performance-mode-enabled"
+            and device_sdk(sh) >= FIXED_PERFORMANCE_MIN_SDK):
+        # PowerManagerShellCommand: Boolean.parseBoolean (only "true", any case, enables it);
+        # success prints nothing.
+        if len(rest) < 2:
+            await io.complain("Exception occurred while executing 'set-fixed-performance-mode-"
+                              "enabled':\njava.lang.IllegalArgumentException: Argument expected "
+                              "after \"set-fixed-performance-mode-enabled\"")
             return 255
         stored = load_settings(sh)
-        stored[FIXED_PERFORMANCE_KEY] = rest[1]
+        stored[FIXED_PERFORMANCE_KEY] = "true" if rest[1].lower() == "true" else "false"
         save_settings(sh, stored)
         return 0
     if service == "settings":
         return await settings(["settings", *rest], sh, io)
     if service in ("power", "thermalservice", "battery"):
-        await io.complain(f"Unknown command: {' '.join(rest)}")
+        # ShellCommand.handleDefaultCommands: on stdout, -1 (255 as cmd's exit status); Android
+        # 10 and older answer so for set-fixed-performance-mode-enabled too.
+        await io.say(f"Unknown command: {rest[0] if rest else ''}\n")
         return 255
     await io.complain(f"cmd: Can't find service: {service}")
     return 20
@@ -217,5 +308,5 @@ async def logcat(argv: list[str], sh: "Interpreter", io: Streams) -> int:
 
 BUILTINS = {
     "getprop": getprop, "getenforce": getenforce, "dumpsys": dumpsys,
-    "settings": settings, "cmd": cmd, "logcat": logcat,
+    "settings": settings, "cmd": cmd, "logcat": logcat, "su": su,
 }

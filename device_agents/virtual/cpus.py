@@ -18,23 +18,30 @@ def all_host_cpus() -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class CpuSlice:
-    host_cpus: tuple[int, ...]  # device core i runs on host core host_cpus[i]
+    host_cpus: tuple[int, ...]  # the host cores the device runs on
+    # How many cores the device reports: len(host_cpus), or a replayed phone's count (profile.py),
+    # whose core i then runs on host core host_cpus[i % len(host_cpus)].
+    device_count: int | None = None
 
     @classmethod
-    def of(cls, host_cpus: list[int] | tuple[int, ...] | None) -> "CpuSlice":
-        return cls(tuple(host_cpus) if host_cpus else all_host_cpus())
+    def of(cls, host_cpus: list[int] | tuple[int, ...] | None,
+           device_count: int | None = None) -> "CpuSlice":
+        return cls(tuple(host_cpus) if host_cpus else all_host_cpus(), device_count)
 
     @property
     def count(self) -> int:
-        return len(self.host_cpus)
+        return self.device_count or len(self.host_cpus)
+
+    def host_of(self, device_cpu: int) -> int:
+        return self.host_cpus[device_cpu % len(self.host_cpus)]
 
     def host_set(self, device_mask: int) -> set[int]:
         """Host cores of the device cores whose bits are set in `device_mask`."""
-        return {host for i, host in enumerate(self.host_cpus) if device_mask >> i & 1}
+        return {self.host_of(i) for i in range(self.count) if device_mask >> i & 1}
 
     def device_mask(self, host_cpus: set[int]) -> int:
         """The device's affinity mask for a set of host cores (cores outside the slice drop)."""
-        return sum(1 << i for i, host in enumerate(self.host_cpus) if host in host_cpus)
+        return sum(1 << i for i in range(self.count) if self.host_of(i) in host_cpus)
 
 
 def plan_cpu_slices(n_devices: int, host_cpus: list[int] | tuple[int, ...] | None = None

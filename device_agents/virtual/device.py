@@ -38,7 +38,7 @@ async def serve_async(config: VirtualDeviceConfig,
     if config.host_cpus:
         # The device's own adbd work and everything it launches run on its cores only.
         os.sched_setaffinity(0, set(config.host_cpus))
-    sandbox = Sandbox(config.state_dir)
+    sandbox = Sandbox(config.state_dir, profile=config.profile())
     sandbox.create_layout(config)
     faults = FaultWatcher(config.state_dir)
     services = DeviceServices(config=config, sandbox=sandbox, faults=faults)

@@ -50,6 +50,9 @@ class ShippedProgram:
 # The programs bench ships for its devices, by file name under bin/<abi>/.
 SHIPPED_PROGRAMS = {
     BENCHMARK_PROGRAM: ShippedProgram("device_agents.benchmark_model.main:main", is_benchmark=True),
+    # LiteRT's flavour (`bench lab up --flavour litert`); pushed as benchmark_model like any other.
+    "benchmark_litert_model": ShippedProgram("device_agents.benchmark_model.litert_main:main",
+                                             is_benchmark=True),
 }
 # What the isolated child runs: bench's code from PACKAGE_PARENT_DIR, argv = [device path, args].
 _BOOTSTRAP = ("import sys; sys.path.insert(0, {parent!r}); from {module} import {function}; "

@@ -5,6 +5,7 @@ resolve outside the sandbox, so nothing the device does is ever written outside 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device_agents.virtual.cpus import CpuSlice
+from device_agents.virtual.profile import REPLACED_TREES, DeviceProfile, is_denied
 
 DEVICE_FILE = "device.json"
 # Writable areas that count against the storage quota (as /data and /sdcard on a phone).
@@ -20,6 +22,9 @@ QUOTA_ROOTS = ("/data", "/sdcard")
 # The mode bits a sandbox file may carry on the host: no setuid, setgid or sticky bit, so that no
 # file the device makes lets another local user run code as the lab's user.
 HOST_MODE_BITS = 0o777
+# Trees only root may write on a phone (the shell user gets EACCES; /system is read-only).
+ROOT_ONLY_TREES = ("/sys", "/proc", "/system", "/vendor", "/dev")
+WRITABLE_DEVICES = ("/dev/null",)
 
 
 @dataclass
@@ -38,12 +43,38 @@ class VirtualDeviceConfig:
     extra_props: dict = field(default_factory=dict)
     # Host cores the device runs on (device core i = host_cpus[i]); None: all of the host's.
     host_cpus: list[int] | None = None
+    # A recorded phone the device answers as (device_agents.virtual.profile); None: its own.
+    profile_dir: str | None = None
+    # `su` is there (a rooted phone): bench may pin governors and frequencies.
+    rooted: bool = False
+    # Which benchmark_model bench ships for this device: "tflite" (classic) or "litert".
+    flavour: str = "tflite"
+
+    def profile(self) -> DeviceProfile | None:
+        return _load_profile(self.profile_dir) if self.profile_dir else None
 
     def cpu_slice(self) -> CpuSlice:
-        return CpuSlice.of(self.host_cpus)
+        profile = self.profile()
+        return CpuSlice.of(self.host_cpus, device_count=profile.cpu_count() if profile else None)
 
     def props(self) -> dict[str, str]:
-        props = {
+        profile = self.profile()
+        props = self._own_props()
+        if profile is not None:
+            props.update(profile.props)
+        props.update({k: str(v) for k, v in self.extra_props.items()})
+        # Whatever the profile says: this device's own identity, and what its numbers are.
+        props["ro.serialno"] = self.serial
+        props["bench.virtual.measures"] = "host-cpu"
+        props["bench.virtual.host_cpus"] = ",".join(str(c) for c in
+                                                    CpuSlice.of(self.host_cpus).host_cpus)
+        props["bench.virtual.flavour"] = self.flavour
+        if profile is not None:
+            props["bench.virtual.profile"] = profile.name
+        return props
+
+    def _own_props(self) -> dict[str, str]:
+        return {
             "ro.product.cpu.abi": "x86_64",
             "ro.product.cpu.abilist": "x86_64",
             "ro.product.cpu.abilist64": "x86_64",
@@ -62,12 +93,7 @@ class VirtualDeviceConfig:
             "ro.kernel.qemu": "0",
             # As a user-facing phone: adbd asks every host to authenticate (adb_auth.py).
             "ro.adb.secure": "1",
-            # Says plainly, for any reader of the props, what the numbers measured here are.
-            "bench.virtual.measures": "host-cpu",
-            "bench.virtual.host_cpus": ",".join(str(c) for c in self.cpu_slice().host_cpus),
         }
-        props.update({k: str(v) for k, v in self.extra_props.items()})
-        return props
 
     def save(self) -> None:
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
@@ -78,14 +104,22 @@ class VirtualDeviceConfig:
         return cls(**json.loads((Path(state_dir) / DEVICE_FILE).read_text()))
 
 
+@functools.lru_cache(maxsize=8)
+def _load_profile(path: str) -> DeviceProfile:
+    return DeviceProfile.load(path)  # read once per device process: a profile does not change
+
+
 class SandboxEscape(PermissionError):
     pass
 
 
 class Sandbox:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, profile: DeviceProfile | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.root = self.state_dir / "fs"
+        self.profile = profile
+        self.denied = profile.denied if profile is not None else ()
+        self._applied_temperature: object = _NOT_APPLIED
 
     # -- paths -------------------------------------------------------------------------------
     def host_path(self, device_path: str, cwd: str = "/") -> Path:
@@ -100,6 +134,18 @@ class Sandbox:
         resolved = host.resolve()
         if resolved != self.root and self.root not in resolved.parents:
             raise SandboxEscape(f"{device_path}: Permission denied")
+        if self.denied and is_denied(self.device_path(resolved), self.denied):
+            # SELinux on a production phone: the shell user may not touch it.
+            raise PermissionError(f"{device_path}: Permission denied")
+        return host
+
+    def writable_path(self, device_path: str, cwd: str = "/", root: bool = False) -> Path:
+        """host_path of a file about to be written: the system trees are root's alone."""
+        host = self.host_path(device_path, cwd)
+        normal = self.device_path(host)
+        if not root and normal not in WRITABLE_DEVICES and any(
+                normal == t or normal.startswith(t + "/") for t in ROOT_ONLY_TREES):
+            raise PermissionError(f"{device_path}: Permission denied")
         return host
 
     def device_path(self, host_path: Path) -> str:
@@ -135,8 +181,18 @@ class Sandbox:
         """Make the Android folders and the read-only system files the device serves."""
         for d in ("data/local/tmp", "sdcard", "system/bin", "proc", "dev", "vendor"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        self._write_cpu_files(config.cpu_slice())
-        self._write_thermal_files(temperature_c=None)
+        profile = self.profile
+        for tree in REPLACED_TREES:  # a reused state dir: no tree of another profile or none
+            shutil.rmtree(self.root / tree, ignore_errors=True)
+        if profile is None or not profile.replaces("sys/devices/system/cpu"):
+            self._write_cpu_files(config.cpu_slice())
+        if profile is None or not profile.replaces("sys/class/thermal"):
+            self._write_thermal_files(temperature_c=None)
+        if profile is not None:
+            for device_path, source in profile.fs_files():
+                target = self.root / device_path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
         (self.root / "system" / "build.prop").write_text(
             "".join(f"{k}={v}\n" for k, v in config.props().items())
         )
@@ -183,7 +239,34 @@ class Sandbox:
 
     def apply_temperature(self, temperature_c: float | None) -> None:
         """Make the thermal zone files say the (faulted or normal) temperature."""
-        self._write_thermal_files(temperature_c)
+        self._applied_temperature = temperature_c
+        if self.profile is None or not self.profile.replaces("sys/class/thermal"):
+            self._write_thermal_files(temperature_c)
+            return
+        # A recorded phone's zones: a fault sets every zone that reads as a temperature; no
+        # fault puts the recorded readings back.
+        for device_path, source in self.profile.fs_files():
+            if not (device_path.startswith("/sys/class/thermal/") and device_path.endswith("/temp")):
+                continue
+            target = self.root / device_path.lstrip("/")
+            recorded = source.read_text(errors="replace")
+            text = recorded
+            if temperature_c is not None and _reads_as_millidegrees(recorded):
+                text = f"{int(round(temperature_c * 1000))}\n"
+            target.write_text(text)
+
+    def ensure_temperature(self, temperature_c: float | None) -> None:
+        """apply_temperature, only when the wanted value differs from the last one applied."""
+        if self._applied_temperature is _NOT_APPLIED or self._applied_temperature != temperature_c:
+            self.apply_temperature(temperature_c)
+
+
+_NOT_APPLIED = object()
+
+
+def _reads_as_millidegrees(text: str) -> bool:
+    value = text.strip()
+    return value.lstrip("-").isdigit() and 1000 <= abs(int(value)) < 150_000
 
 
 def _cpuinfo_of_slice(cpuinfo: str, cpus: CpuSlice) -> str:

@@ -57,6 +57,16 @@ class ShellContext:
     # (process.trusted_programs). Tests of the exec plumbing register programs of their own.
     programs: dict | None = None
 
+    def has_tool(self, name: str) -> bool:
+        """Whether this phone has the tool: `su` only when rooted; a toybox applet only when a
+        replayed phone's toybox lists it (an old toybox lacks taskset, for one)."""
+        if name == "su":
+            return self.config.rooted
+        if name in toybox.BUILTINS and self.sandbox.profile is not None:
+            applets = self.sandbox.profile.toybox_applets
+            return applets is None or name in applets
+        return True
+
 
 class ExitShell(Exception):
     def __init__(self, status: int):
@@ -81,6 +91,7 @@ class Interpreter:
     args: list[str] = field(default_factory=lambda: [SHELL_NAME])  # $0 $1 ...
     affinity: set[int] | None = None  # CPUs children run on (set by taskset)
     last_status: int = 0
+    uid: int = toybox.SHELL_UID  # 0 inside `su` on a rooted device
     # This shell's working directory; starts at ctx.cwd and, as in sh, `cd` changes only it.
     cwd: str = ""
     # Where $(...) sends its stderr: the stderr of the command being expanded.
@@ -97,8 +108,12 @@ class Interpreter:
     def exported_env(self) -> dict[str, str]:
         return dict(self.env)
 
+    def writable_path(self, device_path: str) -> Path:
+        return self.ctx.sandbox.writable_path(device_path, self.cwd, root=self.uid == 0)
+
     def subshell(self, args: list[str]) -> "Interpreter":
-        return Interpreter(self.ctx, dict(self.env), args, self.affinity, self.last_status, self.cwd)
+        return Interpreter(self.ctx, dict(self.env), args, self.affinity, self.last_status,
+                           self.uid, self.cwd)
 
     # -- running ------------------------------------------------------------------------------
     async def run_script(self, text: str, io: Streams) -> int:
@@ -177,7 +192,7 @@ class Interpreter:
         name = argv[0]
         if "/" in name:
             return await exec_file(name, argv[1:], self, io, extra_env)
-        builtin = BUILTINS.get(name)
+        builtin = BUILTINS.get(name) if self.ctx.has_tool(name) else None
         if builtin is not None:
             saved = {k: self.env.get(k) for k in extra_env}
             self.env.update(extra_env)
@@ -331,7 +346,7 @@ class Interpreter:
         if target == DEV_NULL:
             return discard
         try:
-            f = open(self.host_path(target), "ab" if append else "wb")
+            f = open(self.writable_path(target), "ab" if append else "wb")
         except OSError as exc:
             raise _redirect_error("create", target, exc) from None
         opened.append(f)
@@ -359,15 +374,7 @@ def _redirect_error(verb: str, target: str, exc: OSError) -> "_RedirectError":
 
 def sync_thermal_files(ctx: ShellContext) -> None:
     """Keeps /sys/class/thermal in line with the temperature fault (rewritten only on change)."""
-    temperature_c = ctx.faults.current().temperature_c
-    zone0 = ctx.sandbox.root / "sys/class/thermal/thermal_zone0/temp"
-    expected = f"{int(round((temperature_c if temperature_c is not None else 35.0) * 1000))}\n"
-    try:
-        if zone0.read_text() == expected:
-            return
-    except OSError:
-        pass
-    ctx.sandbox.apply_temperature(temperature_c)
+    ctx.sandbox.ensure_temperature(ctx.faults.current().temperature_c)
 
 
 async def run_command(command: str, ctx: ShellContext,

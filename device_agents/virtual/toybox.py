@@ -339,7 +339,7 @@ async def chmod(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for path in paths:
         try:
-            host = sh.host_path(path)
+            host = sh.writable_path(path)
             targets = [host]
             if "R" in flags and host.is_dir():
                 targets += sorted(host.rglob("*"))
@@ -372,7 +372,7 @@ async def mkdir(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for path in paths:
         try:
-            host = sh.host_path(path)
+            host = sh.writable_path(path)
             if parents and host.is_dir():
                 continue
             host.mkdir(parents=parents)
@@ -389,7 +389,7 @@ async def rm(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for path in paths:
         try:
-            host = sh.host_path(path)
+            host = sh.writable_path(path)
             if host == sh.ctx.sandbox.root:
                 raise PermissionError(path)
             if host.is_dir() and not host.is_symlink():
@@ -411,7 +411,7 @@ async def rmdir(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for path in argv[1:]:
         try:
-            sh.host_path(path).rmdir()
+            sh.writable_path(path).rmdir()
         except OSError as e:
             status = await fail(io, "rmdir", path, e)
     return status
@@ -422,14 +422,14 @@ async def touch(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for path in paths:
         try:
-            sh.host_path(path).touch()
+            sh.writable_path(path).touch()
         except OSError as e:
             status = await fail(io, "touch", path, e)
     return status
 
 
 def _destination(sh: "Interpreter", source: str, dest: str) -> Path:
-    host = sh.host_path(dest)
+    host = sh.writable_path(dest)
     return host / posixpath.basename(source.rstrip("/")) if host.is_dir() else host
 
 
@@ -470,7 +470,7 @@ async def mv(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for source in sources:
         try:
-            src = sh.host_path(source)
+            src = sh.writable_path(source)
             if not src.exists():
                 raise FileNotFoundError(2, "No such file or directory")
             shutil.move(src, _destination(sh, source, dest))
@@ -567,8 +567,9 @@ async def taskset(argv: list[str], sh: "Interpreter", io: Streams) -> int:
         return 1
     allowed = os.sched_getaffinity(0)
     cpus = cpus_of_device.host_set(mask) & allowed
-    if not cpus:
-        await io.complain("taskset: sched_setaffinity: Invalid argument")
+    if not cpus:  # toybox: perror_exit("failed to %s pid %d's affinity", "set", pid)
+        pid = rest[1] if "p" in flags and len(rest) > 1 else str(os.getpid())
+        await io.complain(f"taskset: failed to set pid {pid}'s affinity: Invalid argument")
         return 1
     if "p" in flags:
         pid = rest[1] if len(rest) > 1 else ""
@@ -582,7 +583,7 @@ async def taskset(argv: list[str], sh: "Interpreter", io: Streams) -> int:
                      f"pid {pid}'s new affinity mask: {cpus_of_device.device_mask(cpus):x}\n")
         return 0
     if len(rest) < 2:
-        await io.complain("taskset: Need command")
+        await io.complain("taskset: Needs 2 args")
         return 1
     child = sh.subshell(sh.args)
     child.affinity = cpus
@@ -604,8 +605,8 @@ async def nproc(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     if "--all" in argv:
         count = cpus_of_device.count
     else:
-        usable = (sh.affinity or os.sched_getaffinity(0)) & set(cpus_of_device.host_cpus)
-        count = len(usable) or cpus_of_device.count
+        usable = sh.affinity or os.sched_getaffinity(0)
+        count = bin(cpus_of_device.device_mask(usable)).count("1") or cpus_of_device.count
     await io.say(f"{count}\n")
     return 0
 
@@ -627,10 +628,14 @@ ID_GROUPS = ("2000(shell),1004(input),1007(log),1011(adb),1015(sdcard_rw),1028(s
 
 async def id_(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     flags, _rest = split_flags(argv[1:], "ugnGZr")
+    root = sh.uid == 0
+    name, uid = ("root", 0) if root else ("shell", SHELL_UID)
     if "n" in flags and ({"u", "g"} & flags):
-        await io.say("shell\n")
+        await io.say(f"{name}\n")
     elif "u" in flags or "g" in flags:
-        await io.say(f"{SHELL_UID}\n")
+        await io.say(f"{uid}\n")
+    elif root:  # inside Magisk's su
+        await io.say("uid=0(root) gid=0(root) groups=0(root) context=u:r:magisk:s0\n")
     else:
         await io.say(f"uid={SHELL_UID}(shell) gid={SHELL_UID}(shell) groups={ID_GROUPS} "
                      "context=u:r:shell:s0\n")
@@ -638,7 +643,7 @@ async def id_(argv: list[str], sh: "Interpreter", io: Streams) -> int:
 
 
 async def whoami(argv, sh, io: Streams) -> int:
-    await io.say("shell\n")
+    await io.say("root\n" if sh.uid == 0 else "shell\n")
     return 0
 
 

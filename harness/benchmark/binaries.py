@@ -51,6 +51,14 @@ def binary_for_abi(abi: str | None, configured: dict[str, str],
     return path
 
 
+def shipped_flavour(props: dict) -> Flavour:
+    """The flavour a virtual device's lab asked for (`bench lab up --flavour`); classic otherwise."""
+    try:
+        return Flavour(props.get(VIRTUAL_FLAVOUR_PROP, Flavour.TFLITE.value))
+    except ValueError:
+        return Flavour.TFLITE
+
+
 def no_binary_message(abi: str) -> str:
     """What a run says for a device whose ABI has no benchmark_model: the command that gets one."""
     return (f"no benchmark_model for ABI {abi}: fetch Google's prebuilt with "

@@ -10,40 +10,101 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from harness.benchmark.flavours import Flavour
+
 if TYPE_CHECKING:  # harness.config imports this module for BenchmarkSettings.flags()
+    from harness.benchmark.tool import ToolInfo
     from harness.config import BenchmarkSettings
 
-# benchmark_model flags per delegate choice ("cpu" is the plain interpreter, without XNNPACK).
-DELEGATE_FLAGS: dict[str, list[str]] = {
-    "cpu": ["--use_xnnpack=false"],
-    "xnnpack": ["--use_xnnpack=true"],
-    "gpu": ["--use_gpu=true"],
-    "nnapi": ["--use_nnapi=true"],
+# benchmark_model flags per delegate choice and flavour (harness.benchmark.tool). Classic:
+# "cpu" is the plain interpreter without XNNPACK; the delegate providers' flags. LiteRT: no
+# delegate providers, accelerators instead; its CPU accelerator is XNNPACK, and `--use_gpu=true`
+# keeps the CPU as fallback (as LiteRT CLI runs it).
+DELEGATE_FLAGS: dict[Flavour, dict[str, list[str]]] = {
+    Flavour.TFLITE: {
+        "cpu": ["--use_xnnpack=false"],
+        "xnnpack": ["--use_xnnpack=true"],
+        "gpu": ["--use_gpu=true"],
+        "nnapi": ["--use_nnapi=true"],
+    },
+    Flavour.LITERT: {
+        "xnnpack": ["--use_cpu=true"],
+        "gpu": ["--use_gpu=true"],
+        "npu": ["--use_npu=true"],
+    },
+}
+# Why a flavour has no way to do a delegate choice at all.
+NO_SUCH_DELEGATE = {
+    (Flavour.LITERT, "cpu"): "LiteRT's CPU accelerator always runs XNNPACK (no plain "
+                             "interpreter); use --delegate xnnpack",
+    (Flavour.LITERT, "nnapi"): "LiteRT has no NNAPI accelerator (NPUs: --delegate npu)",
+    (Flavour.TFLITE, "npu"): "the classic tool reaches NPUs only through NNAPI "
+                             "(--delegate nnapi) or a vendor's external delegate",
 }
 # Flags per job kind: peak memory and op profiling each get a launch of their own, since the
 # monitoring and the profiler perturb timings.
-KIND_FLAGS: dict[str, list[str]] = {
-    "timing": [],
-    "peak_memory": ["--report_peak_memory_footprint=true"],
-    "op_profile": ["--enable_op_profiling=true"],
-    "confirm": [],  # a timing launch of `bench compare --confirm`
+KIND_FLAGS: dict[Flavour, dict[str, list[str]]] = {
+    Flavour.TFLITE: {
+        "timing": [],
+        "peak_memory": ["--report_peak_memory_footprint=true"],
+        "op_profile": ["--enable_op_profiling=true"],
+        "confirm": [],  # a timing launch of `bench compare --confirm`
+    },
+    Flavour.LITERT: {
+        "timing": [],
+        "peak_memory": ["--report_peak_memory_footprint=true"],
+        "op_profile": ["--use_profiler=true"],
+        "confirm": [],
+    },
 }
-DELEGATES = tuple(DELEGATE_FLAGS)
-KINDS = tuple(KIND_FLAGS)
+DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "npu")
+KINDS = tuple(KIND_FLAGS[Flavour.TFLITE])
+
+
+def flavour_of(tool: "ToolInfo | None") -> Flavour:
+    """The tool's flavour; the classic one when it is not known (bench's behaviour before it
+    learnt flavours, and what a binary that does not answer `--help` most likely is)."""
+    if tool is not None and tool.known:
+        return Flavour(tool.flavour)
+    return Flavour.TFLITE
+
+
+def _flag_name(flag: str) -> str:
+    return flag[2:].split("=", 1)[0]
+
+
+def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str) -> str | None:
+    """Why this binary cannot do the launch (a delegate or a kind it has no flag for), or None.
+    A flag the binary lacks is never passed: the tool would warn and measure something else."""
+    flavour = flavour_of(tool)
+    flags = [] if delegate is None else DELEGATE_FLAGS[flavour].get(delegate)
+    if flags is None:
+        return f"--delegate {delegate}: {NO_SUCH_DELEGATE.get((flavour, delegate), 'not supported')}"
+    for flag in flags + KIND_FLAGS[flavour][kind]:
+        if tool is not None and tool.known and not tool.has(_flag_name(flag)):
+            what = f"--delegate {delegate}" if flag in flags else f"the {kind} launch"
+            return f"{what}: this benchmark_model ({tool.label()}) has no --{_flag_name(flag)}"
+    return None
+
 
 TOOL_DEFAULT_THREADS = -1  # BenchmarkSettings.num_threads: leave the count to the tool
 
 
-def settings_flags(settings: BenchmarkSettings, num_threads: int | None = None) -> list[str]:
+def settings_flags(settings: BenchmarkSettings, num_threads: int | None = None,
+                   tool: "ToolInfo | None" = None) -> list[str]:
     """The flags [benchmark] sets, in the order the device receives them; `num_threads` (the
-    launch's own count) replaces `settings.num_threads`."""
+    launch's own count) replaces `settings.num_threads`. With a probed `tool`, only the flags
+    it has (an old build may lack --warmup_min_secs; LiteRT has no --use_xnnpack)."""
     threads = settings.num_threads if num_threads is None else num_threads
     flags = [f"--num_runs={settings.num_runs}", f"--warmup_runs={settings.warmup_runs}",
              f"--min_secs={settings.min_secs:g}", f"--max_secs={settings.max_secs:g}",
              f"--warmup_min_secs={settings.warmup_min_secs:g}"]
     if settings.use_xnnpack is not None:  # None: the tool's default (XNNPACK by the runtime)
         flags.append(f"--use_xnnpack={str(settings.use_xnnpack).lower()}")
-    return flags + [f"--num_threads={threads}"]
+    flags.append(f"--num_threads={threads}")
+    if tool is not None and tool.known:
+        flags = [f for f in flags if tool.has(_flag_name(f))]
+    return flags
 
 
 def launch_threads(job_threads: int | None, settings: BenchmarkSettings,
@@ -64,13 +125,15 @@ def pinned(command: str, cpu_mask_hex: str | None) -> str:
 
 def benchmark_command(binary_path: str, model_path: str, settings: BenchmarkSettings, *,
                       num_threads: int, kind: str = "timing", delegate: str | None = None,
-                      cpu_mask_hex: str | None = None) -> str:
-    """The shell command of one launch, as the device's shell receives it.
+                      cpu_mask_hex: str | None = None, tool: "ToolInfo | None" = None) -> str:
+    """The shell command of one launch, as the device's shell receives it, in the flags of the
+    `tool`'s flavour (the classic tool's when it is not known; check `unavailable_reason` first).
 
     `delegate` None: no delegate flag (the tool's default); `cpu_mask_hex` None: not pinned.
     The paths are shell-quoted; the flags are bench's own text and need no quoting.
     """
+    flavour = flavour_of(tool)
     words = [shlex.quote(binary_path), shlex.quote(f"--graph={model_path}"),
-             *settings_flags(settings, num_threads),
-             *DELEGATE_FLAGS.get(delegate, []), *KIND_FLAGS[kind]]
+             *settings_flags(settings, num_threads, tool),
+             *DELEGATE_FLAGS[flavour].get(delegate, []), *KIND_FLAGS[flavour][kind]]
     return pinned(" ".join(words), cpu_mask_hex)

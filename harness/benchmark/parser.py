@@ -129,6 +129,9 @@ class BenchmarkRun(BenchmarkFigures):
     model_size_mb: float | None = None
     throughput_mb_per_s: float | None = None
     init_ops: list[OpProfileRow] = field(default_factory=list)  # "Benchmark Initialization" table
+    # Which tool printed it: "litert" (its BENCHMARK RESULTS block), "tflite" (the classic
+    # tool's `Inference timings in us:`), None when the log shows neither.
+    tool_flavour: str | None = None
 
     def to_dict(self) -> dict:
         values = {key: getattr(self, key) for key in RUN_DICT_KEYS}
@@ -440,6 +443,7 @@ class _RunBuilder:
             model_size_mb=self.model_size_mb,
             throughput_mb_per_s=litert_ms.get("Throughput"),
             init_ops=list(self.init_rows),
+            tool_flavour="litert" if self.litert_results_seen else "tflite" if self.summary else None,
         )
         if run.first_inference_us is None and warmup:
             # The first warmup invocation is the first inference ("count=1 curr=C": C).

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.benchmark.command import benchmark_command, launch_threads
-from harness.benchmark.binaries import binary_for_abi
+from harness.benchmark.command import benchmark_command, launch_threads, unavailable_reason
+from harness.benchmark.binaries import binary_for_abi, shipped_flavour
+from harness.benchmark.fetch import read_record
+from harness.benchmark.tool import probe_tool
 from harness.config import RunConfig
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
 from harness.benchmark.jobs import Job, device_identity
@@ -53,6 +55,8 @@ class _Prepared:
     bytes_pushed: int
     big_cores: list[int] = field(default_factory=list)
     mask_hex: str | None = None
+    topology: object = None           # CpuTopology
+    tool: object = None               # ToolInfo: the binary's flavour and flags (probed)
     last_telemetry: object = None     # after-telemetry of the previous launch ...
     last_telemetry_at: float = 0.0    # ... and when (monotonic): fresh ones stand in for a read
 
@@ -69,6 +73,7 @@ class DeviceRunner:
         self._device_ids: dict[tuple[str, str], str] = {}  # (server address, adb serial) -> id
         self.models: dict[tuple[str, str], str | None] = {}  # target key -> ro.product.model
         self.lost: list[LostJob] = []  # jobs lost with their lab host (list.append: thread-safe)
+        self._conditions: dict[tuple[str, str], object] = {}  # target key -> DeviceConditions
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, target: Target, jobs: list[Job] | None = None) -> list[Measurement]:
@@ -89,7 +94,7 @@ class DeviceRunner:
                                       f"{target.provider_name}")
                 self._lock_device(target, stack)
                 prepared = self._prepare_with_retries(target)
-                stack.enter_context(_performance_mode(prepared.target))
+                self._conditions[target.key] = stack.enter_context(_tuned(prepared, self.config))
             except (DeviceError, UserError) as exc:
                 failure = exc
                 self.log(f"{target.serial}: {_lost_or_failed(exc)} (device): {exc}")
@@ -226,23 +231,28 @@ class DeviceRunner:
         from harness.targets.hygiene import wait_until_ready
 
         target = prepared.target
+        why_not = unavailable_reason(prepared.tool, job.delegate, job.kind)
+        if why_not:  # never launched with a flag the binary lacks: the feature is unavailable
+            m.status, m.failure_kind, m.error = MeasurementStatus.UNAVAILABLE, "unavailable", why_not
+            return []
         fresh = time.monotonic() - prepared.last_telemetry_at < FRESH_TELEMETRY_S
         readiness = wait_until_ready(target, self.config.effective_hygiene(),
                                      sleep=self._cool_down,
                                      first_reading=prepared.last_telemetry if fresh else None)
         m.telemetry_before_json = json.dumps(readiness.after.to_dict())
-        m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.max_temp_c
+        m.battery_pct, m.temperature_c = readiness.after.battery_pct, readiness.after.gate_temp_c
         if not readiness.ok:
             m.status, m.failure_kind = MeasurementStatus.INVALID, "hygiene"
             m.error = readiness.reason
             return []
         settings = self.config.benchmark
         m.num_threads = launch_threads(job.threads, settings, prepared.big_cores)
-        m.cpu_mask = (prepared.mask_hex or None) if self.config.pin_big_cores else None
+        conditions = self._conditions.get(target.key)
+        m.cpu_mask = conditions.cpu_mask if conditions is not None else None
         command = m.command = benchmark_command(
             self._remote_binary(), self._remote_model(artifact), settings,
             num_threads=m.num_threads, kind=job.kind, delegate=job.delegate,
-            cpu_mask_hex=m.cpu_mask)
+            cpu_mask_hex=m.cpu_mask, tool=prepared.tool)
         started = time.monotonic()
         try:
             result = target.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)
@@ -303,7 +313,9 @@ class DeviceRunner:
         self.models[target.key] = info.model
         self.store.record_device(target.serial, target.provider_name, info.model, info.abi,
                                  info.sdk, info.props, utc_now(), self._device_id(target))
-        binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256())
+        binary = binary_for_abi(info.abi, self.config.binaries, self.config.lab.pinned_sha256(),
+                                lab_binaries=self.config.lab.binaries,
+                                flavour=shipped_flavour(info.props))
         binary_sha256 = self.sha256_of(binary)
         files = [TargetFile(Path(binary), self._remote_binary(), binary_sha256, 0o755)]
         files += [TargetFile(a.path, self._remote_model(a), a.sha256) for a in self.artifacts]
@@ -317,7 +329,14 @@ class DeviceRunner:
                                unit="bytes") as push:
                 pushed = target.send_files(to_send, progress=push.update)
         topology = cpu_topology(target)
-        return _Prepared(target, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex)
+        fetched = read_record(binary)
+        tool = probe_tool(target, self._remote_binary(), binary_sha256, self._device_id(target),
+                          version=fetched.version if fetched else _shipped_version(binary))
+        if not tool.known:
+            self.log(f"{target.serial}: benchmark_model flavour unknown ({tool.note}); "
+                     "launching it with the classic tool's flags")
+        return _Prepared(target, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex,
+                         topology, tool)
 
     def _remote_binary(self) -> str:
         return f"{self.config.remote_dir}/benchmark_model"
@@ -361,6 +380,13 @@ class DeviceRunner:
             m.device_model, m.device_abi, m.device_sdk = info.model, info.abi, info.sdk
             m.device_props_json = json.dumps(info.props, sort_keys=True)
             m.binary_sha256 = prepared.binary_sha256
+            if prepared.tool is not None:
+                m.tool_flavour, m.tool_version = prepared.tool.flavour, prepared.tool.version
+        conditions = self._conditions.get(target.key)
+        if conditions is not None:
+            m.rooted, m.perf_mode, m.governor = (conditions.rooted, conditions.perf_mode,
+                                                 conditions.governor)
+            m.conditions_json = json.dumps(conditions.to_dict(), sort_keys=True)
             # The push serves every job; it is counted once, on the first.
             m.bytes_pushed = prepared.bytes_pushed if first else 0
         return m
@@ -382,23 +408,34 @@ class DeviceRunner:
         return m
 
 
-class _performance_mode:
-    """Fixed performance mode for the device's whole share of the run, restored after."""
+@contextmanager
+def _tuned(prepared: _Prepared, config: RunConfig):
+    """The device set up for measuring (harness.targets.tuning) for its whole share of the run,
+    undone after; a device gone by then has nothing to undo."""
+    from harness.targets.tuning import device_tuning
 
-    def __init__(self, target: Target):
-        self.target, self._inner = target, None
-
-    def __enter__(self):
-        from harness.targets.hygiene import fixed_performance_mode
-
-        self._inner = fixed_performance_mode(self.target)
-        return self._inner.__enter__()
-
-    def __exit__(self, *exc):
+    tuning = device_tuning(prepared.target, prepared.topology, sdk=prepared.info.sdk,
+                           pin_big_cores=config.pin_big_cores,
+                           pin_governors=config.pin_governors)
+    conditions = tuning.__enter__()
+    try:
+        yield conditions
+    finally:
         try:
-            return self._inner.__exit__(*exc)
+            tuning.__exit__(None, None, None)
         except DeviceError:
-            return False  # the device is gone; nothing to restore
+            pass
+
+
+def _shipped_version(binary: Path) -> str | None:
+    """The version of a benchmark_model bench ships for its virtual devices: bench's own."""
+    from harness.benchmark.binaries import SHIPPED_DIR
+
+    if Path(binary).resolve().is_relative_to(SHIPPED_DIR):
+        import harness
+
+        return f"bench-virtual {harness.__version__}"
+    return None
 
 
 def _lost_or_failed(exc: Exception) -> MeasurementStatus:

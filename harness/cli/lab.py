@@ -51,6 +51,12 @@ def devices(as_json):
 
 
 # -- lab ----------------------------------------------------------------------------------------
+def _shipped_profiles() -> list[str]:
+    from device_agents.virtual.profile import shipped_profiles
+
+    return shipped_profiles() or ["none yet"]
+
+
 @cli.group()
 def lab():
     """A virtual lab of Android devices with an adb server of its own; joining a lab of many hosts."""
@@ -67,12 +73,21 @@ def lab():
 @click.option("--serial-prefix", default="VIRT", show_default=True,
               help="The devices' ro.serialno is PREFIX0001, PREFIX0002...: give each lab host "
                    "of a cluster its own, so device identities stay unique.")
-def lab_up_cmd(n, shared_cpus, authorize_keys, serial_prefix):
+@click.option("--profile", default=None, metavar="DIR|NAME",
+              help="Answer as a recorded phone: a folder made by `bench lab record-profile`, or "
+                   "a profile bench ships (" + ", ".join(_shipped_profiles()) + "). Timings stay "
+                   "host-CPU measurements.")
+@click.option("--root", "rooted", is_flag=True,
+              help="Give the devices su (Magisk's), as a rooted phone: bench then pins governors.")
+@click.option("--flavour", type=click.Choice(["tflite", "litert"]), default="tflite",
+              show_default=True,
+              help="The benchmark_model bench ships them: the classic TFLite tool or LiteRT's.")
+def lab_up_cmd(n, shared_cpus, authorize_keys, serial_prefix, profile, rooted, flavour):
     """Start N virtual devices and their adb server; returns when all are `device`."""
     from harness.targets.adb.virtual_lab import lab_up
 
     state = lab_up(n, own_cpus=not shared_cpus, authorize_keys=authorize_keys,
-                   serial_prefix=serial_prefix)
+                   serial_prefix=serial_prefix, profile=profile, rooted=rooted, flavour=flavour)
     click.echo(f"virtual lab up: adb server 127.0.0.1:{state.adb_port} "
                f"(adb -P {state.adb_port} devices -l)")
     for d in state.devices:

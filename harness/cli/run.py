@@ -10,6 +10,7 @@ import click
 from harness.cli.regress import confirm_options
 from harness.cli.types import NumberType, TextType
 from harness.cli.main import EXIT_INTERRUPTED, _echo_err, cli
+from harness.benchmark.command import DELEGATES
 from harness.config_schema import BENCHMARK_RULES, RUN_RULES
 from harness.errors import UserError
 
@@ -42,7 +43,7 @@ from harness.errors import UserError
               help="--max_secs.")
 @click.option("--threads", "threads", type=NumberType(RUN_RULES["threads"]), multiple=True,
               help="--num_threads as a run dimension (repeatable; default: one per big core).")
-@click.option("--delegate", "delegates", type=click.Choice(["cpu", "xnnpack", "gpu", "nnapi"]),
+@click.option("--delegate", "delegates", type=click.Choice(list(DELEGATES)),
               multiple=True, help="Delegate as a run dimension (repeatable; default: the tool's).")
 @click.option("--trials", type=NumberType(RUN_RULES["trials"]), default=None,
               help="Launches per variant, device and configuration, interleaved across variants.")

@@ -41,6 +41,8 @@ class MeasurementStatus(str, Enum):
     RETRIED = "retried"          # an attempt that lost the device; the job was run again
     LOST = "lost"                # not measured: the device's lab host left the cluster;
     #                              not done, so `--resume` measures it once the host is back
+    UNAVAILABLE = "unavailable"  # not launched: the device's benchmark_model has no flag for it
+    #                              (a delegate or kind its flavour lacks); not a failure
 
     def __str__(self) -> str:
         return self.value
@@ -87,7 +89,14 @@ class Measurement(BenchmarkFigures):
     trial: int = 0
     attempt: int = 1                 # 2, 3: retried after the device dropped
     delegate_choice: str | None = None  # --delegate: cpu | xnnpack | gpu | nnapi (None: default)
-    cpu_mask: str | None = None      # taskset mask the launch was pinned to
+    cpu_mask: str | None = None      # taskset mask the launch was pinned to (None: not pinned)
+    # How the device was set up (harness.targets.tuning.DeviceConditions) and which tool ran:
+    rooted: str | None = None        # "no", "adb root", "su (Magisk)", "su (AOSP)"
+    perf_mode: str | None = None     # fixed performance mode: on | off | unavailable | refused
+    governor: str | None = None      # the CPU governors, e.g. "performance (pinned; was schedutil)"
+    tool_flavour: str | None = None  # benchmark_model flavour: tflite | litert
+    tool_version: str | None = None  # its version, where anything tells it (the fetch record)
+    conditions_json: str | None = None  # each condition and how it was found out (the report)
     launch_seconds: float | None = None  # host wall time of the benchmark_model launch
     job_key: str | None = None
     lab_host: str | None = None      # the lab host (Ray node) whose adb server ran it (--cluster)

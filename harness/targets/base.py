@@ -45,14 +45,22 @@ class DeviceInfo:
     abi: str | None = None
     sdk: int | None = None
     battery_pct: int | None = None
-    temperature_c: float | None = None
+    temperature_c: float | None = None  # skin and battery (Telemetry.gate_temp_c)
     props: dict = field(default_factory=dict)
+    telemetry: object = None  # the Telemetry snapshot the figures above come from
 
     def to_dict(self) -> dict:
+        snap = self.telemetry
         return {
             "serial": self.serial, "server": self.server, "state": self.state,
             "model": self.model, "abi": self.abi, "sdk": self.sdk,
+            "release": self.props.get("ro.build.version.release"),
             "battery_pct": self.battery_pct, "temperature_c": self.temperature_c,
+            "battery_temp_c": getattr(snap, "battery_temp_c", None),
+            "skin_temp_c": getattr(snap, "skin_temp_c", None),
+            "cpu_temp_c": getattr(snap, "cpu_temp_c", None),
+            "thermal_status": getattr(snap, "thermal_status", None),
+            "charging": getattr(snap, "charging", None),
         }
 
 

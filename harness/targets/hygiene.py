@@ -8,12 +8,10 @@ the measurement as invalid with `Readiness.reason` instead of running it on a th
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from harness.benchmark.command import pinned
 # The thresholds are config: defined once, in harness.config (importable from here too).
@@ -23,9 +21,6 @@ from harness.targets.telemetry import CpuTopology, Telemetry, read_telemetry
 from harness.errors import DeviceError
 
 log = logging.getLogger("bench.hygiene")
-
-FIXED_PERFORMANCE_COMMAND = "cmd power set-fixed-performance-mode-enabled"
-
 
 @dataclass
 class Readiness:
@@ -47,8 +42,12 @@ def unfit_reasons(telemetry: Telemetry, settings: HygieneSettings) -> list[str]:
     without a battery must still be measurable.
     """
     reasons = []
-    if telemetry.max_temp_c is not None and telemetry.max_temp_c > settings.max_temp_c:
-        reasons.append(f"device hot: {telemetry.max_temp_c:.1f} °C > {settings.max_temp_c:.1f} °C")
+    if telemetry.gate_temp_c is not None and telemetry.gate_temp_c > settings.max_temp_c:
+        reasons.append(f"device hot: {telemetry.gate_temp_c:.1f} °C > {settings.max_temp_c:.1f} °C"
+                       f" ({telemetry.gate_source})")
+    if (settings.max_cpu_temp_c is not None and telemetry.cpu_temp_c is not None
+            and telemetry.cpu_temp_c > settings.max_cpu_temp_c):
+        reasons.append(f"CPU hot: {telemetry.cpu_temp_c:.1f} °C > {settings.max_cpu_temp_c:.1f} °C")
     if telemetry.thermal_status is not None and telemetry.thermal_status > settings.max_thermal_status:
         reasons.append(f"thermal status {telemetry.thermal_status} > {settings.max_thermal_status}")
     if (telemetry.battery_pct is not None and telemetry.battery_pct < settings.min_battery_pct
@@ -129,36 +128,7 @@ def check_storage(session: Shell, remote_dir: str, needed_bytes: int,
             f"{margin} margin, device has {space.free_bytes} free on {space.mount}")
 
 
-# -- performance mode and pinning ------------------------------------------------------------------
-def read_fixed_performance_mode(session: Shell) -> bool | None:
-    """The device's current setting from `dumpsys power` (None when it does not say)."""
-    out = session.shell("dumpsys power 2>/dev/null").stdout
-    match = re.search(r"mFixedPerformanceModeEnabled=(true|false)", out)
-    return match.group(1) == "true" if match else None
-
-
-@contextmanager
-def fixed_performance_mode(session: Shell) -> Iterator[bool]:
-    """Enable Android's fixed performance mode for the block where the device accepts it.
-
-    Yields whether it is enabled. Afterwards the previous setting is put back (false when the
-    device did not say), so a lab phone is left as it was found.
-    """
-    previous = read_fixed_performance_mode(session)
-    accepted = session.shell(f"{FIXED_PERFORMANCE_COMMAND} true").status == 0
-    if not accepted:
-        log.info("%s: fixed performance mode not supported", session.serial)
-    try:
-        yield accepted
-    finally:
-        if accepted and previous is not True:
-            try:
-                session.shell(f"{FIXED_PERFORMANCE_COMMAND} false")
-            except DeviceError as exc:
-                # The device may have dropped mid-benchmark; that error is the one to report.
-                log.warning("%s: could not restore fixed performance mode: %s", session.serial, exc)
-
-
+# -- pinning (performance mode, governors and the taskset probe: harness.targets.tuning) --------
 def pinned_command(command: str, topology: CpuTopology) -> str:
     """`command` run on the big cores only."""
     return pinned(command, topology.mask_hex)

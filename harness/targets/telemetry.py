@@ -9,7 +9,7 @@ absent, never an error.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from harness.results.schema import utc_now
 
 from harness.targets.base import Shell
@@ -22,18 +22,64 @@ SECTION_MARK = "@@bench-section "
 PLAUSIBLE_C = (-40.0, 150.0)
 
 
+# android.os.Temperature / the thermal HAL's TemperatureType (frameworks/base
+# core/java/android/os/Temperature.java; hardware/interfaces thermal 2.0 types.hal and AIDL
+# TemperatureType.aidl). BCL_VOLTAGE, BCL_CURRENT and BCL_PERCENTAGE are virtual sensors in mV,
+# mA and %, not temperatures; every other type is in °C, and NaN means "not available".
+TEMPERATURE_TYPES = {
+    -1: "unknown", 0: "cpu", 1: "gpu", 2: "battery", 3: "skin", 4: "usb_port",
+    5: "power_amplifier", 6: "bcl_voltage", 7: "bcl_current", 8: "bcl_percentage", 9: "npu",
+    10: "tpu", 11: "display", 12: "modem", 13: "soc", 14: "wifi", 15: "camera",
+    16: "flashlight", 17: "speaker", 18: "ambient", 19: "pogo",
+}
+NOT_CELSIUS_TYPES = {6: "mV", 7: "mA", 8: "%"}
+TYPE_CPU, TYPE_BATTERY, TYPE_SKIN = 0, 2, 3
+# ThermalManagerService starts `Thermal Status` at Integer.MIN_VALUE until the HAL says anything.
+_NO_STATUS_YET = -2**31
+
+
+@dataclass
+class HalTemperature:
+    """One `Temperature{mValue=.., mType=.., mName=.., mStatus=..}` of `dumpsys thermalservice`."""
+
+    name: str
+    type: int
+    value: float | None  # °C for temperature types; None for NaN
+    status: int          # the sensor's throttling severity, 0 none .. 6 shutdown
+
+    @property
+    def kind(self) -> str:
+        return TEMPERATURE_TYPES.get(self.type, f"type {self.type}")
+
+    @property
+    def is_celsius(self) -> bool:
+        return self.type not in NOT_CELSIUS_TYPES
+
+
 @dataclass
 class Telemetry:
-    """One snapshot of the device's state."""
+    """One snapshot of the device's state.
+
+    Temperatures come from two places: the HAL's, as `dumpsys thermalservice` prints them
+    (Android 10+; typed: skin, battery, cpu, ...), and the sysfs thermal zones, which production
+    phones often deny to the shell or fill with disabled sensors and raw readings. The gates
+    judge `gate_temp_c`, the skin and battery temperature, not the CPU: a phone that has just run
+    a benchmark has CPU zones far above its skin's.
+    """
 
     at: str  # UTC ISO time of the reading
     battery_pct: int | None = None
     charging: bool | None = None
-    battery_temp_c: float | None = None
+    battery_temp_c: float | None = None  # `dumpsys battery` temperature (tenths of °C)
     thermal_status: int | None = None  # `dumpsys thermalservice` "Thermal Status: N" (0 none .. 6)
     zones_c: dict[str, float] = field(default_factory=dict)  # thermal zone type -> °C
-    max_temp_c: float | None = None
+    max_temp_c: float | None = None  # the hottest reading of any kind (recorded, not gated)
     cpufreq_khz: dict[int, int] = field(default_factory=dict)  # cpu index -> scaling_cur_freq
+    hal_c: dict[str, float] = field(default_factory=dict)  # "skin:skin-therm" -> °C (HAL)
+    skin_temp_c: float | None = None  # hottest SKIN sensor of the HAL
+    cpu_temp_c: float | None = None   # hottest CPU sensor: the HAL's, else the cpu zones'
+    gate_temp_c: float | None = None  # what the temperature gate judges: skin and battery
+    gate_source: str | None = None    # where gate_temp_c came from, for the report
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -43,9 +89,10 @@ class Telemetry:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Telemetry":
-        data = dict(data)
+        data = {k: v for k, v in dict(data).items() if k in _TELEMETRY_FIELDS}
         data["cpufreq_khz"] = {int(cpu): int(khz) for cpu, khz in data.get("cpufreq_khz", {}).items()}
         data["zones_c"] = dict(data.get("zones_c", {}))
+        data["hal_c"] = dict(data.get("hal_c", {}) or {})
         return cls(**data)
 
 
@@ -54,6 +101,7 @@ class CpuTopology:
     max_freq_khz: dict[int, int]  # cpu index -> cpuinfo_max_freq
     big_cores: list[int]
     mask_hex: str  # taskset mask of the big cores, e.g. "f0"
+    source: str = "cpuinfo_max_freq"  # how the big cores were told apart
 
     @property
     def default_threads(self) -> int:
@@ -62,7 +110,8 @@ class CpuTopology:
 
     def to_dict(self) -> dict:
         return {"max_freq_khz": {str(c): f for c, f in self.max_freq_khz.items()},
-                "big_cores": list(self.big_cores), "mask_hex": self.mask_hex}
+                "big_cores": list(self.big_cores), "mask_hex": self.mask_hex,
+                "source": self.source}
 
 
 # -- one round trip, several sections -----------------------------------------------------------------
@@ -111,8 +160,46 @@ def parse_charging(dumpsys_battery: str) -> bool | None:
 
 
 def parse_thermal_status(dumpsys_thermalservice: str) -> int | None:
-    match = re.search(r"^\s*Thermal Status:\s*(\d+)", dumpsys_thermalservice, flags=re.M)
-    return int(match.group(1)) if match else None
+    match = re.search(r"^\s*Thermal Status:\s*(-?\d+)", dumpsys_thermalservice, flags=re.M)
+    if not match or int(match.group(1)) == _NO_STATUS_YET:
+        return None
+    return int(match.group(1))
+
+
+_TEMPERATURE_ITEM = re.compile(
+    r"Temperature\{mValue=([^,]*), mType=(-?\d+), mName=(.*?), mStatus=(-?\d+)\}")
+_HAL_SECTIONS = ("Current temperatures from HAL:", "Cached temperatures:")
+
+
+def parse_hal_temperatures(dumpsys_thermalservice: str) -> list[HalTemperature]:
+    """The HAL's temperatures as it reports them now ("Current temperatures from HAL:"), else
+    the service's cache ("Cached temperatures:", which goes stale on HALs without callbacks);
+    nothing when the HAL is not ready."""
+    lines = dumpsys_thermalservice.splitlines()
+    for header in _HAL_SECTIONS:
+        try:
+            start = next(i for i, line in enumerate(lines) if line.strip() == header)
+        except StopIteration:
+            continue
+        items = []
+        for line in lines[start + 1:]:
+            if not line[:1].isspace():  # the section's items are indented (a tab)
+                break
+            match = _TEMPERATURE_ITEM.search(line)
+            if match:
+                items.append(HalTemperature(match.group(3), int(match.group(2)),
+                                            _finite(match.group(1)), int(match.group(4))))
+        if items:
+            return items
+    return []
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
 
 
 def zone_celsius(raw: str) -> float | None:
@@ -169,22 +256,69 @@ TELEMETRY_SECTIONS = {
 }
 
 
+# Sysfs zone types that are the skin or the battery, when the HAL does not say (vendors name
+# them: "skin-therm", "xo-therm", "battery", "battery-therm", "bms", "sdm-therm", ...).
+_SKIN_OR_BATTERY_ZONE = re.compile(r"skin|battery|batt|xo[-_]therm|quiet[-_]therm|case", re.I)
+_CPU_ZONE = re.compile(r"cpu|cluster|big|little|mid|^tsens|soc", re.I)
+
+
 def parse_telemetry(stdout: str, at: str) -> Telemetry:
     sections = split_sections(stdout)
     battery = sections.get("battery", "")
     battery_pct, battery_temp_c = parse_dumpsys_battery(battery)
     zones_c = parse_zones(sections.get("zones", ""))
-    temperatures = list(zones_c.values()) + ([battery_temp_c] if battery_temp_c is not None else [])
+    thermalservice = sections.get("thermalservice", "")
+    hal = [t for t in parse_hal_temperatures(thermalservice) if t.is_celsius
+           and t.value is not None and PLAUSIBLE_C[0] < t.value < PLAUSIBLE_C[1]]
+    hal_c = {f"{t.kind}:{t.name}": t.value for t in hal}
+    skin = [t.value for t in hal if t.type == TYPE_SKIN]
+    hal_battery = [t.value for t in hal if t.type == TYPE_BATTERY]
+    cpu = [t.value for t in hal if t.type == TYPE_CPU] or [
+        c for name, c in zones_c.items() if _CPU_ZONE.search(name)]
+    gate_temp_c, gate_source = _gate_temperature(skin, battery_temp_c, hal_battery, zones_c)
+    temperatures = list(zones_c.values()) + list(hal_c.values()) + (
+        [battery_temp_c] if battery_temp_c is not None else [])
     return Telemetry(
         at=at,
         battery_pct=battery_pct,
         charging=parse_charging(battery),
         battery_temp_c=battery_temp_c,
-        thermal_status=parse_thermal_status(sections.get("thermalservice", "")),
+        thermal_status=parse_thermal_status(thermalservice),
         zones_c=zones_c,
         max_temp_c=max(temperatures) if temperatures else None,
         cpufreq_khz=parse_cpu_files(sections.get("cpufreq", ""), "scaling_cur_freq"),
+        hal_c=hal_c,
+        skin_temp_c=max(skin) if skin else None,
+        cpu_temp_c=max(cpu) if cpu else None,
+        gate_temp_c=gate_temp_c,
+        gate_source=gate_source,
     )
+
+
+def _gate_temperature(skin: list[float], battery_c: float | None, hal_battery: list[float],
+                      zones_c: dict[str, float]) -> tuple[float | None, str | None]:
+    """The skin and battery temperature the gate judges, and which readings it rests on: the
+    HAL's skin sensors and the battery (dumpsys battery, else the HAL's battery sensors); without
+    either, the sysfs zones named for the skin or the battery."""
+    readings, sources = [], []
+    if skin:
+        readings += skin
+        sources.append("HAL skin")
+    if battery_c is not None:
+        readings.append(battery_c)
+        sources.append("dumpsys battery")
+    elif hal_battery:
+        readings += hal_battery
+        sources.append("HAL battery")
+    if not readings:
+        named = {n: c for n, c in zones_c.items() if _SKIN_OR_BATTERY_ZONE.search(n)}
+        if named:
+            readings += named.values()
+            sources.append("zones " + ", ".join(sorted(named)))
+    return (max(readings), " + ".join(sources)) if readings else (None, None)
+
+
+_TELEMETRY_FIELDS = {f.name for f in fields(Telemetry)}
 
 
 def read_telemetry(session: Shell) -> Telemetry:
@@ -228,7 +362,8 @@ def cpu_topology(session: Shell) -> CpuTopology:
     if not count.isdigit() or int(count) < 1:
         raise DeviceError(f"{session.serial}: cannot tell its CPU cores (no cpufreq files, no nproc)")
     cores = list(range(int(count)))
-    return CpuTopology(max_freq_khz={}, big_cores=cores, mask_hex=mask_hex(cores))
+    return CpuTopology(max_freq_khz={}, big_cores=cores, mask_hex=mask_hex(cores),
+                       source=f"cpufreq unreadable: all {len(cores)} cores (nproc) count as big")
 
 
 def parse_dumpsys_battery(text: str) -> tuple[int | None, float | None]:

@@ -149,7 +149,8 @@ class DeviceSession:
         info.sdk = int(sdk) if sdk.isdigit() else None
 
         snapshot = read_telemetry(self)
-        info.battery_pct, info.temperature_c = snapshot.battery_pct, snapshot.max_temp_c
+        info.battery_pct, info.temperature_c = snapshot.battery_pct, snapshot.gate_temp_c
+        info.telemetry = snapshot
         return info
 
     def getprops(self) -> dict[str, str]:

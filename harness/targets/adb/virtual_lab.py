@@ -128,13 +128,18 @@ def _key_lines(path: Path, option: str | None) -> list[str]:
 
 def start_virtual_device(state_dir: Path, serial: str, port: int, faults: dict | None = None,
                          host_cpus: list[int] | None = None,
-                         authorized_keys: list[str] | None = None) -> subprocess.Popen:
+                         authorized_keys: list[str] | None = None,
+                         profile: Path | None = None, rooted: bool = False,
+                         flavour: str = "tflite") -> subprocess.Popen:
     """Start one virtual device process (on `host_cpus` only, when given); wait until it listens.
 
-    The device trusts the adb public key lines `authorized_keys` (default: the user's key)."""
+    The device trusts the adb public key lines `authorized_keys` (default: the user's key); it
+    answers as the recorded phone of `profile` (device_agents.virtual.profile), has `su` when
+    `rooted`, and bench gives it the `flavour` of benchmark_model it ships."""
     state_dir.mkdir(parents=True, exist_ok=True)
     VirtualDeviceConfig(serial=serial, port=port, state_dir=str(state_dir),
-                        host_cpus=host_cpus).save()
+                        host_cpus=host_cpus, profile_dir=str(profile) if profile else None,
+                        rooted=rooted, flavour=flavour).save()
     keys = trusted_key_lines() if authorized_keys is None else authorized_keys
     (state_dir / TRUSTED_KEYS_FILE).write_text("".join(f"{line}\n" for line in keys))
     clear_faults(state_dir)
@@ -178,18 +183,34 @@ def connect_device(server: AdbServer, address: str, timeout_s: float = 30.0) -> 
 
 
 def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
-           authorize_keys: list[Path] | tuple = (), serial_prefix: str = "VIRT") -> LabState:
+           authorize_keys: list[Path] | tuple = (), serial_prefix: str = "VIRT",
+           profile: str | Path | None = None, rooted: bool = False,
+           flavour: str = "tflite") -> LabState:
     """Start `n` virtual devices behind an adb server of their own.
 
     With `own_cpus` (the default) each device runs on host cores of its own (see
     `plan_cpu_slices`), as each phone of a real lab has its own CPU; otherwise all devices share
     every host core and their concurrent launches slow each other down. The devices trust the
-    user's adb key and the keys in `authorize_keys` (adbkey.pub files)."""
+    user's adb key and the keys in `authorize_keys` (adbkey.pub files). `profile` (a folder, or
+    the name of one bench ships) makes them answer as a recorded phone; `rooted` gives them
+    `su`; `flavour` is the benchmark_model bench ships them (tflite or litert)."""
+    from device_agents.virtual.profile import ProfileError, resolve_profile
+
     base = base or default_state_dir()
     if n < 1:
         raise UserError(f"--virtual {n}: give a number of devices of at least 1")
     if not re.fullmatch(r"[A-Za-z0-9]{1,12}", serial_prefix):
         raise UserError(f"--serial-prefix {serial_prefix!r}: use 1 to 12 letters or digits")
+    if flavour not in ("tflite", "litert"):
+        raise UserError(f"--flavour {flavour}: use tflite or litert")
+    profile_dir = None
+    if profile is not None:
+        try:
+            profile_dir = resolve_profile(str(profile))
+            from device_agents.virtual.profile import DeviceProfile
+            DeviceProfile.load(profile_dir).denied  # a bad denied.txt is found before any start
+        except ProfileError as exc:
+            raise UserError(str(exc)) from None
     for path in authorize_keys:  # bad input is found before anything starts
         _key_lines(Path(path), "--authorize-key")
     existing = LabState.load(base)
@@ -208,7 +229,8 @@ def lab_up(n: int, base: Path | None = None, own_cpus: bool = True,
             port = free_port()
             dev_dir = base / "devices" / f"virtual-{i + 1}"
             proc = start_virtual_device(dev_dir, serial=f"{serial_prefix}{i + 1:04d}", port=port,
-                                        host_cpus=slices[i], authorized_keys=keys)
+                                        host_cpus=slices[i], authorized_keys=keys,
+                                        profile=profile_dir, rooted=rooted, flavour=flavour)
             lab.devices.append(VirtualDeviceRecord(f"127.0.0.1:{port}", port, proc.pid,
                                                    str(dev_dir), slices[i]))
             lab.save(base)
