@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import sys
 import threading
 import tomllib
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +24,7 @@ from harness.benchmark.flavours import Flavour
 from harness.benchmark.pins import PinOutcome, fetch_and_pin
 from harness.config import load_config
 from harness.errors import UserError
+from tests.virtual_lab_fixtures import bench_cli
 
 
 def elf(machine: int, elf_class: int = 2, body: bytes = b"") -> bytes:
@@ -231,21 +232,14 @@ def test_a_config_that_already_names_another_binary_is_left_alone(storage, tmp_p
 
 
 def test_the_cli_says_one_line_and_exits_non_zero(storage, tmp_path, monkeypatch, capsys):
-    from harness.cli import main
-
     base, handler = storage
     monkeypatch.setenv("BENCH_BINARIES_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     handler.files[TFLITE_FILE] = ARM64_A
 
     def bench(*args):
-        monkeypatch.setattr(sys, "argv", ["bench", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as ended:
-            code = ended.code or 0
-        return code, capsys.readouterr()
+        code, out, err = bench_cli(monkeypatch, capsys, *args)
+        return code, SimpleNamespace(out=out, err=err)
 
     code, out = bench("binaries", "fetch", "--base-url", base + NIGHTLY)
     assert code == 0, out.err

@@ -157,8 +157,9 @@ def test_first_run_shows_the_mission_quietly(lab, tmp_path):
     assert " None" not in result.stdout and " nan" not in result.stdout
     summary = result.stdout.split("\nsummary: ")[1].splitlines()[1:]
     assert len(summary) == len(lab.devices)
-    for line in summary:  # the int8 variant costs well under the 1 pt budget on digits
-        assert re.fullmatch(r"  VIRT000\d: pruned50-ft10-lr0\.001-int8: \d+\.\dx faster, "
+    for line in summary:  # both pruned variants cost well under the 1 pt budget on digits;
+        # which of the two is faster on a host CPU (fp32 or int8 kernels) is the host's call
+        assert re.fullmatch(r"  VIRT000\d: pruned50-ft10-lr0\.001(-int8)?: \d+\.\dx faster, "
                             r"\d+\.\dx smaller, [-+]\d\.\d pt top-1 \(baseline .*\)", line), line
     # Only bench's own lines on the terminal: its progress lines are indented.
     foreign = [line for line in result.stderr.splitlines() if line and not line.startswith("  ")]

@@ -298,3 +298,17 @@ class RawHost:
                 raise EOFError
             data += chunk
         return data
+
+
+def bench_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`bench ARGS` in this process (the CLI's own entry point): exit code, stdout, stderr."""
+    from harness.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as ended:
+        code = ended.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -28,10 +28,10 @@ from device_agents.benchmark_model import log
 from device_agents.benchmark_model.device_paths import PathEscapeError, host_path
 from device_agents.benchmark_model.flags import (CORE_SPECS, FlagSpec, Params, cpp_double,
                                                  cpp_stream, parse_flags, specs_of, usage_text)
+from device_agents.benchmark_model.main import BenchmarkFailed, run_main, run_settings
 from device_agents.benchmark_model.memory import PeakMemoryMonitor, max_rss_kb
-from device_agents.benchmark_model.runner import RunSettings, now_us, run_phase
+from device_agents.benchmark_model.runner import now_us, run_phase
 
-EXIT_FAILURE = 1
 MEMORY_CHECK_INTERVAL_MS = 50
 HEADER_FILE = "benchmark_litert_model.h"
 SOURCE_FILE = "benchmark_litert_model.cc"
@@ -78,10 +78,6 @@ LITERT_SPECS = [
 ]
 GROUPS = [CORE_SPECS, LITERT_SPECS]
 SPECS = specs_of(GROUPS)
-
-
-class BenchmarkFailed(Exception):
-    """A step failed; its messages are printed. main() adds `Benchmarking failed.`"""
 
 
 def litert_log(severity: str, line: int, message: str, source: str = HEADER_FILE) -> None:
@@ -218,14 +214,6 @@ def _value_ranges(text: str) -> dict[str, tuple[float, float]]:
     return ranges
 
 
-def _run_settings(params: Params, warmup: bool) -> RunSettings:
-    if warmup:
-        return RunSettings(params["warmup_runs"], params["warmup_min_secs"], params["max_secs"],
-                           params["run_delay"], params["run_frequency"])
-    return RunSettings(params["num_runs"], params["min_secs"], params["max_secs"],
-                       params["run_delay"], params["run_frequency"])
-
-
 def _results_block(signature, init_us, warmup, inference, input_bytes, init_kb, overall_kb,
                    peak_mb) -> None:
     """BenchmarkLoggingListener::OnBenchmarkEnd (benchmark_litert_model.h)."""
@@ -314,10 +302,10 @@ def _benchmark(argv: list[str]) -> None:
     if params["dry_run"]:
         params["warmup_runs"], params["warmup_min_secs"] = 0, -1.0
         params["num_runs"], params["min_secs"] = 0, -1.0
-    warmup = run_phase(_run_settings(params, True), session.reset_inputs, session.invoke)
+    warmup = run_phase(run_settings(params, True), session.reset_inputs, session.invoke)
     if not warmup.invoke_ok:
         _invoke_failed(warmup.error_text, monitor)
-    inference = run_phase(_run_settings(params, False), session.reset_inputs, session.invoke)
+    inference = run_phase(run_settings(params, False), session.reset_inputs, session.invoke)
     overall_kb = max_rss_kb() - start_kb
     peak_mb = -1.0
     if monitor is not None:
@@ -334,10 +322,10 @@ def _benchmark(argv: list[str]) -> None:
 
 def _write_result(params, init_us, warmup, inference, init_kb, overall_kb, peak_mb, host_graph,
                   input_bytes) -> None:
-    from device_agents.benchmark_model.main import _result_record
+    from device_agents.benchmark_model.main import result_record
 
     shown = params["result_file_path"]
-    record = _result_record(init_us, warmup, inference, init_kb, overall_kb, peak_mb,
+    record = result_record(init_us, warmup, inference, init_kb, overall_kb, peak_mb,
                             os.path.getsize(host_graph) / 1e6, input_bytes)
     try:
         with open(host_path(shown), "wb") as out:
@@ -358,13 +346,7 @@ def _invoke_failed(error_text: str, monitor) -> None:
 
 
 def main(argv: list[str]) -> int:
-    log.info("STARTING!")
-    try:
-        _benchmark(list(argv))
-    except BenchmarkFailed:
-        log.error("Benchmarking failed.")
-        return EXIT_FAILURE
-    return 0
+    return run_main(_benchmark, argv)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def _print_delegation(native_lines: list[str], session, explicit: bool) -> None:
         log.runtime("VERBOSE", report.verbose_line(XNNPACK_KERNEL_NAME))
 
 
-def _run_settings(params: Params, warmup: bool) -> RunSettings:
+def run_settings(params: Params, warmup: bool) -> RunSettings:
+    """The warmup or timed phase's settings (BenchmarkModel's core flags, both flavours)."""
     if warmup:
         return RunSettings(params["warmup_runs"], params["warmup_min_secs"], params["max_secs"],
                            params["run_delay"], params["run_frequency"])
@@ -178,7 +179,7 @@ def _write_result_file(shown_path: str, host_file: str, record) -> None:
         log.error(f"Failed to save benchmark result to: {shown_path}")
 
 
-def _result_record(init_us, warmup, inference, init_kb, overall_kb, peak_mb, model_size_mb, input_bytes):
+def result_record(init_us, warmup, inference, init_kb, overall_kb, peak_mb, model_size_mb, input_bytes):
     from device_agents.benchmark_model.result_proto import BenchmarkResultRecord
 
     total_us = inference.sum
@@ -235,10 +236,10 @@ def _benchmark(argv: list[str]) -> None:
         params["warmup_runs"], params["warmup_min_secs"] = 0, -1.0
         params["num_runs"], params["min_secs"] = 0, -1.0
 
-    warmup = run_phase(_run_settings(params, warmup=True), session.reset_inputs, session.invoke)
+    warmup = run_phase(run_settings(params, warmup=True), session.reset_inputs, session.invoke)
     if not warmup.invoke_ok:
         _report_invoke_failure(warmup.error_text, monitor)
-    inference = run_phase(_run_settings(params, warmup=False), session.reset_inputs, session.invoke)
+    inference = run_phase(run_settings(params, warmup=False), session.reset_inputs, session.invoke)
     overall_kb = max_rss_kb() - start_kb
     peak_mb = -1.0
     if monitor is not None:
@@ -250,7 +251,7 @@ def _benchmark(argv: list[str]) -> None:
         from device_agents.benchmark_model.op_profile import report_op_profile
         report_op_profile(params, host_graph, session, inference.stats.count)
     if params["result_file_path"]:
-        record = _result_record(init_us, warmup.stats, inference.stats, init_kb, overall_kb, peak_mb,
+        record = result_record(init_us, warmup.stats, inference.stats, init_kb, overall_kb, peak_mb,
                                 model_size_mb, session.input_bytes())
         try:
             result_path = host_path(params["result_file_path"])
@@ -271,14 +272,19 @@ def _report_invoke_failure(error_text: str, monitor) -> None:
     raise BenchmarkFailed()
 
 
-def main(argv: list[str]) -> int:
+def run_main(benchmark, argv: list[str]) -> int:
+    """`benchmark_main.cc` of both flavours: STARTING!, the run, `Benchmarking failed.` + exit 1."""
     log.info("STARTING!")
     try:
-        _benchmark(list(argv))
+        benchmark(list(argv))
     except BenchmarkFailed:
         log.error("Benchmarking failed.")
         return EXIT_FAILURE
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_main(_benchmark, argv)
 
 
 if __name__ == "__main__":

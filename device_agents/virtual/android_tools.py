@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SETTINGS_FILE = "settings.json"
 FIXED_PERFORMANCE_MIN_SDK = 30  # `cmd power set-fixed-performance-mode-enabled`: Android 11
+THERMAL_SERVICE_MIN_SDK = 29    # `dumpsys thermalservice`: Android 10
 NORMAL_BATTERY_LEVEL = 85
 NORMAL_BATTERY_TEMPERATURE_C = 29.0
 FIXED_PERFORMANCE_KEY = "power:fixed_performance_mode"
@@ -227,6 +228,8 @@ async def dumpsys(argv: list[str], sh: "Interpreter", io: Streams) -> int:
         await io.say("Currently running services:\n" + "".join(f"  {n}\n" for n in DUMPSYS_SERVICES))
         return 0
     report = DUMPSYS_SERVICES.get(argv[1])
+    if argv[1] == "thermalservice" and device_sdk(sh) < THERMAL_SERVICE_MIN_SDK:
+        report = None  # ThermalManagerService came with Android 10 (Thermal HAL 2.0)
     if report is None:
         await io.complain(f"Can't find service: {argv[1]}")
         return 0

@@ -65,13 +65,29 @@ def shipped_profiles() -> list[str]:
     return sorted(p.name for p in PROFILES_DIR.iterdir() if (p / GETPROP_FILE).is_file())
 
 
+_PROP_START = re.compile(r"^\[([^\]]+)\]: \[(.*)$")
+
+
 def parse_getprop(text: str) -> dict[str, str]:
-    """`getprop` output -> {key: value}; values span one line, as getprop prints them."""
-    props = {}
+    """`getprop` output -> {key: value}. getprop prints a value as it is, so one with newlines
+    (persist.sys.boot.reason.history on many phones) spans lines up to the one ending in `]`."""
+    props: dict[str, str] = {}
+    key, parts = None, []
     for line in text.splitlines():
-        match = _PROP_LINE.match(line.rstrip("\r"))
+        line = line.rstrip("\r")
+        if key is not None:
+            parts.append(line)
+            if line.endswith("]"):
+                props[key] = "\n".join(parts)[:-1]
+                key, parts = None, []
+            continue
+        match = _PROP_LINE.match(line)
         if match:
             props[match.group(1)] = match.group(2)
+            continue
+        start = _PROP_START.match(line)
+        if start:
+            key, parts = start.group(1), [start.group(2)]
     return props
 
 

@@ -62,7 +62,7 @@ class ShellContext:
         replayed phone's toybox lists it (an old toybox lacks taskset, for one)."""
         if name == "su":
             return self.config.rooted
-        if name in toybox.BUILTINS and self.sandbox.profile is not None:
+        if name in toybox.BUILTINS and name != "toybox" and self.sandbox.profile is not None:
             applets = self.sandbox.profile.toybox_applets
             return applets is None or name in applets
         return True

@@ -665,7 +665,20 @@ async def date(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     return 0
 
 
+async def toybox(argv: list[str], sh: "Interpreter", io: Streams) -> int:
+    """`toybox` lists its applets; `toybox APPLET ARGS` runs one (a replayed phone's list)."""
+    applets = sorted(name for name in BUILTINS if name != "toybox" and sh.ctx.has_tool(name))
+    if len(argv) == 1:
+        await io.say("".join(f"{name}\n" for name in applets))
+        return 0
+    if argv[1] not in applets:
+        await io.complain(f"toybox: Unknown command {argv[1]}")
+        return 1
+    return await BUILTINS[argv[1]](argv[1:], sh, io)
+
+
 BUILTINS = {
+    "toybox": toybox,
     "cat": cat, "head": head, "tail": tail, "grep": grep, "wc": wc, "sha256sum": sha256sum,
     "ls": ls, "stat": stat_, "chmod": chmod, "mkdir": mkdir, "rm": rm, "rmdir": rmdir,
     "touch": touch, "cp": cp, "mv": mv, "df": df, "taskset": taskset, "nproc": nproc,

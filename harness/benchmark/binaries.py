@@ -19,6 +19,26 @@ SHIPPED_NAMES = {Flavour.TFLITE: "benchmark_model", Flavour.LITERT: "benchmark_l
 VIRTUAL_FLAVOUR_PROP = "bench.virtual.flavour"
 
 
+def binary_version(binary: Path) -> str | None:
+    """The version a binary goes by: what it was fetched as (its fetch record), bench's own for
+    the ones bench ships; None for any other file (benchmark_model prints no version)."""
+    from harness.benchmark.fetch import read_record
+
+    fetched = read_record(Path(binary))
+    if fetched is not None:
+        return fetched.version
+    if Path(binary).resolve().is_relative_to(SHIPPED_DIR):
+        import harness
+
+        return f"bench-virtual {harness.__version__}"
+    return None
+
+
+def remote_binary_path(remote_dir: str) -> str:
+    """Where the binary goes on the device, whatever its flavour or file name here."""
+    return f"{remote_dir}/benchmark_model"
+
+
 def shipped_binary(abi: str, flavour: Flavour = Flavour.TFLITE) -> Path | None:
     path = SHIPPED_DIR / abi / SHIPPED_NAMES[flavour]
     return path if path.is_file() else None

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from harness.benchmark.command import benchmark_command, launch_threads, unavailable_reason
-from harness.benchmark.binaries import binary_for_abi, shipped_flavour
-from harness.benchmark.fetch import read_record
+from harness.benchmark.binaries import (binary_for_abi, binary_version, remote_binary_path,
+                                         shipped_flavour)
 from harness.benchmark.tool import probe_tool
 from harness.config import RunConfig
 from harness.errors import BenchmarkError, DeviceError, StorageError, UserError
@@ -129,8 +129,10 @@ class DeviceRunner:
                     failure = HostLost(m.error)  # without waiting for the host job by job
                     self._note_if_lost(target, job, m)
                     continue
-                # An invalid sample is the device's heat, not a failure of the job.
-                healthy = m.status in (MeasurementStatus.OK, MeasurementStatus.INVALID)
+                # An invalid sample is the device's heat, an unavailable one the binary's
+                # missing flag: neither is a failure of the device.
+                healthy = m.status in (MeasurementStatus.OK, MeasurementStatus.INVALID,
+                                       MeasurementStatus.UNAVAILABLE)
                 consecutive_failures = 0 if healthy else consecutive_failures + 1
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
@@ -329,9 +331,8 @@ class DeviceRunner:
                                unit="bytes") as push:
                 pushed = target.send_files(to_send, progress=push.update)
         topology = cpu_topology(target)
-        fetched = read_record(binary)
         tool = probe_tool(target, self._remote_binary(), binary_sha256, self._device_id(target),
-                          version=fetched.version if fetched else _shipped_version(binary))
+                          version=binary_version(binary))
         if not tool.known:
             self.log(f"{target.serial}: benchmark_model flavour unknown ({tool.note}); "
                      "launching it with the classic tool's flags")
@@ -339,7 +340,7 @@ class DeviceRunner:
                          topology, tool)
 
     def _remote_binary(self) -> str:
-        return f"{self.config.remote_dir}/benchmark_model"
+        return remote_binary_path(self.config.remote_dir)
 
     def _remote_model(self, artifact) -> str:
         return f"{self.config.remote_dir}/{artifact.path.name}"
@@ -425,17 +426,6 @@ def _tuned(prepared: _Prepared, config: RunConfig):
             tuning.__exit__(None, None, None)
         except DeviceError:
             pass
-
-
-def _shipped_version(binary: Path) -> str | None:
-    """The version of a benchmark_model bench ships for its virtual devices: bench's own."""
-    from harness.benchmark.binaries import SHIPPED_DIR
-
-    if Path(binary).resolve().is_relative_to(SHIPPED_DIR):
-        import harness
-
-        return f"bench-virtual {harness.__version__}"
-    return None
 
 
 def _lost_or_failed(exc: Exception) -> MeasurementStatus:

@@ -50,6 +50,38 @@ def devices(as_json):
     click.echo(frame.to_string(index=False, na_rep="-"))
 
 
+# -- doctor -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("selector", default="all", required=False)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML config (default: ./bench.toml when present).")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of tables.")
+def doctor(selector, config_path, as_json):
+    """Per device: ABI, SDK, benchmark_model flavour and version, root, performance mode,
+    taskset, temperatures, zones, free space, battery, lock; each red item with its fix."""
+    from harness.config import load_config
+    from harness.targets.doctor import doctor_devices
+
+    reports = doctor_devices(selector, load_config(config_path))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=1))
+    else:
+        marks = {"ok": "  ", "note": "--", "red": "!!"}
+        for report in reports:
+            click.echo(f"{report.device_id or report.serial} ({report.serial}, "
+                       f"{report.model or 'model ?'})")
+            width = max(len(c.name) for c in report.checks)
+            for check in report.checks:
+                click.echo(f"  {marks[check.status.value]} {check.name:<{width}}  {check.found}")
+                if check.fix:
+                    click.echo(f"     {'':<{width}}  fix: {check.fix}")
+        red = sum(len(r.red) for r in reports)
+        click.echo(f"{len(reports)} device(s); {red} red item(s)" + (
+            "" if red else "; notes (--) are recorded with each sample as unavailable"))
+    if any(r.red for r in reports):
+        raise SystemExit(1)
+
+
 # -- lab ----------------------------------------------------------------------------------------
 def _shipped_profiles() -> list[str]:
     from device_agents.virtual.profile import shipped_profiles
@@ -143,6 +175,41 @@ def _adb_server_option(text: str):
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--adb-server {text}: give HOST:PORT, e.g. 127.0.0.1:5037")
     return AdbServer(host, int(port), name=text)
+
+
+def one_device(serial: str):
+    """The device an adb serial or a ro.serialno names, online (UserError otherwise)."""
+    from harness.targets.adb.provider import AdbProvider
+
+    targets = AdbProvider().discover()
+    matches = [t for t in targets if t.serial == serial] or [
+        t for t in targets if t.listed_state == "device" and t.identity() == serial]
+    if not matches:
+        known = ", ".join(t.serial for t in targets) or "none"
+        raise UserError(f"{serial}: no such device (adb serials: {known}; `bench devices` lists "
+                        "them)")
+    target = matches[0]
+    if target.state() != "device":
+        raise UserError(f"{serial}: {target.state()}; connect it (and accept its adb key prompt "
+                        "on the phone) first")
+    return target
+
+
+@lab.command("record-profile")
+@click.argument("serial")
+@click.argument("out_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--keep-serial", is_flag=True,
+              help="Keep the phone's serial numbers in getprop.txt (redacted by default).")
+def lab_record_profile_cmd(serial, out_dir, keep_serial):
+    """Record a connected phone as a profile: `bench lab up --virtual N --profile DIR` then
+    answers as it does (getprop, dumpsys, CPU and thermal files, denied paths)."""
+    from harness.targets.profile_recorder import record_profile
+
+    target = one_device(serial)
+    recorded = record_profile(target, out_dir, keep_serial=keep_serial, serial_label=serial)
+    click.echo(f"profile of {recorded.model or serial} in {out_dir}: {len(recorded.files)} files"
+               + (f", {len(recorded.denied)} denied path(s) in denied.txt" if recorded.denied else ""))
+    click.echo(f"  replay it: bench lab up --virtual 1 --profile {out_dir}")
 
 
 @lab.command("status")

@@ -144,10 +144,17 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     final = {id(m) for m in final_records(result.measurements)}  # not a lost job resumed since
     failures = failures_table([m for m in result.measurements
                                if id(m) in final or m.status == "retried"])
+    unavailable = failures[failures["status"] == "unavailable"]
+    failures = failures[failures["status"] != "unavailable"]
     if not failures.empty:
         click.echo("\nfailed:")
         for row in failures.itertuples(index=False):
             click.echo(f"  {row.device} [{row.variant} trial {row.trial}] {row.status}: {row.reason}")
+    if not unavailable.empty:  # the binary lacks the flag: reported, not failed
+        click.echo("\nunavailable with this benchmark_model (not launched):")
+        for reason, rows in unavailable.groupby("reason", sort=False):
+            devices = ", ".join(sorted(set(rows["device"])))
+            click.echo(f"  {devices}: {reason} ({len(rows)} launch(es))")
     lost_hosts = sorted({m.lab_host or m.adb_server for m in result.measurements
                          if id(m) in final and m.status == "lost"})
     if lost_hosts:

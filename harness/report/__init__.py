@@ -92,6 +92,7 @@ def _json_document(content: ReportContent, measurements) -> dict:
         "variants": records(content.variants),
         "failures": records(content.failures),
         "devices": records(content.devices),
+        "conditions": records(content.conditions),
         "hashes": records(content.hashes),
         "plots": [path.name for path in content.plots.values()],
         "measurements": [{k: _clean(v) for k, v in m.to_dict().items()} for m in measurements],

@@ -11,8 +11,8 @@ import pandas as pd
 from harness.targets.adb.adb_binary import describe_adb
 from harness.report import plots
 from harness.report.summary import ACCURACY_BUDGET_PT, DeviceSummary, summarise
-from harness.report.tables import (accuracy_table, devices_table, failures_table, hashes_table,
-                                   history_frame, latency_table, size_table, trial_samples_ms,
+from harness.report.tables import (accuracy_table, conditions_table, devices_table,
+                                   failures_table, hashes_table, history_frame, latency_table, size_table, trial_samples_ms,
                                    variants_table)
 from harness.results.schema import Measurement
 
@@ -38,6 +38,7 @@ class ReportContent:
     devices: pd.DataFrame
     hashes: pd.DataFrame
     history: pd.DataFrame
+    conditions: pd.DataFrame = field(default_factory=pd.DataFrame)  # how each device measured
     summary: list[DeviceSummary] = field(default_factory=list)  # one line per device, first
     notes: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)  # title -> PNG written next to the report
@@ -59,6 +60,7 @@ def build_content(store, run_id: str, measurements: list[Measurement], out: Path
         accuracy=accuracy_table(variants) if not variants.empty else variants,
         failures=failures_table(measurements), devices=devices_table(measurements),
         hashes=hashes_table(measurements), history=history,
+        conditions=conditions_table(measurements),
         summary=summarise(measurements, artifacts))
     content.notes.append(SPARSITY_NOTE)
     if any(m.device_abi == "x86_64" and m.device_model and "virtual" in m.device_model.lower()

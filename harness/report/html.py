@@ -54,6 +54,7 @@ def render_html(content: ReportContent) -> str:
         ("Accuracy per variant", html_table(content.accuracy)),
         ("Failed, invalid or skipped launches", html_table(content.failures)),
         ("Provenance: devices", html_table(content.devices)),
+        ("Provenance: how each device's numbers were obtained", html_table(content.conditions)),
         ("Provenance: model and benchmark_model hashes", html_table(content.hashes)),
     ]
     figures = [

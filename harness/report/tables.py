@@ -255,6 +255,55 @@ def devices_table(measurements: list[Measurement]) -> pd.DataFrame:
                                        "battery %"])
 
 
+CONDITION_COLUMNS = ["device", "benchmark_model", "rooted", "perf mode", "CPU pinning",
+                     "governor", "big cores", "temperature gate"]
+
+
+def conditions_table(measurements: list[Measurement]) -> pd.DataFrame:
+    """Per device: how its numbers were obtained (harness.targets.tuning's DeviceConditions and
+    the tool that ran): each cell what was found and, where it matters, why."""
+    rows = []
+    by_device: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        by_device.setdefault(m.device_id or m.device_serial, []).append(m)
+    for device, ms in by_device.items():
+        with_conditions = next((m for m in ms if m.conditions_json), None)
+        if with_conditions is None:
+            continue
+        try:
+            conditions = json.loads(with_conditions.conditions_json)
+        except json.JSONDecodeError:
+            continue
+        notes = conditions.get("notes", {})
+        tool = next((m for m in ms if m.tool_flavour), None)
+        mask = conditions.get("cpu_mask")
+        sources = sorted({s for m in ms for s in _gate_sources(m)})
+        rows.append({
+            "device": device,
+            "benchmark_model": (f"{tool.tool_flavour} {tool.tool_version or '(no version)'}"
+                                if tool else "unknown"),
+            "rooted": f"{conditions.get('rooted')} ({notes.get('root', '')})",
+            "perf mode": f"{conditions.get('perf_mode')}: {notes.get('perf_mode', '')}",
+            "CPU pinning": f"taskset {mask}" if mask else f"unpinned: {notes.get('cpu_pinning', '')}",
+            "governor": f"{conditions.get('governor')} ({notes.get('governor', '')})",
+            "big cores": notes.get("topology"),
+            "temperature gate": ", ".join(sources) if sources else "no skin or battery reading",
+        })
+    return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
+def _gate_sources(m: Measurement) -> list[str]:
+    out = []
+    for raw in (m.telemetry_before_json, m.telemetry_after_json):
+        try:
+            source = (json.loads(raw) or {}).get("gate_source") if raw else None
+        except json.JSONDecodeError:
+            source = None
+        if source:
+            out.append(source)
+    return out
+
+
 def _first_props(ms: list[Measurement]) -> dict:
     for m in ms:
         if m.device_props_json:
@@ -280,9 +329,11 @@ def _telemetry_ranges(ms: list[Measurement]) -> tuple[list[float], list[int]]:
                 snap = json.loads(raw)
             except json.JSONDecodeError:
                 continue
-            for key in ("max_temp_c", "battery_temp_c"):
-                if snap.get(key) is not None:
-                    temps.append(float(snap[key]))
+            # The gated temperature (skin and battery); older snapshots have only the hottest.
+            key = "gate_temp_c" if "gate_temp_c" in snap else "max_temp_c"
+            for name in (key, "battery_temp_c"):
+                if snap.get(name) is not None:
+                    temps.append(float(snap[name]))
             if snap.get("battery_pct") is not None:
                 batteries.append(int(snap["battery_pct"]))
     return temps, batteries

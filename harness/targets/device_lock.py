@@ -307,3 +307,11 @@ def _values(text: str) -> dict[str, str]:
 def _int(text: str | None) -> int | None:
     text = (text or "").strip()
     return int(text) if text.lstrip("-").isdigit() else None
+
+
+def lock_holder(session: Shell) -> tuple[Lease | None, int | None]:
+    """Who holds the device's lock now (None: nobody), and the device's clock (`bench doctor`)."""
+    lock = shlex.quote(LOCK_DIR)
+    values = _values(session.shell(f'echo "now=$(date +%s)"; '
+                                   f'echo "owner=$(cat {lock}/owner 2>/dev/null)"').stdout)
+    return Lease.parse(values.get("owner", "")), _int(values.get("now"))
