@@ -422,7 +422,12 @@ def test_lab_confirm_keeps_a_real_regression(lab_runs):
     from harness.regress.confirm import confirm_regressions
 
     store, (base, _same, wide, _disturbed), _work = lab_runs
-    result = confirm_regressions(store, compare(store, base, wide), trials=CONFIRM_TRIALS)
+    # The noise gates opened (their own tests are above): on a 2-core host both devices share
+    # cores with the test run, launch CVs reach 10-20 %, and the claim here is only that the
+    # interleaved re-run keeps a real, 3x regression.
+    open_gates = Thresholds(max_cv=float("inf"), max_spread=float("inf"))
+    result = confirm_regressions(store, compare(store, base, wide, open_gates),
+                                 trials=CONFIRM_TRIALS)
     for v in result.latency:
         assert v.verdict == REGRESSED, (v.reason, v.confirmation)
         assert v.confirmation.startswith(f"confirmed by {CONFIRM_TRIALS}+{CONFIRM_TRIALS}")

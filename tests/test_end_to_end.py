@@ -169,8 +169,9 @@ def test_first_run_shows_the_mission_quietly(lab, tmp_path):
     [log] = (tmp_path / "r").glob("*/bench.log")
     text = log.read_text()
     assert "bench: VIRT0001: baseline timing #0" in text and "bench: build digits_cnn-" in text
-    # What the converter, oneDNN and LiteRT printed (C++ and Python alike) is there instead.
-    assert "oneDNN custom operations" in text and "XNNPACK delegate" in text
+    # What the converter and LiteRT printed (C++ and Python alike) is there instead (oneDNN's
+    # notice too, on hosts whose CPU makes TensorFlow's kernels print it).
+    assert "Estimated count of arithmetic ops" in text and "XNNPACK delegate" in text
     assert f"log: {log}" in result.stdout
     store = Store(tmp_path / "b.db")
     [run] = store.runs()

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from harness.benchmark.tool import PROBE_DIR
-from harness.config import HygieneSettings, RunConfig
+from harness.config import HygieneSettings, LabConfig, LabServer, RunConfig
 from harness.paths import state_dir
 from harness.results.store import Store
 from harness.run import run_benchmarks
-from harness.targets.adb.virtual_lab import lab_down, lab_up
+from harness.targets.adb.virtual_lab import LabState, lab_down, lab_up
 from tests.virtual_lab_fixtures import FAST_BENCHMARK
 
 pytestmark = pytest.mark.slow
@@ -26,10 +26,6 @@ def _run(tmp_path: Path, flavour: str, model: Path, **kw):
     base = tmp_path / f"lab-{flavour}"
     lab_up(1, base, flavour=flavour)
     try:
-        from harness.targets.adb.session import AdbServer
-        from harness.config import LabConfig, LabServer
-        from harness.targets.adb.virtual_lab import LabState
-
         lab = LabState.load(base)
         config = RunConfig(model=str(model), variants=["baseline"], benchmark=FAST_BENCHMARK,
                            store_path=tmp_path / f"{flavour}.db",
@@ -38,7 +34,10 @@ def _run(tmp_path: Path, flavour: str, model: Path, **kw):
                            lab=LabConfig(servers=[LabServer("virtual-lab", "127.0.0.1",
                                                             lab.adb_port)]), **kw)
         result = run_benchmarks(config)
-        return result, Store(config.store_path).measurements(result.run_id)
+        store = Store(config.store_path)
+        ops = {row[0]: store.op_profile(row[0]) for row in store._conn.execute(
+            "SELECT id FROM measurements WHERE kind='op_profile' AND status='ok'")}
+        return result, store.measurements(result.run_id), ops
     finally:
         lab_down(base)
 
@@ -49,12 +48,13 @@ def runs(tmp_path_factory, tiny_model):
     # The virtual device has no NNAPI: the classic tool's --use_nnapi=true fails there as on a
     # phone without the library, so only LiteRT's run asks for it (to find it unavailable).
     delegates = {"tflite": ["xnnpack", "cpu", "npu"], "litert": ["xnnpack", "cpu", "nnapi", "npu"]}
-    return {flavour: _run(tmp, flavour, tiny_model, delegates=delegates[flavour])
+    return {flavour: _run(tmp, flavour, tiny_model, delegates=delegates[flavour],
+                          op_profiling=True)
             for flavour in ("tflite", "litert")}
 
 
 def test_each_flavour_is_learnt_and_stored(runs):
-    for flavour, (result, stored) in runs.items():
+    for flavour, (result, stored, _ops) in runs.items():
         assert result.exit_code == 0, [(m.delegate_choice, m.status, m.error) for m in stored]
         assert {m.tool_flavour for m in stored} == {flavour}
         assert {m.tool_version for m in stored} == {"bench-virtual 0.1.0"}
@@ -65,7 +65,7 @@ def test_each_flavour_is_learnt_and_stored(runs):
 
 
 def test_a_flag_the_binary_lacks_is_never_passed(runs):
-    for flavour, (_result, stored) in runs.items():
+    for flavour, (_result, stored, _ops) in runs.items():
         by_delegate = {}
         for m in stored:
             by_delegate.setdefault(m.delegate_choice, []).append(m)
@@ -84,7 +84,7 @@ def test_a_flag_the_binary_lacks_is_never_passed(runs):
 
 def test_both_flavours_store_the_same_figures_for_the_same_model(runs):
     filled = {}
-    for flavour, (_result, stored) in runs.items():
+    for flavour, (_result, stored, _ops) in runs.items():
         timing = [m for m in stored if m.kind == "timing" and m.status == "ok"
                   and m.delegate_choice == "xnnpack"]
         assert timing, flavour
@@ -99,3 +99,17 @@ def test_both_flavours_store_the_same_figures_for_the_same_model(runs):
     tflite = next(m for m in runs["tflite"][1] if m.kind == "timing" and m.status == "ok")
     litert = next(m for m in runs["litert"][1] if m.kind == "timing" and m.status == "ok")
     assert tflite.artifact_sha256 == litert.artifact_sha256  # the same file, both tools
+
+
+def test_op_profiles_of_both_flavours_are_stored_per_op(runs):
+    """Classic: --enable_op_profiling=true; LiteRT: --use_profiler=true and its own summary."""
+    for flavour, (_result, stored, ops) in runs.items():
+        profiled = [m for m in stored if m.kind == "op_profile" and m.status == "ok"]
+        assert profiled and ops, flavour
+        flag = "--use_profiler=true" if flavour == "litert" else "--enable_op_profiling=true"
+        assert all(m.command.endswith(flag) for m in profiled)
+        for rows in ops.values():
+            assert {"CONV_2D", "FULLY_CONNECTED"} <= {row["node_type"] for row in rows}
+            assert all(row["avg_ms"] is not None for row in rows)
+            if flavour == "litert":
+                assert all(row["name"].startswith("[Builtin]:") for row in rows)

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from device_agents.virtual.faults import set_faults
 from device_agents.virtual.profile import PROFILES_DIR, parse_getprop
 from harness.config import HygieneSettings, LabConfig, LabServer, RunConfig
 from harness.results.store import Store
 from harness.run import run_benchmarks
 from harness.targets.adb.session import DeviceSession
+from harness.targets.hygiene import unfit_reasons
+from harness.targets.telemetry import read_telemetry
 from harness.targets.adb.virtual_lab import lab_down, lab_up
 from harness.targets.profile_recorder import record_profile
 from tests.virtual_lab_fixtures import FAST_BENCHMARK, SHIPPED_BENCHMARK_MODEL
@@ -94,3 +97,26 @@ def test_no_taskset_and_no_cpufreq_are_recorded_and_the_run_goes_on(locked_down_
     assert m.num_threads == 9 and m.governor == "unreadable"
     report = (result.report_dir / "report.md").read_text()
     assert "How each device's numbers were obtained" in report and "unpinned: no taskset" in report
+
+
+def test_faults_still_apply_on_top_of_a_recorded_phone(tmp_path):
+    """An Android 6 phone (no thermalservice): its own battery dump, with a fault on top."""
+    base = tmp_path / "lab"
+    state = lab_up(1, base, profile="padfone_s")
+    try:
+        record = state.devices[0]
+        session = DeviceSession(record.serial, state.server)
+        missing = session.shell("dumpsys thermalservice")
+        assert "Can't find service: thermalservice" in missing.output
+        idle = read_telemetry(session)
+        assert (idle.battery_pct, idle.battery_temp_c, idle.thermal_status) == (97, 24.5, None)
+        assert idle.gate_source == "dumpsys battery" and unfit_reasons(idle, HygieneSettings()) == []
+        set_faults(Path(record.state_dir), temperature_c=48.0, battery_level=9, charging=False)
+        hot = read_telemetry(session)
+        assert (hot.battery_pct, hot.battery_temp_c, hot.charging) == (9, 48.0, False)
+        reasons = unfit_reasons(hot, HygieneSettings())
+        assert reasons[0].startswith("device hot: 48.0 °C > 45.0 °C (dumpsys battery)")
+        assert reasons[1] == "battery 9 % < 20 % and not charging"
+        assert "usb otg:false" in session.shell("dumpsys battery").stdout  # the rest as recorded
+    finally:
+        lab_down(base)

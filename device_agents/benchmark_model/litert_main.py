@@ -176,6 +176,7 @@ class _Session:
         self.signature = key
         rng = np.random.default_rng()
         self.inputs = {}
+        self.values = {}  # the random inputs by name (the profiler replays them)
         self.input_bytes = 0
         ranges = _value_ranges(params["input_layer_value_range"])
         for name, detail in self.model.get_input_tensor_details(key).items():
@@ -191,6 +192,7 @@ class _Session:
                 value = rng.integers(int(low), int(high) + 1, size=shape).astype(dtype)
             buffer.write(value)
             self.inputs[name] = buffer
+            self.values[name] = value
             self.input_bytes += value.nbytes
         self.outputs = {name: self.model.create_output_buffer_by_name(key, name)
                         for name in self.model.get_output_tensor_details(key)}
@@ -316,6 +318,12 @@ def _benchmark(argv: list[str]) -> None:
     if params["result_file_path"]:
         _write_result(params, init_us, warmup.stats, inference.stats, init_kb, overall_kb,
                       peak_mb, host_graph, session.input_bytes)
+    if params["use_profiler"] and inference.invoke_ok:
+        from device_agents.benchmark_model.litert_profile import profile_summary
+
+        summary = profile_summary(params, host_graph, session.signature, session.values,
+                                  inference.stats.count)
+        litert_log("INFO", 150, "\n" + summary)
     if not inference.invoke_ok:
         _invoke_failed(inference.error_text, None)
 

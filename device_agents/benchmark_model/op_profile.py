@@ -104,7 +104,7 @@ def _single_op_model(schema, model, subgraph, op):
     return new_model, graph_inputs
 
 
-def _build_runners(params, host_graph, session) -> list[SingleOpRunner]:
+def build_runners(params, host_graph, session) -> list[SingleOpRunner]:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -145,7 +145,7 @@ def _build_runners(params, host_graph, session) -> list[SingleOpRunner]:
     return runners
 
 
-def _run_profile(runners: list[SingleOpRunner], runs: int, budget_s: float) -> StatsCalculator:
+def run_profile(runners: list[SingleOpRunner], runs: int, budget_s: float) -> StatsCalculator:
     calculator = StatsCalculator()
     deadline = time.monotonic() + budget_s
     for _ in range(max(runs, 1)):
@@ -170,18 +170,18 @@ def _init_profile(session) -> StatsCalculator:
 
 
 def report_op_profile(params, host_graph: str, session, timed_runs: int) -> None:
-    runners = _build_runners(params, host_graph, session)
+    runners = build_runners(params, host_graph, session)
     budget_s = max(MIN_PROFILING_BUDGET_S, float(params["min_secs"]))
-    run_profile = _run_profile(runners, timed_runs, budget_s)
+    run_stats = run_profile(runners, timed_runs, budget_s)
     init_profile = _init_profile(session)
     mode = params["op_profiling_output_mode"]
     if mode == "proto":
         log.warn("Op profiling output mode 'proto' is not supported by this device; "
                  "printing the profile as text.")
     as_csv = mode == "csv" or bool(params["profiling_output_csv_file"])
-    init_profile.format_as_csv = run_profile.format_as_csv = as_csv
+    init_profile.format_as_csv = run_stats.format_as_csv = as_csv
     init_text = "Profiling Info for Benchmark Initialization:\n" + init_profile.report()
-    run_text = "Operator-wise Profiling Info for Regular Benchmark Runs:\n" + run_profile.report()
+    run_text = "Operator-wise Profiling Info for Regular Benchmark Runs:\n" + run_stats.report()
     output_file = params["op_profiling_output_file"] or params["profiling_output_csv_file"]
     if output_file:
         from device_agents.benchmark_model.device_paths import host_path

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.benchmark.flavours import Flavour
-from harness.errors import DeviceError
 from harness.paths import state_dir
 from harness.results.schema import utc_now
 
@@ -93,10 +92,8 @@ def probe_tool(target, remote_binary: str, sha256: str, device_id: str,
             return cached
     except (OSError, ValueError, TypeError):
         pass
-    try:
-        result = target.shell(f"{remote_binary} --help", timeout_s=PROBE_TIMEOUT_S)
-    except DeviceError:
-        raise
+    # A failing link raises DeviceError here: the caller's retries handle it as any other.
+    result = target.shell(f"{remote_binary} --help", timeout_s=PROBE_TIMEOUT_S)
     flavour, flags = parse_usage(result.stdout + "\n" + result.stderr)
     if flavour is None:
         tail = [line for line in result.output.strip().splitlines() if line.strip()]

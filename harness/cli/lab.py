@@ -45,8 +45,11 @@ def devices(as_json):
     if not infos:
         click.echo("no devices (start a virtual lab with `bench lab up --virtual 2`)")
         return
-    frame = pd.DataFrame(infos).rename(columns={"battery_pct": "battery %",
-                                                "temperature_c": "temperature °C"})
+    # The table keeps to what tells devices apart; --json has every reading.
+    columns = {"serial": "serial", "server": "server", "state": "state", "model": "model",
+               "abi": "abi", "sdk": "sdk", "battery_pct": "battery %",
+               "temperature_c": "temperature °C", "thermal_status": "thermal status"}
+    frame = pd.DataFrame(infos)[list(columns)].rename(columns=columns)
     click.echo(frame.to_string(index=False, na_rep="-"))
 
 

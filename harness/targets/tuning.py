@@ -28,8 +28,7 @@ from typing import Iterator
 
 from harness.errors import DeviceError
 from harness.targets.base import EXIT_NOT_FOUND, CommandTimeout, Shell
-from harness.targets.telemetry import (CPU_DIR, CpuTopology, grep_files, parse_cpu_files,
-                                       parse_grep_files)
+from harness.targets.telemetry import CPU_DIR, CpuTopology, grep_files, parse_grep_files
 
 log = logging.getLogger("bench.tuning")
 
@@ -204,7 +203,7 @@ def device_tuning(shell: Shell, topology: CpuTopology, *, sdk: int | None,
                 conditions.governor = governors_text(now or found)
                 conditions.notes["governor"] = (f"writing {PINNED_GOVERNOR} did not take "
                                                 f"(now {governors_text(now)})")
-            undo.append(lambda: _restore_governors(shell, root, found))
+            undo.append(lambda: set_governors(shell, root, found))
         yield conditions
     finally:
         for step in reversed(undo):
@@ -212,12 +211,3 @@ def device_tuning(shell: Shell, topology: CpuTopology, *, sdk: int | None,
                 step()
             except DeviceError as exc:
                 log.warning("%s: could not undo a tuning step: %s", shell.serial, exc)
-
-
-def _restore_governors(shell: Shell, root: Root, found: dict[int, str]) -> None:
-    set_governors(shell, root, found)
-
-
-def cpu_freqs_readable(shell: Shell) -> bool:
-    out = shell.shell(grep_files(f"{CPU_DIR}/cpu[0-9]*/cpufreq/scaling_cur_freq")).stdout
-    return bool(parse_cpu_files(out, "scaling_cur_freq"))
