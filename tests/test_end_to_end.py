@@ -169,9 +169,11 @@ def test_first_run_shows_the_mission_quietly(lab, tmp_path):
     [log] = (tmp_path / "r").glob("*/bench.log")
     text = log.read_text()
     assert "bench: VIRT0001: baseline timing #0" in text and "bench: build digits_cnn-" in text
-    # What the converter and LiteRT printed (C++ and Python alike) is there instead (oneDNN's
-    # notice too, on hosts whose CPU makes TensorFlow's kernels print it).
-    assert "Estimated count of arithmetic ops" in text and "XNNPACK delegate" in text
+    # What LiteRT, torch and the converter printed (C++ and Python alike) is there instead;
+    # which of them print depends on the host and on what the cache already had (the converter's
+    # absl lines and oneDNN's notice come only with some builds), LiteRT's XNNPACK line always.
+    assert "XNNPACK delegate" in text
+    assert [line for line in text.splitlines() if line and " bench: " not in line]
     assert f"log: {log}" in result.stdout
     store = Store(tmp_path / "b.db")
     [run] = store.runs()

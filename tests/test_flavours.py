@@ -113,3 +113,20 @@ def test_op_profiles_of_both_flavours_are_stored_per_op(runs):
             assert all(row["avg_ms"] is not None for row in rows)
             if flavour == "litert":
                 assert all(row["name"].startswith("[Builtin]:") for row in rows)
+
+
+@pytest.mark.parametrize("program, foreign", [("main", "--use_npu=true"),
+                                               ("litert_main", "--use_xnnpack=true")])
+def test_each_tool_warns_about_the_other_flavours_flag_and_runs_on(program, foreign, tiny_model):
+    """As both real tools do (tflite/tools/command_line_flags.cc): an unknown flag is only
+    warned about, and the launch measures without it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", f"device_agents.benchmark_model.{program}",
+                          f"--graph={tiny_model}", "--num_runs=2", "--min_secs=0.01",
+                          "--warmup_min_secs=0.01", foreign], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"WARN: Unconsumed cmdline flags: {foreign}" in out.stdout
+    assert "count=" in out.stdout

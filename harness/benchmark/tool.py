@@ -30,7 +30,7 @@ from harness.paths import state_dir
 from harness.results.schema import utc_now
 
 PROBE_DIR = "tool-probes"
-PROBE_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 20.0  # `--help` loads no model: seconds, even on a slow phone
 _USAGE_ROW = re.compile(r"^\s*--([A-Za-z0-9_][A-Za-z0-9_-]*)=(.*?)\s*\t(int32|int64|float|bool|"
                         r"string)\t(optional|required)\b")
 # Rows only one flavour's usage has (the LiteRT tool registers no delegate provider).
