@@ -258,3 +258,39 @@ def test_the_cli_says_one_line_and_exits_non_zero(storage, tmp_path, monkeypatch
 def test_a_device_without_a_binary_is_told_the_fetch_command():
     message = no_binary_message("arm64-v8a")
     assert "bench binaries fetch --abi arm64-v8a" in message and "--binary arm64-v8a=PATH" in message
+
+
+def test_the_hint_for_a_missing_pin_refetches_the_same_url(storage, tmp_path, cache):
+    from harness.benchmark.pins import pinned_binary_missing_hint
+
+    base, handler = storage
+    handler.files[f"{NIGHTLY}/41/20200921-215507/android_aarch64_benchmark_model_plus_flex"] = ARM64_A
+    config = tmp_path / "bench.toml"
+    got = fetch_and_pin("arm64-v8a", Flavour.TFLITE, version="41/20200921-215507", flex=True,
+                        base_url=base + NIGHTLY, config_path=config, cache_root=cache)
+    pin = load_config(config).lab.binaries["arm64-v8a"]
+    hint = pinned_binary_missing_hint("arm64-v8a", pin)
+    assert (f"bench binaries fetch --abi arm64-v8a --flavour tflite --version 41/20200921-215507 "
+            f"--flex --base-url {base}{NIGHTLY}`") in hint
+    assert got.binary.url == pin.url
+
+
+def test_quoted_and_inline_pins(storage, tmp_path, cache):
+    base, handler = storage
+    handler.files[TFLITE_FILE] = ARM64_A
+    sha = hashlib.sha256(ARM64_A).hexdigest()
+    quoted = tmp_path / "quoted.toml"
+    quoted.write_text(f"[lab.binaries.'arm64-v8a']\npath = \"/old\"\nsha256 = \"{sha}\"\n")
+    fetch_and_pin("arm64-v8a", Flavour.TFLITE, base_url=base + NIGHTLY, config_path=quoted,
+                  cache_root=cache)
+    assert quoted.read_text().count("[lab.binaries.") == 1  # the quoted table was rewritten
+    assert load_config(quoted).lab.binaries["arm64-v8a"].path != "/old"
+    inline = tmp_path / "inline.toml"
+    before = f'[lab.binaries]\narm64-v8a = {{ path = "/old", sha256 = "{sha}" }}\n'
+    inline.write_text(before)
+    with pytest.raises(UserError, match="inline table"):
+        fetch_and_pin("arm64-v8a", Flavour.TFLITE, base_url=base + NIGHTLY, config_path=inline,
+                      cache_root=cache)
+    assert inline.read_text() == before
+    with pytest.raises(UserError, match="http"):
+        binary_url("arm64-v8a", Flavour.TFLITE, base_url="file:///srv/mirror")

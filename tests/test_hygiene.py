@@ -264,3 +264,19 @@ def test_a_rooted_device_gets_performance_governors_and_its_own_back(tmp_path):
         assert read_governors(session) == before
     finally:
         lab_down(base)
+
+
+def test_zone_names_the_gates_read_as_skin_battery_or_cpu():
+    """bench's reading of vendors' zone names, when the HAL gives no typed temperatures: the
+    battery-current-limit sensors (vbat mV, ibat mA) and a Pixel's `soc` (state of charge, %)
+    are no temperatures at all."""
+    zones = {"battery": 30.0, "vbat": 42.0, "ibat": 1.2, "soc": 85.0, "skin-therm": 33.0,
+             "cpu-1-0-usr": 71.0, "cluster0": 69.0}
+    grep = "".join(f"/sys/class/thermal/thermal_zone{i}/type:{name}\n"
+                   f"/sys/class/thermal/thermal_zone{i}/temp:{int(c * 1000)}\n"
+                   for i, (name, c) in enumerate(zones.items()))
+    from harness.targets.telemetry import SECTION_MARK, parse_telemetry
+
+    t = parse_telemetry(f"{SECTION_MARK}zones\n{grep}", at="now")
+    assert (t.gate_temp_c, t.gate_source) == (33.0, "zones battery, skin-therm")
+    assert t.cpu_temp_c == 71.0 and t.max_temp_c == 85.0  # recorded as read, gated by kind

@@ -30,7 +30,7 @@ def test_recording_a_replayed_phone_gives_its_files_back(tmp_path):
     state = lab_up(1, base, profile="pixel_8")
     try:
         session = DeviceSession(state.devices[0].serial, state.server)
-        recorded = record_profile(session, tmp_path / "recorded")
+        recorded = record_profile(session, tmp_path / "recorded", serial_label="VIRT0001")
     finally:
         lab_down(base)
     out = tmp_path / "recorded"
@@ -46,7 +46,9 @@ def test_recording_a_replayed_phone_gives_its_files_back(tmp_path):
     for cpu in range(9):
         name = f"fs/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq"
         assert (out / name).read_text().split() == (PHONE / name).read_text().split()
-    assert "getprop.txt: `adb shell getprop (serial numbers redacted)`" in (out / "SOURCES").read_text()
+    sources = (out / "SOURCES").read_text()
+    assert "getprop.txt: `adb shell getprop (serial numbers redacted)`" in sources
+    assert "VIRT0001" not in sources and "VIRT0001" not in (out / "getprop.txt").read_text()
     with pytest.raises(Exception, match="not empty"):
         record_profile(session, out)
 

@@ -134,6 +134,17 @@ class _Session:
     """A CompiledModel with its signature's input and output buffers, filled with random data."""
 
     def __init__(self, params: Params, host_graph: str):
+        try:
+            self._open(params, host_graph)
+        except BenchmarkFailed:
+            raise
+        except Exception as exc:  # what the runtime refused (odd dtypes, dynamic shapes, ...)
+            for line in _host_free(str(exc).splitlines() or [type(exc).__name__]):
+                if line.strip():
+                    log.raw_stderr(f"ERROR: {line.strip()}")
+            raise BenchmarkFailed() from None
+
+    def _open(self, params: Params, host_graph: str) -> None:
         import numpy as np
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.environment import Environment

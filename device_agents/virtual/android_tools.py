@@ -40,10 +40,6 @@ def save_settings(sh: "Interpreter", settings: dict[str, str]) -> None:
     tmp.replace(path)
 
 
-def fixed_performance_mode(sh: "Interpreter") -> bool:
-    return load_settings(sh).get(FIXED_PERFORMANCE_KEY) == "true"
-
-
 def device_sdk(sh: "Interpreter") -> int:
     sdk = sh.ctx.config.props().get("ro.build.version.sdk", "")
     return int(sdk) if sdk.isdigit() else 0
@@ -181,8 +177,8 @@ DUMPSYS_SERVICES = {"battery": battery_report, "thermalservice": thermalservice_
 # android.os.Temperature types that are not degrees Celsius (BCL_VOLTAGE mV, BCL_CURRENT mA,
 # BCL_PERCENTAGE %): a temperature fault leaves them as recorded.
 NOT_CELSIUS_TYPES = {6, 7, 8}
-_TEMPERATURE_ITEM = re.compile(
-    r"Temperature\{mValue=([^,]*), mType=(-?\d+), mName=([^,]*), mStatus=(\d+)\}")
+_TEMPERATURE_ITEM = re.compile(  # android.os.Temperature.toString()
+    r"Temperature\{mValue=([^,]*), mType=(-?\d+), mName=(.*?), mStatus=(-?\d+)\}")
 
 
 def recorded_report(sh: "Interpreter", service: str) -> str | None:

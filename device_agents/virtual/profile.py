@@ -138,8 +138,11 @@ class DeviceProfile:
         base = self.fs_root
         if not base.is_dir():
             return []
+        root = base.resolve()
+        # Regular files only, inside the profile: a link in a shared profile must not bring a
+        # file of this host into the device.
         return [("/" + p.relative_to(base).as_posix(), p) for p in sorted(base.rglob("*"))
-                if p.is_file()]
+                if p.is_file() and not p.is_symlink() and p.resolve().is_relative_to(root)]
 
     def replaces(self, tree: str) -> bool:
         """Whether the profile brings its own files under `tree` (e.g. sys/class/thermal)."""

@@ -136,7 +136,7 @@ async def command(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     if args and args[0] == "-v":
         status = 0
         for name in args[1:]:
-            if name in BUILTINS:
+            if name in BUILTINS and sh.ctx.has_tool(name):
                 await io.say(name + "\n")
             elif (found := sh.find_in_path(name)) is not None:
                 await io.say(found + "\n")
@@ -149,7 +149,7 @@ async def command(argv: list[str], sh: "Interpreter", io: Streams) -> int:
 async def which(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     status = 0
     for name in argv[1:]:
-        found = sh.find_in_path(name) or (f"/system/bin/{name}" if _is_tool(name) else None)
+        found = sh.find_in_path(name) or (f"/system/bin/{name}" if _is_tool(name, sh) else None)
         if found is None:
             status = 1
         else:
@@ -157,9 +157,9 @@ async def which(argv: list[str], sh: "Interpreter", io: Streams) -> int:
     return status
 
 
-def _is_tool(name: str) -> bool:
+def _is_tool(name: str, sh: "Interpreter") -> bool:
     from device_agents.virtual.shell import BUILTINS
-    return name in BUILTINS and name not in SHELL_ONLY
+    return name in BUILTINS and name not in SHELL_ONLY and sh.ctx.has_tool(name)
 
 
 # -- test / [ ----------------------------------------------------------------------------------

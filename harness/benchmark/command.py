@@ -73,10 +73,17 @@ def _flag_name(flag: str) -> str:
     return flag[2:].split("=", 1)[0]
 
 
-def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str) -> str | None:
-    """Why this binary cannot do the launch (a delegate or a kind it has no flag for), or None.
-    A flag the binary lacks is never passed: the tool would warn and measure something else."""
+def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str,
+                       settings: "BenchmarkSettings | None" = None) -> str | None:
+    """Why this binary cannot do the launch (a delegate, a kind or a [benchmark] setting it has
+    no flag for), or None. A flag the binary lacks is never passed: the tool would warn and
+    measure something else. (Settings that only tune the timing loop, such as
+    --warmup_min_secs on an old build, are left to the tool's default: `dropped_settings`.)"""
     flavour = flavour_of(tool)
+    if (settings is not None and settings.use_xnnpack is not None and tool is not None
+            and tool.known and not tool.has("use_xnnpack")):
+        return (f"[benchmark] use_xnnpack = {str(settings.use_xnnpack).lower()}: this "
+                f"benchmark_model ({tool.label()}) has no --use_xnnpack; leave it unset")
     flags = [] if delegate is None else DELEGATE_FLAGS[flavour].get(delegate)
     if flags is None:
         return f"--delegate {delegate}: {NO_SUCH_DELEGATE.get((flavour, delegate), 'not supported')}"
@@ -88,6 +95,14 @@ def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str)
 
 
 TOOL_DEFAULT_THREADS = -1  # BenchmarkSettings.num_threads: leave the count to the tool
+
+
+def dropped_settings(settings: BenchmarkSettings, tool: "ToolInfo | None") -> list[str]:
+    """The [benchmark] flags this binary lacks, which a launch leaves out (said once per device)."""
+    if tool is None or not tool.known:
+        return []
+    return [f for f in settings_flags(settings) if not tool.has(_flag_name(f))
+            and _flag_name(f) != "use_xnnpack"]
 
 
 def settings_flags(settings: BenchmarkSettings, num_threads: int | None = None,

@@ -83,6 +83,9 @@ def binary_url(abi: str, flavour: Flavour, version: str = DEFAULT_VERSION,
                base_url: str | None = None, flex: bool = False) -> str:
     """The download URL of the prebuilt for `abi`; UserError for what no storage publishes."""
     base = (base_url or DEFAULT_BASE_URLS[flavour]).rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise UserError(f"--base-url {base_url}: give an http(s) URL of a mirror with the same "
+                        "layout; a file of your own goes in with --binary ABI=PATH")
     version = (version or "").strip("/")
     if not version or any(part in ("", ".", "..") for part in version.split("/")) or (
             flavour is Flavour.LITERT and "/" in version):
@@ -127,18 +130,24 @@ def download(url: str, dest_dir: Path, abi: str,
     Nothing is left behind when it fails: a cut-off stream, a Content-Length not met, or a file
     that is no ELF for `abi` (a proxy's error page) is deleted and raised as FetchError.
     """
-    dest_dir.mkdir(parents=True, exist_ok=True)
     try:
-        response = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 (http(s) only)
-    except urllib.error.HTTPError as exc:
-        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}; check --version and --base-url"
-                         ) from None
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=".partial-", dir=dest_dir)
+    except OSError as exc:
+        raise UserError(f"binary cache {dest_dir}: cannot write there ({exc.strerror or exc}); "
+                        "set BENCH_BINARIES_DIR to a writable folder") from None
+    temp = Path(temp_name)
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 (http(s), binary_url)
     except (urllib.error.URLError, OSError) as exc:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        if isinstance(exc, urllib.error.HTTPError):
+            raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}; check --version and "
+                             "--base-url") from None
         reason = getattr(exc, "reason", exc)
         raise FetchError(f"{url}: cannot download ({reason}); check the network or give a "
                          "mirror with --base-url, or a local file with --binary ABI=PATH") from None
-    fd, temp_name = tempfile.mkstemp(prefix=".partial-", dir=dest_dir)
-    temp = Path(temp_name)
     digest = hashlib.sha256()
     received = 0
     head = b""

@@ -15,8 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from harness.benchmark.fetch import (DEFAULT_VERSION, FetchedBinary, FetchError, binary_url,
-                                     download, store_in_cache)
+from harness.benchmark.fetch import (DEFAULT_BASE_URLS, DEFAULT_VERSION, FetchedBinary,
+                                     FetchError, binary_url, download, store_in_cache)
 from harness.benchmark.flavours import Flavour
 from harness.config import DEFAULT_CONFIG_FILE, KNOWN_ABIS, LabBinary, config_from_tables
 from harness.errors import UserError
@@ -131,7 +131,7 @@ def _current_pin(text: str, path: Path, abi: str) -> LabBinary | None:
 
 def _header_re(abi: str) -> re.Pattern:
     return re.compile(rf"^\s*\[\s*lab\s*\.\s*binaries\s*\.\s*(?:\"{re.escape(abi)}\"|"
-                      rf"{re.escape(abi)})\s*\]\s*(?:#.*)?$")
+                      rf"'{re.escape(abi)}'|{re.escape(abi)})\s*\]\s*(?:#.*)?$")
 
 
 _ANY_HEADER = re.compile(r"^\s*\[")
@@ -145,6 +145,10 @@ def write_pin(path: Path, abi: str, fields: dict, text: str | None = None) -> No
     lines = text.splitlines(keepends=True)
     header = _header_re(abi)
     start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None and text.strip() and _current_pin(text, path, abi) is not None:
+        raise UserError(f"{path}: [lab.binaries.{abi}] is set in a form bench cannot rewrite "
+                        f"(an inline table?); make it a [lab.binaries.{abi}] table, then fetch "
+                        "again")
     if start is None:
         prefix = "".join(lines)
         if prefix and not prefix.endswith("\n"):
@@ -176,10 +180,20 @@ def _toml_value(value) -> str:
 
 
 def pinned_binary_missing_hint(abi: str, binary: LabBinary) -> str:
-    """How to get a pinned binary back on a host that lacks it."""
-    if binary.url:
-        flavour = f" --flavour {binary.flavour}" if binary.flavour else ""
-        version = f" --version {binary.version}" if binary.version and binary.version != DEFAULT_VERSION else ""
-        return (f"fetch it again with `bench binaries fetch --abi {abi}{flavour}{version}` "
-                "(checked against the pinned sha256)")
+    """How to get a pinned binary back on a host that lacks it: the fetch that gives the same
+    URL (flavour, version, Flex build and mirror worked out from the pinned URL)."""
+    if binary.url and binary.flavour in (f.value for f in Flavour):
+        words = [f"bench binaries fetch --abi {abi} --flavour {binary.flavour}"]
+        version = binary.version or DEFAULT_VERSION
+        if version != DEFAULT_VERSION:
+            words.append(f"--version {version}")
+        flex = binary.url.endswith("_plus_flex")
+        if flex:
+            words.append("--flex")
+        default = binary_url(abi, Flavour(binary.flavour), version, None, flex)
+        if binary.url != default:
+            suffix = default[len(DEFAULT_BASE_URLS[Flavour(binary.flavour)]):]
+            if binary.url.endswith(suffix):
+                words.append(f"--base-url {binary.url[:-len(suffix)]}")
+        return f"fetch it again with `{' '.join(words)}` (checked against the pinned sha256)"
     return f"put the file back, or pin another with `bench binaries fetch --abi {abi}`"

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.benchmark.command import benchmark_command, launch_threads, unavailable_reason
+from harness.benchmark.command import (benchmark_command, dropped_settings, launch_threads,
+                                       unavailable_reason)
 from harness.benchmark.binaries import (binary_for_abi, binary_version, remote_binary_path,
                                          shipped_flavour)
 from harness.benchmark.tool import probe_tool
@@ -74,6 +75,7 @@ class DeviceRunner:
         self.models: dict[tuple[str, str], str | None] = {}  # target key -> ro.product.model
         self.lost: list[LostJob] = []  # jobs lost with their lab host (list.append: thread-safe)
         self._conditions: dict[tuple[str, str], object] = {}  # target key -> DeviceConditions
+        self._stacks: dict[tuple[str, str], ExitStack] = {}   # target key -> its share's stack
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, target: Target, jobs: list[Job] | None = None) -> list[Measurement]:
@@ -94,7 +96,9 @@ class DeviceRunner:
                                       f"{target.provider_name}")
                 self._lock_device(target, stack)
                 prepared = self._prepare_with_retries(target)
-                self._conditions[target.key] = stack.enter_context(_tuned(prepared, self.config))
+                self._stacks[target.key] = stack
+                stack.callback(self._forget, target.key)
+                self._tune(target, prepared)
             except (DeviceError, UserError) as exc:
                 failure = exc
                 self.log(f"{target.serial}: {_lost_or_failed(exc)} (device): {exc}")
@@ -137,6 +141,16 @@ class DeviceRunner:
                 if consecutive_failures == self.config.quarantine_after:
                     self.log(f"{target.serial}: quarantined after {consecutive_failures} failed jobs in a row")
         return results
+
+    def _tune(self, target: Target, prepared: _Prepared) -> None:
+        """Set the device up for measuring until its share of the run ends (undone then, last
+        tuning first); again after it came back, as a phone that rebooted lost it all."""
+        self._conditions[target.key] = self._stacks[target.key].enter_context(
+            _tuned(prepared, self.config))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._conditions.pop(key, None)
+        self._stacks.pop(key, None)
 
     def _note_if_lost(self, target: Target, job: Job, m: Measurement) -> None:
         if m.status == MeasurementStatus.LOST:
@@ -216,6 +230,8 @@ class DeviceRunner:
                 try:
                     target.recover(self.config.device_wait_s, self.stop)
                     prepared = self._prepare(target)
+                    if target.key in self._stacks:
+                        self._tune(target, prepared)
                 except Cancelled:
                     return None, prepared
                 except (DeviceError, UserError) as again:
@@ -233,7 +249,8 @@ class DeviceRunner:
         from harness.targets.hygiene import wait_until_ready
 
         target = prepared.target
-        why_not = unavailable_reason(prepared.tool, job.delegate, job.kind)
+        why_not = unavailable_reason(prepared.tool, job.delegate, job.kind,
+                                     self.config.benchmark)
         if why_not:  # never launched with a flag the binary lacks: the feature is unavailable
             m.status, m.failure_kind, m.error = MeasurementStatus.UNAVAILABLE, "unavailable", why_not
             return []
@@ -283,6 +300,8 @@ class DeviceRunner:
                                  m.output_tail, result.status)
         for name in PARSED_FIELDS:
             setattr(m, name, getattr(parsed, name))
+        if m.tool_flavour is None:  # the probe learnt nothing; the output tells which tool ran
+            m.tool_flavour = parsed.tool_flavour
         m.status = MeasurementStatus.OK
         return parsed.ops if job.kind == "op_profile" else []
 
@@ -336,6 +355,10 @@ class DeviceRunner:
         if not tool.known:
             self.log(f"{target.serial}: benchmark_model flavour unknown ({tool.note}); "
                      "launching it with the classic tool's flags")
+        dropped = dropped_settings(self.config.benchmark, tool)
+        if dropped:
+            self.log(f"{target.serial}: this benchmark_model ({tool.label()}) has no "
+                     f"{', '.join(f.split('=')[0] for f in dropped)}: left to its default")
         return _Prepared(target, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex,
                          topology, tool)
 
@@ -383,13 +406,13 @@ class DeviceRunner:
             m.binary_sha256 = prepared.binary_sha256
             if prepared.tool is not None:
                 m.tool_flavour, m.tool_version = prepared.tool.flavour, prepared.tool.version
+            # The push serves every job; it is counted once, on the first.
+            m.bytes_pushed = prepared.bytes_pushed if first else 0
         conditions = self._conditions.get(target.key)
         if conditions is not None:
             m.rooted, m.perf_mode, m.governor = (conditions.rooted, conditions.perf_mode,
                                                  conditions.governor)
             m.conditions_json = json.dumps(conditions.to_dict(), sort_keys=True)
-            # The push serves every job; it is counted once, on the first.
-            m.bytes_pushed = prepared.bytes_pushed if first else 0
         return m
 
     def _record_without_launch(self, target, job, prepared, reason, status, kind) -> Measurement:

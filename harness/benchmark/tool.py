@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,11 +94,12 @@ def probe_tool(target, remote_binary: str, sha256: str, device_id: str,
     except (OSError, ValueError, TypeError):
         pass
     # A failing link raises DeviceError here: the caller's retries handle it as any other.
-    result = target.shell(f"{remote_binary} --help", timeout_s=PROBE_TIMEOUT_S)
+    result = target.shell(f"{shlex.quote(remote_binary)} --help", timeout_s=PROBE_TIMEOUT_S)
     flavour, flags = parse_usage(result.stdout + "\n" + result.stderr)
     if flavour is None:
         tail = [line for line in result.output.strip().splitlines() if line.strip()]
-        note = (f"`benchmark_model --help` listed no flags (exit {result.status}): "
+        said = (f"listed {len(flags)} flags of neither flavour" if flags else "listed no flags")
+        note = (f"`benchmark_model --help` {said} (exit {result.status}): "
                 f"{tail[-1].strip()[:160] if tail else 'no output'}")
     else:
         note = f"`--help` lists {len(flags)} flags"

@@ -47,10 +47,12 @@ def fetch_cmd(abi, flavour, version, flex, base_url, config_path, repin):
             task = reporter.task(f"benchmark_model ({flavour}, {abi})", total=total, unit="bytes")
         task.update(done)
 
-    result = fetch_and_pin(abi, Flavour(flavour), version=version, base_url=base_url, flex=flex,
-                           config_path=config_path, repin=repin, progress=progress)
-    if task is not None:
-        task.finish()
+    try:
+        result = fetch_and_pin(abi, Flavour(flavour), version=version, base_url=base_url,
+                               flex=flex, config_path=config_path, repin=repin, progress=progress)
+    finally:
+        if task is not None:
+            task.finish()
     b = result.binary
     click.echo(f"{result.outcome}: [lab.binaries.{abi}] in {result.config_path}")
     click.echo(f"  source   {b.url}")

@@ -88,7 +88,7 @@ class Measurement(BenchmarkFigures):
     role: str | None = None          # confirm launches: "base" or "cand" artifact of a compared key
     trial: int = 0
     attempt: int = 1                 # 2, 3: retried after the device dropped
-    delegate_choice: str | None = None  # --delegate: cpu | xnnpack | gpu | nnapi (None: default)
+    delegate_choice: str | None = None  # --delegate: cpu|xnnpack|gpu|nnapi|npu (None: default)
     cpu_mask: str | None = None      # taskset mask the launch was pinned to (None: not pinned)
     # How the device was set up (harness.targets.tuning.DeviceConditions) and which tool ran:
     rooted: str | None = None        # "no", "adb root", "su (Magisk)", "su (AOSP)"

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from harness.config import RunConfig
-from harness.errors import BenchError, DeviceError, UserError
+from harness.errors import BenchError, DeviceError
 from harness.targets.base import ONLINE, Target, TargetFile
 
 
@@ -91,6 +91,9 @@ def _diagnose_online(target: Target, config: RunConfig, doctor: DeviceDoctor) ->
     info = target.info()
     doctor.device_id, doctor.model = target.identity(), info.model
     add = doctor.checks.append
+    lock = _lock_check(target)
+    # A device another bench is measuring is only looked at: no push, no perf-mode switch.
+    busy = lock.status is Status.RED
     add(Check("model", f"{info.model or '?'} ({info.props.get('ro.product.manufacturer', '?')})"))
     add(Check("ABI", info.abi or "not reported",
               Status.OK if info.abi else Status.RED,
@@ -98,28 +101,38 @@ def _diagnose_online(target: Target, config: RunConfig, doctor: DeviceDoctor) ->
     release = info.props.get("ro.build.version.release", "?")
     add(Check("SDK", f"{info.sdk} (Android {release})" if info.sdk else "not reported"))
 
+    hygiene = config.effective_hygiene()
+    space = None
+    try:
+        space = free_space(target, config.remote_dir)
+    except DeviceError as exc:
+        add(Check("free space", f"unreadable: {exc}", Status.NOTE))
     # The binary: which one a run pushes, and what it says it is.
     try:
         binary = binary_for_abi(info.abi, config.binaries, config.lab.pinned_sha256(),
                                 lab_binaries=config.lab.binaries,
                                 flavour=shipped_flavour(info.props))
     except BenchError as exc:
-        add(Check("benchmark_model", str(exc).split(":", 1)[0], Status.RED,
-                  f"bench binaries fetch --abi {info.abi}"))
+        add(Check("benchmark_model", str(exc), Status.RED, _binary_fix(str(exc), info.abi)))
         binary = None
-    if binary is not None:
+    if binary is not None and busy:
+        add(Check("benchmark_model", f"{binary} (not probed: the device is in use)", Status.NOTE))
+    elif binary is not None:
         add(_binary_check(target, config, binary, info, doctor.device_id or target.serial,
                           read_record(binary)))
 
     root, how = detect_root(target)
     add(Check("rooted", f"{root.how or 'no'} ({how})", Status.OK if root.rooted else Status.NOTE,
               None))
-    state, note = enable_fixed_performance_mode(target, info.sdk)
-    if state == State.ON:
-        disable_fixed_performance_mode(target)
-        add(Check("perf mode", "fixed performance mode available (turned on and off again)"))
+    if busy:
+        add(Check("perf mode", "not tried: the device is in use", Status.NOTE))
     else:
-        add(Check("perf mode", f"{state}: {note}", Status.NOTE))
+        state, note = enable_fixed_performance_mode(target, info.sdk)
+        if state == State.ON:
+            disable_fixed_performance_mode(target)
+            add(Check("perf mode", "fixed performance mode available (turned on and off again)"))
+        else:
+            add(Check("perf mode", f"{state}: {note}", Status.NOTE))
 
     topology = cpu_topology(target)
     big = ",".join(map(str, topology.big_cores))
@@ -144,22 +157,28 @@ def _diagnose_online(target: Target, config: RunConfig, doctor: DeviceDoctor) ->
     add(Check("battery", f"{telemetry.battery_pct if telemetry.battery_pct is not None else '?'} %,"
               f" {'charging' if telemetry.charging else 'not charging'}, "
               f"{_c(telemetry.battery_temp_c)}"))
-    hygiene = config.effective_hygiene()
     for reason in unfit_reasons(telemetry, hygiene):
         fix = ("plug it into USB power" if reason.startswith("battery") else
                f"let it cool (a run waits up to {hygiene.cooldown_deadline_s:g} s before each launch)")
         add(Check("fit to measure", reason, Status.RED, fix))
 
-    try:
-        space = free_space(target, config.remote_dir)
+    if space is not None:
         needed = BINARY_ROOM_BYTES + hygiene.storage_margin_bytes
+        enough = space.free_bytes >= needed
         add(Check("free space", f"{space.free_bytes / 2**20:.0f} MiB on {space.mount}",
-                  Status.OK if space.free_bytes >= needed else Status.RED,
-                  None if space.free_bytes >= needed else
-                  f"adb -s {target.serial} shell rm -rf {shlex.quote(config.remote_dir)}"))
-    except DeviceError as exc:
-        add(Check("free space", f"unreadable: {exc}", Status.NOTE))
-    add(_lock_check(target))
+                  Status.OK if enough else Status.RED,
+                  None if enough else f"free {needed >> 20} MiB on {space.mount} (bench's own "
+                  f"files: adb -s {target.serial} shell ls -l {shlex.quote(config.remote_dir)})"))
+    add(lock)
+
+
+def _binary_fix(message: str, abi: str | None) -> str:
+    """The command a binary problem needs: fetch one, re-pin one, or fix a path."""
+    if "sha256" in message:
+        return f"bench binaries fetch --abi {abi} --repin, or put back the pinned binary"
+    if "is not a file" in message:
+        return "see the message: fetch the pinned binary again, or fix the --binary path"
+    return f"bench binaries fetch --abi {abi}" if abi else "check the phone reports its ABI"
 
 
 def _binary_check(target, config, binary: Path, info, device_id: str, fetched) -> Check:
@@ -169,7 +188,11 @@ def _binary_check(target, config, binary: Path, info, device_id: str, fetched) -
 
     sha256 = file_sha256(binary)
     remote = remote_binary_path(config.remote_dir)
-    target.prepare_files([TargetFile(Path(binary), remote, sha256, 0o755)])
+    try:
+        target.prepare_files([TargetFile(Path(binary), remote, sha256, 0o755)])
+    except DeviceError as exc:
+        return Check("benchmark_model", f"{binary.name} could not be pushed: {exc}", Status.RED,
+                     f"free space on the device, then: bench doctor {target.serial}")
     tool = probe_tool(target, remote, sha256, device_id, version=binary_version(binary))
     if not tool.known:
         return Check("benchmark_model", f"{binary.name} ({sha256[:12]}) does not run here: "
@@ -213,9 +236,6 @@ def doctor_devices(selector: str, config: RunConfig) -> list[DeviceDoctor]:
 
     from harness.run import device_provider
 
-    try:
-        targets = device_provider(config).select(selector)
-    except UserError:
-        raise
+    targets = device_provider(config).select(selector)
     with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
         return list(pool.map(lambda t: diagnose(t, config), targets))

@@ -8,6 +8,7 @@ virtual device keeps its own serial anyway).
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -29,7 +30,11 @@ SMALL_FILES = (
     f"{THERMAL_DIR}/thermal_zone*/type", f"{THERMAL_DIR}/thermal_zone*/temp",
 )
 WHOLE_FILES = ("/proc/meminfo", "/proc/cpuinfo")
-SERIAL_PROPS = ("ro.serialno", "ro.boot.serialno")
+# Properties that identify the phone or its owner: serial numbers, IMEI/MEID, SIM and network
+# hardware addresses (ro.serialno, ril.serialnumber, persist.radio.device.imei, ro.wifimac ...).
+IDENTIFYING_PROP = re.compile(r"serial|imei|meid|iccid|imsi|wifimac|btmac|macaddr|"
+                              r"(?:^|[._])mac(?:$|[._])|bt\.address|wifi\.address|deviceid", re.I)
+RECORDED_TREES = ("/sys/", "/proc/")
 REDACTED = "REDACTED"
 _DENIED = re.compile(r"^(?:grep|cat): (/\S+): Permission denied$")
 
@@ -60,9 +65,10 @@ def record_profile(shell: Shell, out_dir: Path, *, keep_serial: bool = False,
 
     getprop = shell.shell("getprop").stdout
     if not keep_serial:
-        for key in SERIAL_PROPS:
-            getprop = re.sub(rf"(?m)^\[{re.escape(key)}\]: \[[^\]]*\]$", f"[{key}]: [{REDACTED}]",
-                             getprop)
+        getprop = re.sub(r"(?m)^\[([^\]]+)\]: \[[^\]]*\]$",
+                         lambda m: (f"[{m.group(1)}]: [{REDACTED}]"
+                                    if IDENTIFYING_PROP.search(m.group(1)) else m.group(0)),
+                         getprop)
     write("getprop.txt", getprop, "adb shell getprop" + ("" if keep_serial else
                                                         " (serial numbers redacted)"))
     found = re.search(r"(?m)^\[ro\.product\.model\]: \[(.*)\]$", getprop)
@@ -84,6 +90,10 @@ def record_profile(shell: Shell, out_dir: Path, *, keep_serial: bool = False,
         if sep and path.startswith("/"):
             contents.setdefault(path, []).append(value)
     for path, lines in sorted(contents.items()):
+        # The phone names the files: only plain paths under the trees asked for become files
+        # here (no `..`, nothing outside out_dir).
+        if posixpath.normpath(path) != path or not path.startswith(RECORDED_TREES):
+            continue
         write(f"fs{path}", "\n".join(lines) + "\n", f"adb shell grep -H . {path}")
     for path in WHOLE_FILES:
         result = shell.shell(f"cat {shlex.quote(path)}")
@@ -99,7 +109,7 @@ def record_profile(shell: Shell, out_dir: Path, *, keep_serial: bool = False,
 
     import harness
 
-    who = serial_label or "a connected phone"
+    who = serial_label if keep_serial and serial_label else "serial redacted"
     header = [f"Recorded by `bench lab record-profile` (bench {harness.__version__}) from "
               f"{recorded.model or 'an unnamed model'} ({who}) at {utc_now()}.",
               "Each file is that phone's own output of the command named beside it.", ""]

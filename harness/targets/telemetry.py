@@ -257,9 +257,14 @@ TELEMETRY_SECTIONS = {
 
 
 # Sysfs zone types that are the skin or the battery, when the HAL does not say (vendors name
-# them: "skin-therm", "xo-therm", "battery", "battery-therm", "bms", "sdm-therm", ...).
-_SKIN_OR_BATTERY_ZONE = re.compile(r"skin|battery|batt|xo[-_]therm|quiet[-_]therm|case", re.I)
-_CPU_ZONE = re.compile(r"cpu|cluster|big|little|mid|^tsens|soc", re.I)
+# them: "skin-therm", "xo-therm", "quiet-therm", "battery", "battery-therm", "case-therm"). Not
+# the battery-current-limit virtual sensors ("vbat", "ibat", "vbatt": mV and mA, not °C).
+_SKIN_OR_BATTERY_ZONE = re.compile(r"skin|battery|(?<![vi])batt?(?!ery)|xo[-_]therm|"
+                                   r"quiet[-_]therm|case", re.I)
+_NOT_A_TEMPERATURE_ZONE = re.compile(r"^(?:[vi]batt?|socd?|bcl|.*bcl.*)$", re.I)
+# CPU zones ("cpu-0-0-usr", "cpu0", "cpuss-0", "cluster0", "big", "little", "mid", "tsens_tz_*").
+# Not "soc": on Pixels that zone is the battery's state of charge in %.
+_CPU_ZONE = re.compile(r"cpu|cluster|^big|^little|^mid|^tsens", re.I)
 
 
 def parse_telemetry(stdout: str, at: str) -> Telemetry:
@@ -274,7 +279,8 @@ def parse_telemetry(stdout: str, at: str) -> Telemetry:
     skin = [t.value for t in hal if t.type == TYPE_SKIN]
     hal_battery = [t.value for t in hal if t.type == TYPE_BATTERY]
     cpu = [t.value for t in hal if t.type == TYPE_CPU] or [
-        c for name, c in zones_c.items() if _CPU_ZONE.search(name)]
+        c for name, c in zones_c.items()
+        if _CPU_ZONE.search(name) and not _NOT_A_TEMPERATURE_ZONE.match(name)]
     gate_temp_c, gate_source = _gate_temperature(skin, battery_temp_c, hal_battery, zones_c)
     temperatures = list(zones_c.values()) + list(hal_c.values()) + (
         [battery_temp_c] if battery_temp_c is not None else [])
@@ -311,7 +317,8 @@ def _gate_temperature(skin: list[float], battery_c: float | None, hal_battery: l
         readings += hal_battery
         sources.append("HAL battery")
     if not readings:
-        named = {n: c for n, c in zones_c.items() if _SKIN_OR_BATTERY_ZONE.search(n)}
+        named = {n: c for n, c in zones_c.items()
+                 if _SKIN_OR_BATTERY_ZONE.search(n) and not _NOT_A_TEMPERATURE_ZONE.match(n)}
         if named:
             readings += named.values()
             sources.append("zones " + ", ".join(sorted(named)))

@@ -106,8 +106,9 @@ def enable_fixed_performance_mode(shell: Shell, sdk: int | None) -> tuple[str, s
     if result.status == 0 and "Unknown command" not in result.output:
         return State.ON, f"`{FIXED_PERFORMANCE_COMMAND} true` succeeded"
     if "Unknown command" in result.output:
-        return State.UNAVAILABLE, (f"Android {'SDK ' + str(sdk) if sdk else ''} has no fixed "
-                                   f"performance mode (Android 11+): cmd power said {said!r}")
+        which = f"Android SDK {sdk}" if sdk else "This Android"
+        return State.UNAVAILABLE, (f"{which} has no fixed performance mode (Android 11+): "
+                                   f"cmd power said {said!r}")
     if result.status == EXIT_NOT_FOUND:
         return State.UNAVAILABLE, f"no `cmd` on the device: {said}"
     return State.REFUSED, f"cmd power refused (exit {result.status}): {said or 'no output'}"
@@ -193,6 +194,7 @@ def device_tuning(shell: Shell, topology: CpuTopology, *, sdk: int | None,
         elif not root.rooted:
             conditions.notes["governor"] = "left as found (not rooted)"
         else:
+            undo.append(lambda: set_governors(shell, root, found))  # before: a write may land
             set_governors(shell, root, {cpu: PINNED_GOVERNOR for cpu in found})
             now = read_governors(shell)
             if now and set(now.values()) == {PINNED_GOVERNOR}:
@@ -203,7 +205,6 @@ def device_tuning(shell: Shell, topology: CpuTopology, *, sdk: int | None,
                 conditions.governor = governors_text(now or found)
                 conditions.notes["governor"] = (f"writing {PINNED_GOVERNOR} did not take "
                                                 f"(now {governors_text(now)})")
-            undo.append(lambda: set_governors(shell, root, found))
         yield conditions
     finally:
         for step in reversed(undo):
