@@ -28,11 +28,11 @@ from device_agents.benchmark_model import log
 from device_agents.benchmark_model.device_paths import PathEscapeError, host_path
 from device_agents.benchmark_model.flags import (CORE_SPECS, FlagSpec, Params, cpp_double,
                                                  cpp_stream, parse_flags, specs_of, usage_text)
-from device_agents.benchmark_model.main import BenchmarkFailed, run_main, run_settings
+from device_agents.benchmark_model.main import (BenchmarkFailed, run_main, run_settings,
+                                                validate_core)
 from device_agents.benchmark_model.memory import PeakMemoryMonitor, max_rss_kb
 from device_agents.benchmark_model.runner import now_us, run_phase
 
-MEMORY_CHECK_INTERVAL_MS = 50
 HEADER_FILE = "benchmark_litert_model.h"
 SOURCE_FILE = "benchmark_litert_model.cc"
 
@@ -265,13 +265,7 @@ def _benchmark(argv: list[str]) -> None:
     params = _parse(argv)
     if params is None:
         return
-    if params["report_peak_memory_footprint"]:
-        interval_ms = params["memory_footprint_check_interval_ms"]
-        if interval_ms <= 0:
-            log.warn(f"--memory_footprint_check_interval_ms is set to {interval_ms} (ms), This value "
-                     f"is invalid, and it will be set to the default value "
-                     f"{MEMORY_CHECK_INTERVAL_MS} (ms).")
-            params["memory_footprint_check_interval_ms"] = MEMORY_CHECK_INTERVAL_MS
+    validate_core(params)
     _echo_core_params(params)
     if params["use_cpu"] and params["require_full_delegation"]:
         litert_log("ERROR", 146, "Requesting full delegation and CPU acceleration are incompatible.",

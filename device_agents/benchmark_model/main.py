@@ -38,8 +38,8 @@ def _parse_or_fail(argv: list[str]) -> Params:
     return parsed.params
 
 
-def _validate(params: Params) -> None:
-    """ValidateParams() of BenchmarkModel and BenchmarkTfLiteModel."""
+def validate_core(params: Params) -> None:
+    """BenchmarkModel::ValidateParams (both flavours inherit it)."""
     if params["report_peak_memory_footprint"]:
         interval_ms = params["memory_footprint_check_interval_ms"]
         if interval_ms <= 0:
@@ -47,6 +47,11 @@ def _validate(params: Params) -> None:
                      f"is invalid, and it will be set to the default value "
                      f"{MEMORY_CHECK_INTERVAL_MS} (ms).")
             params["memory_footprint_check_interval_ms"] = MEMORY_CHECK_INTERVAL_MS
+
+
+def _validate(params: Params) -> None:
+    """ValidateParams() of BenchmarkModel and BenchmarkTfLiteModel."""
+    validate_core(params)
     if not params["graph"]:
         log.error("Please specify the name of your TF Lite input file with --graph")
         raise BenchmarkFailed()
