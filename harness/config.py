@@ -17,6 +17,7 @@ DEFAULT_CONFIG_FILE = "bench.toml"
 # (no download is ever attempted).
 SHIPPED_BINARY_ABIS = ("x86_64",)
 KNOWN_ABIS = ("arm64-v8a", "armeabi-v7a", "x86_64", "x86")
+DEFAULT_ACCURACY_SAMPLES = 50  # `--accuracy-on-device` without a number
 
 
 @dataclass
@@ -80,6 +81,11 @@ class RunConfig:
     threads: list[int] = field(default_factory=list)     # [] : one thread per big core
     peak_memory: bool = True         # one extra launch per variant with --report_peak_memory_footprint
     op_profiling: bool = False       # one extra launch per variant with --enable_op_profiling
+    # Issue 13: accuracy on the device. Samples of the evaluation split each variant is run on
+    # per device and delegate, outputs pulled and judged (0: off; harness.benchmark.device_accuracy).
+    accuracy_on_device: int = 0
+    accuracy_per_sample: bool = False  # one launch per sample even where a batch would do
+    accuracy_min_agreement: float = 0.98  # flagged below this top-1 agreement with the host
     pin_big_cores: bool = True
     pin_governors: bool = True       # rooted devices: `performance` on every core, restored after
     retries: int = 2                 # re-runs of a job whose device dropped

@@ -94,9 +94,13 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
     log(f"devices: {', '.join(f'{t.serial} ({t.listed_state})' for t in targets)}")
 
-    artifacts = build_run_artifacts(config, cache_dir or default_cache_dir(), log)
+    artifacts, pipeline = build_run_artifacts(config, cache_dir or default_cache_dir(), log,
+                                              with_pipeline=True)
+    accuracy_plans = plan_run_accuracy(config, artifacts, pipeline,
+                                       cache_dir or default_cache_dir(), log)
     jobs = plan_jobs(len(artifacts), config.trials, list(config.delegates) or None,
-                     list(config.threads) or None, config.peak_memory, config.op_profiling)
+                     list(config.threads) or None, config.peak_memory, config.op_profiling,
+                     accuracy=bool(accuracy_plans))
 
     store = Store(config.store_path)
     host, pid = this_owner()
@@ -127,7 +131,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                                       artifact.variant, artifact.size_bytes, artifact.metadata,
                                       str(artifact.path))
             runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log,
-                                  done, stop)
+                                  done, stop, accuracy_plans)
             # All devices at once, one job at a time on each.
             with stop_on_sigint(stop, log):
                 executor = executor or local_executor()
@@ -255,8 +259,10 @@ def _all_jobs_ok(measurements: list[Measurement]) -> bool:
             and all(m.status in ("ok", "unavailable") for m in final))
 
 
-def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter) -> list:
-    """One artifact per variant of the configured model (built, or taken from the cache)."""
+def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter,
+                        with_pipeline: bool = False):
+    """One artifact per variant of the configured model (built, or taken from the cache);
+    `with_pipeline`: (artifacts, the Pipeline that built them, which holds the data)."""
     from harness.optimize.pipeline import Pipeline
     from harness.optimize.variants import parse_variants
     from models.datasets import load_dataset
@@ -266,7 +272,34 @@ def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter) -> li
     source = resolve_model(config.model, weights=_path_or_none(config.weights),
                            input_shape=parse_input_shape(config.input_shape))
     data = load_dataset(source, _path_or_none(config.data_dir), seed=config.seed)
-    return Pipeline(source, data, cache_dir, seed=config.seed, log=log).build_all(specs)
+    pipeline = Pipeline(source, data, cache_dir, seed=config.seed, log=log)
+    artifacts = pipeline.build_all(specs)
+    return (artifacts, pipeline) if with_pipeline else artifacts
+
+
+def plan_run_accuracy(config: RunConfig, artifacts: list, pipeline, cache_dir: Path,
+                      log: Reporter) -> dict:
+    """artifact sha256 -> AccuracyPlan for `--accuracy-on-device N` (empty when off): the
+    first N test samples as each variant's input files, with the host's answers to them."""
+    if not config.accuracy_on_device:
+        return {}
+    from harness.benchmark.device_accuracy import plan_device_accuracy
+
+    data = pipeline.data
+    samples = min(config.accuracy_on_device, len(data.x_test))
+    baseline = pipeline.torch_baseline_top1(samples)
+    plans = {}
+    for artifact in artifacts:
+        plans[artifact.sha256] = plan = plan_device_accuracy(
+            artifact, data.x_test, data.y_test, baseline, samples, cache_dir,
+            config.remote_dir, per_sample=config.accuracy_per_sample)
+        if plan.unavailable:
+            log(f"{artifact.variant}: no accuracy on the device: {plan.unavailable}")
+    shown = next(iter(plans.values()), None)
+    if shown is not None and not shown.unavailable:
+        log(f"accuracy on the device: {samples} {data.name} samples per variant, "
+            f"{len(shown.launches)} launch(es) each")
+    return plans
 
 
 def _path_or_none(value: str | None) -> Path | None:

@@ -117,12 +117,31 @@ def tools():
 def test_the_tool_takes_every_flag_the_command_writes(tools, flavour, kind, delegate):
     tool = tools[flavour]
     if unavailable_reason(tool, delegate, kind):
-        assert (flavour, delegate) in NO_SUCH_DELEGATE  # only what a flavour has no flag for
+        # only what a flavour has no flag for (LiteRT's tool reads no samples, writes no outputs)
+        assert (flavour, delegate) in NO_SUCH_DELEGATE or (flavour, kind) == (Flavour.LITERT,
+                                                                              "accuracy")
         return
     argv = shlex.split(command(kind=kind, delegate=delegate, cpu_mask_hex="f0", tool=tool))[2:]
     parsed = PARSERS[flavour](argv)
     assert parsed.errors == [] and parsed.unconsumed == [], argv
     assert parsed.params["graph"] == MODEL and parsed.params["num_threads"] == 4
+
+
+def test_an_accuracy_launch_feeds_its_samples_and_saves_its_outputs(tools):
+    argv = shlex.split(command(kind="accuracy", delegate="xnnpack-fp16", tool=tools[Flavour.TFLITE],
+                               extra_flags=["--input_layer=serving_default_args_0:0",
+                                            "--input_layer_shape=1,1,8,8",
+                                            "--input_layer_value_files=serving_default_args_0::0:"
+                                            "/d/s.bin", "--output_filepath=/d/o.bin"]))[1:]
+    parsed = parse_flags(argv)
+    assert parsed.errors == [] and parsed.unconsumed == [], argv
+    p = parsed.params
+    assert (p["num_runs"], p["warmup_runs"], p["min_secs"], p["warmup_min_secs"]) == (1, 0, 0, 0)
+    assert p["use_xnnpack"] and p["xnnpack_force_fp16"]
+    assert p["input_layer_value_files"] == "serving_default_args_0::0:/d/s.bin"
+    assert unavailable_reason(tools[Flavour.LITERT], None, "accuracy").startswith(
+        "accuracy on the device: this benchmark_model (litert) has no --input_layer, "
+        "--input_layer_shape, --input_layer_value_files, --output_filepath")
 
 
 def test_flags_a_binary_lacks_are_never_passed(tools):

@@ -66,6 +66,16 @@ class TargetContract:
         sha = target.shell(f"sha256sum {file.remote}", timeout_s=10).stdout.split()[0]
         assert sha == file.sha256
 
+    def test_read_file_gives_a_files_bytes_or_none(self, target, tmp_path):
+        local = tmp_path / "out.bin"
+        content = bytes(range(256)) * 300  # binary, with every byte value, over one sync chunk
+        local.write_bytes(content)
+        file = TargetFile(local, f"{REMOTE_DIR}/sub/out.bin", hashlib.sha256(content).hexdigest())
+        target.send_files([file])
+        assert target.read_file(file.remote, len(content)) == content
+        assert target.read_file(file.remote, 1000) == content[:1001]  # cut past what was wanted
+        assert target.read_file(f"{REMOTE_DIR}/no-such-file", 10) is None
+
     def test_telemetry_reads_battery_and_temperatures(self, target):
         snapshot = target.telemetry()
         assert snapshot.battery_pct is not None and snapshot.max_temp_c is not None

@@ -5,6 +5,7 @@
   (`INFO: Initialized TensorFlow Lite runtime.`, `VERBOSE: Replacing ...`, `ERROR: Node number ...`).
 Every line is flushed at once: the virtual device streams it over adb while the run goes on.
 """
+import os
 import sys
 
 
@@ -25,6 +26,14 @@ def error(message: str) -> None:
     # Keep stdout ordered before the error when both streams end up in one pipe.
     sys.stdout.flush()
     _write(sys.stderr, f"ERROR: {message}")
+
+
+def fatal(message: str) -> None:
+    """TFLITE_LOG(FATAL) / TFLITE_TOOLS_CHECK: `FATAL: ` on stderr, then std::abort() (SIGABRT,
+    which a shell reports as exit 134); no `Benchmarking failed.` follows."""
+    sys.stdout.flush()
+    _write(sys.stderr, f"FATAL: {message}")
+    os.abort()
 
 
 def runtime(severity: str, message: str) -> None:

@@ -13,6 +13,8 @@ from device_agents.benchmark_model import log
 from device_agents.benchmark_model.device_paths import PathEscapeError, host_path
 from device_agents.benchmark_model.flags import (Params, cpp_double, echo_lines, parse_flags,
                                                  usage_text)
+from device_agents.benchmark_model.input_layers import (InputLayer, InvalidInputLayers,
+                                                        populate_input_layers, save_outputs)
 from device_agents.benchmark_model.memory import PeakMemoryMonitor, max_rss_kb, rss_status_mb
 from device_agents.benchmark_model.runner import RunSettings, now_us, run_phase
 from device_agents.benchmark_model.unavailable_delegates import gpu_failure, nnapi_failure
@@ -49,8 +51,8 @@ def validate_core(params: Params) -> None:
             params["memory_footprint_check_interval_ms"] = MEMORY_CHECK_INTERVAL_MS
 
 
-def _validate(params: Params) -> None:
-    """ValidateParams() of BenchmarkModel and BenchmarkTfLiteModel."""
+def _validate(params: Params) -> list[InputLayer]:
+    """ValidateParams() of BenchmarkModel and BenchmarkTfLiteModel; the input layers."""
     validate_core(params)
     if not params["graph"]:
         log.error("Please specify the name of your TF Lite input file with --graph")
@@ -61,6 +63,12 @@ def _validate(params: Params) -> None:
             log.error(f"Output mode{mode} is not supported. Supported values are: 'stdout', "
                       "'csv' and 'proto'.")
             raise BenchmarkFailed()
+    try:
+        return populate_input_layers(params["input_layer"], params["input_layer_shape"],
+                                     params["input_layer_value_range"],
+                                     params["input_layer_value_files"])
+    except InvalidInputLayers:
+        raise BenchmarkFailed() from None
 
 
 def _log_params(params: Params) -> None:
@@ -82,20 +90,22 @@ def _model_file_size_bytes(host_graph: str) -> int:
         return -1  # ifstream::tellg() on a file that cannot be opened
 
 
-def _init(params: Params, argv: list[str], graph: str, host_graph: str):
-    """BenchmarkTfLiteModel::Init(). Returns (session, native lines from AllocateTensors)."""
+def _init(params: Params, argv: list[str], graph: str, host_graph: str,
+          layers: list[InputLayer]):
+    """BenchmarkTfLiteModel::Init(): the session, allocated, with random inputs."""
     from device_agents.benchmark_model import model_session as ms
 
-    layers = ms.validate_input_layers(params)
     ms.load_model(graph, host_graph)
     interpreter = ms.create_interpreter(params, host_graph)
     if params["list_signatures"]:
         ms.list_signatures(interpreter)
         raise ms.InitFailed()
     interpreter.get_signature_list()
-    subgraph_index, input_indices = ms.select_subgraph(interpreter, params["signature_to_run_for"])
-    ms.resize_inputs(interpreter, subgraph_index, input_indices, layers)
-    session = ms.ModelSession(interpreter, subgraph_index, input_indices)
+    subgraph = ms.select_subgraph(interpreter, params["signature_to_run_for"])
+    ms.resize_inputs(interpreter, subgraph.index, subgraph.inputs, layers)
+    session = ms.ModelSession(interpreter, subgraph.index, subgraph.inputs,
+                              output_indices=subgraph.outputs,
+                              signature_key=subgraph.signature_key)
     original_node_count = int(interpreter._interpreter.NumNodes())
 
     requested = ms.explicit_delegate_order(params, argv)
@@ -110,6 +120,8 @@ def _init(params: Params, argv: list[str], graph: str, host_graph: str):
         elif name == "nnapi":
             ms.fail_with(nnapi_failure())
         else:
+            if params["xnnpack_force_fp16"]:  # evaluation::CreateXNNPACKDelegate says so
+                log.info("XNNPack FP16 inference enabled.")
             # The XNNPACK kernel is applied while allocating (see model_session._resolver).
             native_lines = ms.allocate(session, original_node_count, now_us, max_rss_kb)
             allocated = True
@@ -130,7 +142,10 @@ def _init(params: Params, argv: list[str], graph: str, host_graph: str):
     if not allocated:
         native_lines = ms.allocate(session, original_node_count, now_us, max_rss_kb)
         _print_delegation(native_lines, session, explicit=False)
-    ms.random_inputs(session)
+    elif params["xnnpack_force_fp16"]:
+        # The explicit XNNPACK delegate with FORCE_FP16 computes the invocations from here on.
+        session.compiled = ms.Fp16Engine(session, host_graph, ms.thread_count(params))
+    ms.random_inputs(session, layers)
     return session
 
 
@@ -206,7 +221,7 @@ def result_record(init_us, warmup, inference, init_kb, overall_kb, peak_mb, mode
 
 def _benchmark(argv: list[str]) -> None:
     params = _parse_or_fail(argv)
-    _validate(params)
+    layers = _validate(params)
     _log_params(params)
 
     graph = params["graph"]
@@ -224,7 +239,7 @@ def _benchmark(argv: list[str]) -> None:
     start_kb = max_rss_kb()
     init_start_us = now_us()
     try:
-        session = _init(params, argv, graph, host_graph)
+        session = _init(params, argv, graph, host_graph, layers)
     except InitFailed:
         if monitor is not None:
             monitor.stop()
@@ -236,6 +251,9 @@ def _benchmark(argv: list[str]) -> None:
     else:
         log.warn("Failed to get the input model file size.")
     log.info(f"Initialized session in {cpp_double(init_us / 1e3)}ms.")
+    from device_agents.benchmark_model.model_session import load_value_files, output_bytes
+
+    load_value_files(session, layers, host_path)  # PrepareInputData: read once, used every run
 
     if params["dry_run"]:
         params["warmup_runs"], params["warmup_min_secs"] = 0, -1.0
@@ -264,6 +282,14 @@ def _benchmark(argv: list[str]) -> None:
             log.error(f"Failed to save benchmark result to: {params['result_file_path']}")
         else:
             _write_result_file(params["result_file_path"], result_path, record)
+    if params["output_filepath"]:  # OutputSaver, the last listener: the last invocation's outputs
+        try:
+            output_file = host_path(params["output_filepath"])
+        except PathEscapeError:
+            output_file = None
+        save_outputs(output_file, output_bytes(session))
+    if session.compiled is not None:
+        session.compiled.close()
     if not inference.invoke_ok:
         _report_invoke_failure(inference.error_text, None)
 
@@ -289,7 +315,15 @@ def run_main(benchmark, argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    return run_main(_benchmark, argv)
+    code = run_main(_benchmark, argv)
+    session_module = sys.modules.get("device_agents.benchmark_model.model_session")
+    if session_module is not None and session_module.Fp16Engine.used:
+        # LiteRT's CompiledModel runtime logs each accelerator its static registry destroys at
+        # exit, which the classic tool never prints: leave without running those destructors.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

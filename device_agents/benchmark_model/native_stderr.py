@@ -28,8 +28,18 @@ def capture_native_stderr():
             yield captured
         finally:
             sys.stderr.flush()
+            _flush_c_streams()  # what the library buffered belongs to the capture too
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             sink.seek(0)
             captured.text = sink.read().decode("utf-8", "replace")
             captured.lines = [line for line in captured.text.splitlines() if line.strip()]
+
+
+def _flush_c_streams() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass

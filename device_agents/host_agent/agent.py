@@ -93,6 +93,9 @@ class DeviceActor:
         """Stop the call running under `token` (the controller's Ctrl-C)."""
         self._cancel_event(token).set()
 
+    def read_file(self, remote: str, max_bytes: int) -> bytes | None:
+        return self._target.read_file(remote, max_bytes)
+
     def telemetry(self):
         return self._target.telemetry()
 

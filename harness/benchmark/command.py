@@ -24,6 +24,9 @@ DELEGATE_FLAGS: dict[Flavour, dict[str, list[str]]] = {
     Flavour.TFLITE: {
         "cpu": ["--use_xnnpack=false"],
         "xnnpack": ["--use_xnnpack=true"],
+        # XNNPACK with TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 (xnnpack_delegate_provider.cc
+        # applies it only with the explicit delegate); fails where the CPU has no fp16 path.
+        "xnnpack-fp16": ["--use_xnnpack=true", "--xnnpack_force_fp16=true"],
         "gpu": ["--use_gpu=true"],
         "nnapi": ["--use_nnapi=true"],
     },
@@ -40,6 +43,8 @@ NO_SUCH_DELEGATE = {
     (Flavour.LITERT, "nnapi"): "LiteRT has no NNAPI accelerator (NPUs: --delegate npu)",
     (Flavour.TFLITE, "npu"): "the classic tool reaches NPUs only through NNAPI "
                              "(--delegate nnapi) or a vendor's external delegate",
+    (Flavour.LITERT, "xnnpack-fp16"): "LiteRT's benchmark_model has no flag to force fp16 on "
+                                      "its CPU accelerator",
 }
 # Flags per job kind: peak memory and op profiling each get a launch of their own, since the
 # monitoring and the profiler perturb timings.
@@ -48,16 +53,22 @@ KIND_FLAGS: dict[Flavour, dict[str, list[str]]] = {
         "timing": [],
         "peak_memory": ["--report_peak_memory_footprint=true"],
         "op_profile": ["--enable_op_profiling=true"],
+        "accuracy": [],  # its sample flags are per launch (device_accuracy.sample_flags)
         "confirm": [],  # a timing launch of `bench compare --confirm`
     },
     Flavour.LITERT: {
         "timing": [],
         "peak_memory": ["--report_peak_memory_footprint=true"],
         "op_profile": ["--use_profiler=true"],
+        "accuracy": [],
         "confirm": [],
     },
 }
-DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "npu")
+# The flags an accuracy launch needs: real inputs in, the last invocation's outputs out
+# (BenchmarkTfLiteModel's; LiteRT's CompiledModel tool has none of them).
+ACCURACY_FLAGS = ("input_layer", "input_layer_shape", "input_layer_value_files",
+                  "output_filepath")
+DELEGATES = ("cpu", "xnnpack", "xnnpack-fp16", "gpu", "nnapi", "npu")
 KINDS = tuple(KIND_FLAGS[Flavour.TFLITE])
 
 
@@ -91,6 +102,11 @@ def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str,
         if tool is not None and tool.known and not tool.has(_flag_name(flag)):
             what = f"--delegate {delegate}" if flag in flags else f"the {kind} launch"
             return f"{what}: this benchmark_model ({tool.label()}) has no --{_flag_name(flag)}"
+    if kind == "accuracy" and tool is not None and tool.known:
+        missing = [f"--{name}" for name in ACCURACY_FLAGS if not tool.has(name)]
+        if missing:
+            return (f"accuracy on the device: this benchmark_model ({tool.label()}) has no "
+                    f"{', '.join(missing)}, so it cannot read samples or write its outputs")
     return None
 
 
@@ -138,9 +154,17 @@ def pinned(command: str, cpu_mask_hex: str | None) -> str:
     return f"taskset {cpu_mask_hex} {command}" if cpu_mask_hex else command
 
 
+def accuracy_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
+    """An accuracy launch invokes once, with no warm-up: its outputs are what it is for."""
+    from dataclasses import replace
+
+    return replace(settings, num_runs=1, warmup_runs=0, min_secs=0.0, warmup_min_secs=0.0)
+
+
 def benchmark_command(binary_path: str, model_path: str, settings: BenchmarkSettings, *,
                       num_threads: int, kind: str = "timing", delegate: str | None = None,
-                      cpu_mask_hex: str | None = None, tool: "ToolInfo | None" = None) -> str:
+                      cpu_mask_hex: str | None = None, tool: "ToolInfo | None" = None,
+                      extra_flags: list[str] | None = None) -> str:
     """The shell command of one launch, as the device's shell receives it, in the flags of the
     `tool`'s flavour (the classic tool's when it is not known; check `unavailable_reason` first).
 
@@ -148,7 +172,10 @@ def benchmark_command(binary_path: str, model_path: str, settings: BenchmarkSett
     The paths are shell-quoted; the flags are bench's own text and need no quoting.
     """
     flavour = flavour_of(tool)
+    if kind == "accuracy":
+        settings = accuracy_settings(settings)
     words = [shlex.quote(binary_path), shlex.quote(f"--graph={model_path}"),
              *settings_flags(settings, num_threads, tool),
-             *DELEGATE_FLAGS[flavour].get(delegate, []), *KIND_FLAGS[flavour][kind]]
+             *DELEGATE_FLAGS[flavour].get(delegate, []), *KIND_FLAGS[flavour][kind],
+             *(shlex.quote(flag) for flag in extra_flags or [])]
     return pinned(" ".join(words), cpu_mask_hex)

@@ -2,7 +2,8 @@
 
 Timing launches are interleaved across variants (A B C A B C ...) so drift (heat, background
 load) hits every variant alike; peak-memory and op-profiling launches come after, each on its
-own launch because `--report_peak_memory_footprint` and op profiling perturb timings.
+own launch because `--report_peak_memory_footprint` and op profiling perturb timings; the
+accuracy jobs (real samples in, outputs out) come last.
 """
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def device_identity(props: dict, adb_serial: str) -> str:
 
 def plan_jobs(n_artifacts: int, trials: int = 1, delegates: list[str | None] | None = None,
               threads: list[int | None] | None = None, peak_memory: bool = True,
-              op_profiling: bool = False) -> list[Job]:
+              op_profiling: bool = False, accuracy: bool = False) -> list[Job]:
+    """Timing launches first (interleaved), then the extra kinds; `accuracy`: one accuracy
+    job per variant and delegate (its first thread count: the numbers it judges do not depend
+    on how many threads compute them)."""
     delegates = delegates or [None]
     threads = threads or [None]
     combos = list(product(delegates, threads))
@@ -57,4 +61,6 @@ def plan_jobs(n_artifacts: int, trials: int = 1, delegates: list[str | None] | N
     for kind, wanted in (("peak_memory", peak_memory), ("op_profile", op_profiling)):
         if wanted:
             jobs += [Job(kind, a, 0, d, t) for d, t in combos for a in range(n_artifacts)]
+    if accuracy:
+        jobs += [Job("accuracy", a, 0, d, threads[0]) for d in delegates for a in range(n_artifacts)]
     return jobs

@@ -10,6 +10,7 @@ the device kills the benchmark, and nothing is stored for it.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -60,13 +61,18 @@ class _Prepared:
     tool: object = None               # ToolInfo: the binary's flavour and flags (probed)
     last_telemetry: object = None     # after-telemetry of the previous launch ...
     last_telemetry_at: float = 0.0    # ... and when (monotonic): fresh ones stand in for a read
+    sample_files_pushed: int = 0      # accuracy samples' files this preparation sent ...
+    sample_bytes_pushed: int = 0      # ... and their bytes (the rest were on the device)
 
 
 class DeviceRunner:
     def __init__(self, config: RunConfig, run_id: str, artifacts: list, jobs: list[Job],
                  store: Store, sha256_of: Callable[[Path], str], log: Line | Reporter,
-                 done_keys: set[str] | None = None, stop: threading.Event | None = None):
+                 done_keys: set[str] | None = None, stop: threading.Event | None = None,
+                 accuracy_plans: dict | None = None):
         self.config, self.run_id, self.artifacts, self.jobs = config, run_id, artifacts, jobs
+        # artifact sha256 -> AccuracyPlan (harness.benchmark.device_accuracy), for accuracy jobs
+        self.accuracy_plans = accuracy_plans or {}
         self.store, self.sha256_of, self.log = store, sha256_of, as_reporter(log)
         self._launch_tasks: dict[tuple[str, str], Task] = {}  # per device: launches done/total
         self.done_keys = done_keys or set()
@@ -199,8 +205,7 @@ class DeviceRunner:
             m.attempt = attempt
             try:
                 ops = self._launch(prepared, artifact, job, m)
-                ended(note=f"{what}: " + (f"{m.inference_avg_us / 1000:.3f} ms avg"
-                                          if m.status == MeasurementStatus.OK
+                ended(note=f"{what}: " + (_ok_note(m) if m.status == MeasurementStatus.OK
                                           else f"{m.status}: {m.error}"))
                 return self._commit(m, ops), prepared
             except Cancelled:
@@ -268,6 +273,9 @@ class DeviceRunner:
         m.num_threads = launch_threads(job.threads, settings, prepared.big_cores)
         conditions = self._conditions.get(target.key)
         m.cpu_mask = conditions.cpu_mask if conditions is not None else None
+        if job.kind == "accuracy":
+            self._accuracy(prepared, artifact, job, m)
+            return []
         command = m.command = benchmark_command(
             self._remote_binary(), self._remote_model(artifact), settings,
             num_threads=m.num_threads, kind=job.kind, delegate=job.delegate,
@@ -305,6 +313,93 @@ class DeviceRunner:
         m.status = MeasurementStatus.OK
         return parsed.ops if job.kind == "op_profile" else []
 
+    def _accuracy(self, prepared: _Prepared, artifact, job: Job, m: Measurement) -> None:
+        """Fill `m` from the accuracy job: one launch per sample file, each launch's output
+        file pulled and decoded; a launch that fails is that sample's failure, the others go
+        on. A lost link raises DeviceError (the job is retried whole), a stop Cancelled."""
+        from harness.benchmark.device_accuracy import (OutputFileError, decode_outputs, judge,
+                                                       output_remote_path, removing_then,
+                                                       sample_flags)
+        from harness.benchmark.parser import parse_log
+
+        plan = self.accuracy_plans.get(artifact.sha256)
+        if plan is None or plan.unavailable:
+            m.status, m.failure_kind = MeasurementStatus.UNAVAILABLE, "unavailable"
+            m.error = (f"accuracy on the device: {plan.unavailable}" if plan is not None
+                       else "accuracy on the device: no samples for this variant")
+            return
+        target, settings = prepared.target, self.config.benchmark
+        started = time.monotonic()
+        scores: dict[int, object] = {}
+        failures: list[dict] = []
+        last_ok_output = None
+        for index, launch in enumerate(plan.launches):
+            if self.stop.is_set():
+                raise Cancelled("stopped between accuracy samples")
+            output_remote = output_remote_path(self.config.remote_dir, plan, job.delegate, index)
+            command = benchmark_command(
+                self._remote_binary(), self._remote_model(artifact), settings,
+                num_threads=m.num_threads, kind="accuracy", delegate=job.delegate,
+                cpu_mask_hex=m.cpu_mask, tool=prepared.tool,
+                extra_flags=sample_flags(plan, launch, output_remote))
+            if index == 0:
+                m.command = command
+            try:
+                result = target.shell(removing_then(command, output_remote),
+                                      timeout_s=settings.timeout_s(), cancel=self.stop)
+            except CommandTimeout:
+                failures.append(_sample_failure(launch, f"timed out after "
+                                                        f"{settings.timeout_s():g} s; killed"))
+                continue
+            output = result.stdout + result.stderr
+            if result.status != 0:
+                failures.append(_sample_failure(launch, _launch_failure(result.status, output)))
+                m.output_tail = _tail(output)
+                continue
+            try:
+                raw = target.read_file(output_remote, plan.output_bytes)
+                rows = decode_outputs(raw, plan, launch)
+            except OutputFileError as exc:
+                failures.append(_sample_failure(launch, str(exc)))
+                m.output_tail = _tail(output)
+                continue
+            for sample, row in zip(launch.samples, rows):
+                scores[sample] = row
+            last_ok_output = output
+        m.launch_seconds = time.monotonic() - started
+        figures = judge(plan, scores, failures, self.config.accuracy_min_agreement)
+        for name in ("device_top1", "device_top5", "host_top1", "host_agreement",
+                     "host_max_abs_diff", "host_max_rel_diff", "host_cosine_min",
+                     "baseline_agreement"):
+            setattr(m, name, getattr(figures, name))
+        m.accuracy_samples, m.accuracy_samples_failed = figures.samples, figures.samples_failed
+        m.accuracy_flag = figures.flag
+        m.accuracy_json = json.dumps({
+            "samples_planned": plan.samples, "launches": len(plan.launches),
+            "samples_per_launch": len(plan.launches[0].samples) if plan.launches else 0,
+            "input": plan.input_name, "input_shape": list(plan.input_shape),
+            "seconds": round(m.launch_seconds, 3), "failures": failures,
+            "device_sample_files_pushed": prepared.sample_files_pushed,
+            "device_sample_bytes_pushed": prepared.sample_bytes_pushed})
+        if last_ok_output is not None:
+            parsed = parse_log(last_ok_output)
+            if parsed:  # the delegation of the launches that answered: what computed them
+                for name in ("delegate", "nodes_delegated", "nodes_total", "partitions",
+                             "init_us"):
+                    setattr(m, name, getattr(parsed[-1], name))
+            m.output_tail = m.output_tail or _tail(last_ok_output)
+        self.log(f"{self._device_id(target)}: accuracy on the device, {artifact.variant} "
+                 f"{job.delegate or 'default'}: {figures.samples} of {plan.samples} sample(s) in "
+                 f"{m.launch_seconds:.1f} s ({len(plan.launches)} launch(es))")
+        if failures:
+            first = failures[0]
+            m.status, m.failure_kind = MeasurementStatus.FAILED, "benchmark"
+            m.error = (f"{len(failures)} of {len(plan.launches)} accuracy launch(es) failed "
+                       f"({figures.samples} of {plan.samples} samples judged); "
+                       f"{_samples_text(first['samples'])}: {first['error']}")
+        else:
+            m.status = MeasurementStatus.OK
+
     def _cool_down(self, pause_s: float) -> None:
         """The hygiene wait's sleep, cut short by a stop."""
         if self.stop.wait(pause_s):
@@ -340,7 +435,11 @@ class DeviceRunner:
         binary_sha256 = self.sha256_of(binary)
         files = [TargetFile(Path(binary), self._remote_binary(), binary_sha256, 0o755)]
         files += [TargetFile(a.path, self._remote_model(a), a.sha256) for a in self.artifacts]
+        samples = self._sample_files()
+        files += samples
         to_send = target.files_to_send(files)
+        sample_remotes = {f.remote for f in samples}
+        samples_to_send = [f for f in to_send if f.remote in sample_remotes]
         pushed = 0
         if to_send:
             missing = sum(f.local.stat().st_size for f in to_send)
@@ -349,6 +448,14 @@ class DeviceRunner:
             with self.log.task(f"push to {self._device_id(target)}", total=missing,
                                unit="bytes") as push:
                 pushed = target.send_files(to_send, progress=push.update)
+        if samples:  # where the accuracy launches write their outputs
+            from harness.benchmark.device_accuracy import OUTPUTS_DIR
+
+            target.shell(f"mkdir -p {shlex.quote(f'{self.config.remote_dir}/{OUTPUTS_DIR}')}")
+            sample_bytes = sum(f.local.stat().st_size for f in samples_to_send)
+            self.log(f"{self._device_id(target)}: accuracy samples: {len(samples)} file(s), "
+                     f"{len(samples_to_send)} pushed ({sample_bytes} bytes), the others were "
+                     "on the device")
         topology = cpu_topology(target)
         tool = probe_tool(target, self._remote_binary(), binary_sha256, self._device_id(target),
                           version=binary_version(binary))
@@ -359,8 +466,22 @@ class DeviceRunner:
         if dropped:
             self.log(f"{target.serial}: this benchmark_model ({tool.label()}) has no "
                      f"{', '.join(f.split('=')[0] for f in dropped)}: left to its default")
-        return _Prepared(target, info, binary_sha256, pushed, topology.big_cores, topology.mask_hex,
-                         topology, tool)
+        prepared = _Prepared(target, info, binary_sha256, pushed, topology.big_cores,
+                             topology.mask_hex, topology, tool)
+        prepared.sample_files_pushed = len(samples_to_send)
+        prepared.sample_bytes_pushed = sum(f.local.stat().st_size for f in samples_to_send)
+        return prepared
+
+    def _sample_files(self) -> list[TargetFile]:
+        """The accuracy jobs' sample files (each once: variants with the same input share them)."""
+        if not any(job.kind == "accuracy" for job in self.jobs):
+            return []
+        files: dict[str, TargetFile] = {}
+        for plan in self.accuracy_plans.values():
+            for launch in [] if plan.unavailable else plan.launches:
+                files.setdefault(launch.remote, TargetFile(launch.local, launch.remote,
+                                                           launch.sha256))
+        return list(files.values())
 
     def _remote_binary(self) -> str:
         return remote_binary_path(self.config.remote_dir)
@@ -449,6 +570,40 @@ def _tuned(prepared: _Prepared, config: RunConfig):
             tuning.__exit__(None, None, None)
         except DeviceError:
             pass
+
+
+def _ok_note(m: Measurement) -> str:
+    if m.kind == "accuracy":
+        top1 = f"top-1 {m.device_top1:.1%}, " if m.device_top1 is not None else ""
+        return (f"{top1}{m.host_agreement:.0%} agreement with the host over "
+                f"{m.accuracy_samples} samples" + (f" (flagged: {m.accuracy_flag})"
+                                                    if m.accuracy_flag else ""))
+    return f"{m.inference_avg_us / 1000:.3f} ms avg"
+
+
+def _samples_text(samples: list[int]) -> str:
+    if len(samples) == 1:
+        return f"sample {samples[0]}"
+    return f"samples {samples[0]}-{samples[-1]}"
+
+
+def _sample_failure(launch, error: str) -> dict:
+    return {"samples": list(launch.samples), "error": error}
+
+
+def _launch_failure(status: int, output: str) -> str:
+    """What a failed accuracy launch said: the tool's FATAL or ERROR line, else the last."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    said = next((line for line in lines if line.startswith("FATAL: ")), None) or next(
+        (line for line in reversed(lines) if line.startswith("ERROR: ")
+         and "Benchmarking failed" not in line), None) or (lines[-1] if lines else "no output")
+    if _is_signal(status):
+        return f"benchmark_model ended by signal {status - EXIT_SIGNAL_BASE} (exit {status}): {said}"
+    return f"benchmark_model failed (exit {status}): {said}"
+
+
+def _tail(output: str) -> str:
+    return "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
 
 
 def _lost_or_failed(exc: Exception) -> MeasurementStatus:

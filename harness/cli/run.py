@@ -11,6 +11,7 @@ from harness.cli.regress import confirm_options
 from harness.cli.types import NumberType, TextType
 from harness.cli.main import EXIT_INTERRUPTED, _echo_err, cli
 from harness.benchmark.command import DELEGATES
+from harness.config import DEFAULT_ACCURACY_SAMPLES as DEFAULT_SAMPLES
 from harness.config_schema import BENCHMARK_RULES, RUN_RULES
 from harness.errors import UserError
 
@@ -50,6 +51,14 @@ from harness.errors import UserError
 @click.option("--peak-memory/--no-peak-memory", default=None,
               help="One extra launch per variant measuring peak memory (default: on).")
 @click.option("--op-profiling", is_flag=True, default=None, help="One extra launch per variant with op profiling.")
+@click.option("--accuracy-on-device", "accuracy_on_device",
+              type=NumberType(RUN_RULES["accuracy_on_device"]), is_flag=False,
+              flag_value=DEFAULT_SAMPLES, default=None, metavar="[N]",
+              help=f"Run N test samples (default {DEFAULT_SAMPLES}) through each variant on "
+                   "each device and delegate, pull the outputs and judge them against the "
+                   "labels, the host's LiteRT run and the baseline (0: off).")
+@click.option("--accuracy-per-sample", is_flag=True, default=None,
+              help="One accuracy launch per sample, even where the model takes a batch.")
 @click.option("--busy", type=click.Choice(["wait", "fail"]), default=None,
               help="A device another bench process is using: wait for it, or record it busy.")
 @click.option("--baseline", default=None, metavar="RUN_ID|latest|tag:NAME",
@@ -75,7 +84,7 @@ from harness.errors import UserError
                    "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, busy, baseline, confirm, confirm_trials, junit_path, cluster,
+        op_profiling, accuracy_on_device, accuracy_per_sample, busy, baseline, confirm, confirm_trials, junit_path, cluster,
         retry_on_sibling, resume_run_id,
         store_path, reports_dir, quiet, verbose):
     """Benchmark the model on every selected device concurrently, store and report."""
@@ -108,7 +117,9 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         if value is not None:
             setattr(config.benchmark, name, value)
     for name, value in (("trials", trials), ("peak_memory", peak_memory),
-                        ("op_profiling", op_profiling), ("busy", busy), ("cluster", cluster),
+                        ("op_profiling", op_profiling), ("accuracy_on_device", accuracy_on_device),
+                        ("accuracy_per_sample", accuracy_per_sample),
+                        ("busy", busy), ("cluster", cluster),
                         ("retry_on_sibling", retry_on_sibling)):
         if value is not None:
             setattr(config, name, value)

@@ -143,6 +143,17 @@ class Pipeline:
         write_artifact(directory, name=f"{label}-{spec.name}", model_name=label,
                        variant=spec.name, tflite_path=out_path, metadata=metadata)
 
+    def torch_baseline_top1(self, samples: int) -> np.ndarray | None:
+        """The torch baseline's top-1 on the first `samples` test samples (None for a .tflite
+        given as the model: there is no torch model)."""
+        if self.source.kind == "tflite":
+            return None
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(self.data.x_test[:samples])
+            return self.baseline_model()(x).argmax(1).numpy()
+
     def baseline_model(self):
         if self._baseline_model is None:
             self._stage(f"loading {self.source.name}"

@@ -93,6 +93,7 @@ def _json_document(content: ReportContent, measurements) -> dict:
         "failures": records(content.failures),
         "devices": records(content.devices),
         "conditions": records(content.conditions),
+        "device_accuracy": records(content.device_accuracy),
         "hashes": records(content.hashes),
         "plots": [path.name for path in content.plots.values()],
         "measurements": [{k: _clean(v) for k, v in m.to_dict().items()} for m in measurements],

@@ -11,7 +11,8 @@ import pandas as pd
 from harness.targets.adb.adb_binary import describe_adb
 from harness.report import plots
 from harness.report.summary import ACCURACY_BUDGET_PT, DeviceSummary, summarise
-from harness.report.tables import (accuracy_table, conditions_table, devices_table,
+from harness.report.tables import (accuracy_table, conditions_table, device_accuracy_table,
+                                   devices_table,
                                    failures_table, hashes_table, history_frame, latency_table, size_table, trial_samples_ms,
                                    variants_table)
 from harness.results.schema import Measurement
@@ -21,6 +22,13 @@ VIRTUAL_NOTE = ("Virtual devices run benchmark_model with the LiteRT interpreter
 SPARSITY_NOTE = ("Sparsity buys size, not speed: compare `zip bytes` (what a compressed download "
                  "costs) with `tflite bytes` and latency. Structured pruning shrinks parameters, "
                  "MACs and latency.")
+DEVICE_ACCURACY_NOTE = (
+    "The device's own outputs for the first N test samples (benchmark_model "
+    "--input_layer_value_files in, --output_filepath out), beside the host's LiteRT CPU run of "
+    "the same .tflite on the same samples: agreement is the share of samples with the same "
+    "top-1; host max abs / rel the largest output difference (rel: over the host's largest "
+    "output); host cosine the least similar sample. A delegate is flagged below the run's "
+    "accuracy_min_agreement or a cosine under 0.99.")
 SUMMARY_NOTE = (f"Per device, the fastest variant whose top-1 is at most {ACCURACY_BUDGET_PT:.1f} "
                 "percentage points below the baseline's (else the one that loses least), against "
                 "the baseline: median latency, .tflite size, top-1.")
@@ -39,6 +47,8 @@ class ReportContent:
     hashes: pd.DataFrame
     history: pd.DataFrame
     conditions: pd.DataFrame = field(default_factory=pd.DataFrame)  # how each device measured
+    # What each device computed for real samples (`--accuracy-on-device`), per delegate.
+    device_accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: list[DeviceSummary] = field(default_factory=list)  # one line per device, first
     notes: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)  # title -> PNG written next to the report
@@ -61,6 +71,7 @@ def build_content(store, run_id: str, measurements: list[Measurement], out: Path
         failures=failures_table(measurements), devices=devices_table(measurements),
         hashes=hashes_table(measurements), history=history,
         conditions=conditions_table(measurements),
+        device_accuracy=device_accuracy_table(measurements),
         summary=summarise(measurements, artifacts))
     content.notes.append(SPARSITY_NOTE)
     if any(m.device_abi == "x86_64" and m.device_model and "virtual" in m.device_model.lower()

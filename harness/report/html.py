@@ -11,7 +11,7 @@ import base64
 import pandas as pd
 
 from harness.escape import html_text
-from harness.report.content import SUMMARY_NOTE, ReportContent
+from harness.report.content import DEVICE_ACCURACY_NOTE, SUMMARY_NOTE, ReportContent
 from harness.report.tables import display_frame
 
 CSS = """
@@ -52,6 +52,8 @@ def render_html(content: ReportContent) -> str:
                     + html_table(content.latency)),
         ("Size per variant", html_table(content.size)),
         ("Accuracy per variant", html_table(content.accuracy)),
+        *([("Accuracy on the device", f'<p class="note">{e(DEVICE_ACCURACY_NOTE)}</p>'
+            + html_table(content.device_accuracy))] if not content.device_accuracy.empty else []),
         ("Failed, invalid or skipped launches", html_table(content.failures)),
         ("Provenance: devices", html_table(content.devices)),
         ("Provenance: how each device's numbers were obtained", html_table(content.conditions)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.escape import md_text
-from harness.report.content import SUMMARY_NOTE, ReportContent
+from harness.report.content import DEVICE_ACCURACY_NOTE, SUMMARY_NOTE, ReportContent
 from harness.report.tables import display_frame
 
 
@@ -56,6 +56,8 @@ def render_markdown(content: ReportContent) -> str:
         markdown_table(content.accuracy),
         content.notes[0],
         "",
+        *(["### Accuracy on the device", "", DEVICE_ACCURACY_NOTE, "",
+           markdown_table(content.device_accuracy)] if not content.device_accuracy.empty else []),
         "## Failed, invalid or skipped launches",
         "",
         markdown_table(content.failures),

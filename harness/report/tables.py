@@ -219,6 +219,40 @@ def _pct(value):
     return None if value is None else 100.0 * value
 
 
+# -- accuracy on the device -----------------------------------------------------------------------
+DEVICE_ACCURACY_COLUMNS = ["device", "variant", "delegate", "samples", "device top-1 %",
+                           "host top-1 %", "device-host pt", "agreement with host %",
+                           "host max abs", "host max rel", "host cosine",
+                           "agreement with baseline %", "delegated nodes", "seconds", "flag"]
+
+
+def device_accuracy_table(measurements: list[Measurement]) -> pd.DataFrame:
+    """Per variant, device and delegate: what the device computed for real samples, against
+    the labels, the host's LiteRT run of the same file (`host cosine`: the least similar
+    sample) and the torch baseline; `flag` says why a delegate is not to be trusted."""
+    rows = []
+    for m in measurements:
+        if m.kind != "accuracy" or not m.accuracy_samples:
+            continue
+        delta = (None if m.device_top1 is None or m.host_top1 is None
+                 else 100.0 * (m.device_top1 - m.host_top1))
+        rows.append({
+            "device": device_label(m.device_id or m.device_serial, m.device_model),
+            "variant": m.variant, "delegate": m.delegate_choice or "default",
+            "samples": m.accuracy_samples
+            if not m.accuracy_samples_failed else f"{m.accuracy_samples} "
+                                                  f"({m.accuracy_samples_failed} failed)",
+            "device top-1 %": _pct(m.device_top1), "host top-1 %": _pct(m.host_top1),
+            "device-host pt": delta, "agreement with host %": _pct(m.host_agreement),
+            "host max abs": m.host_max_abs_diff, "host max rel": m.host_max_rel_diff,
+            "host cosine": m.host_cosine_min,
+            "agreement with baseline %": _pct(m.baseline_agreement),
+            "delegated nodes": (f"{m.nodes_delegated}/{m.nodes_total}"
+                                if m.nodes_total else None),
+            "seconds": m.launch_seconds, "flag": m.accuracy_flag or ""})
+    return pd.DataFrame(rows, columns=DEVICE_ACCURACY_COLUMNS)
+
+
 # -- failures and provenance ----------------------------------------------------------------------
 def failures_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Launches that are not ok: failed, crashed, timed out, invalid (hygiene), skipped."""
@@ -443,9 +477,9 @@ def format_value(column: str, value) -> str:
         return f"{value:.1f}"
     if column.endswith(" pt"):
         return f"{value:+.1f}"
-    if column == "parity cosine":
+    if column in ("parity cosine", "host cosine"):
         return fmt_cosine(value)
-    if column.startswith("parity "):
+    if column.startswith(("parity ", "host max ")):
         return fmt_rel(value)
     return str(value) if isinstance(value, int) else f"{value:.3f}"
 

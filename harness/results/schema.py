@@ -84,11 +84,11 @@ class Measurement(BenchmarkFigures):
     status: str                      # a MeasurementStatus (plain text once read back)
     error: str | None = None         # why it is not ok, one line
     failure_kind: str | None = None  # "device" | "benchmark" | "hygiene" | "quarantine" | None
-    kind: str = "timing"             # timing | peak_memory | op_profile | confirm (harness.benchmark.jobs.KINDS)
+    kind: str = "timing"             # timing | peak_memory | op_profile | accuracy | confirm (harness.benchmark.jobs.KINDS)
     role: str | None = None          # confirm launches: "base" or "cand" artifact of a compared key
     trial: int = 0
     attempt: int = 1                 # 2, 3: retried after the device dropped
-    delegate_choice: str | None = None  # --delegate: cpu|xnnpack|gpu|nnapi|npu (None: default)
+    delegate_choice: str | None = None  # --delegate: cpu|xnnpack|xnnpack-fp16|gpu|nnapi|npu (None: default)
     cpu_mask: str | None = None      # taskset mask the launch was pinned to (None: not pinned)
     # How the device was set up (harness.targets.tuning.DeviceConditions) and which tool ran:
     rooted: str | None = None        # "no", "adb root", "su (Magisk)", "su (AOSP)"
@@ -123,6 +123,20 @@ class Measurement(BenchmarkFigures):
     started_at: str | None = None
     finished_at: str | None = None
     output_tail: str | None = None
+    # Accuracy on the device (kind "accuracy": harness.benchmark.device_accuracy): the device's
+    # outputs for real samples, against the labels, the host LiteRT run and the baseline.
+    accuracy_samples: int | None = None        # samples judged
+    accuracy_samples_failed: int | None = None  # samples whose launch or output file failed
+    device_top1: float | None = None
+    device_top5: float | None = None
+    host_top1: float | None = None             # the host LiteRT CPU run, on the same samples
+    host_agreement: float | None = None        # share of samples with the host's top-1
+    host_max_abs_diff: float | None = None
+    host_max_rel_diff: float | None = None     # max abs diff / the host's largest output
+    host_cosine_min: float | None = None       # the least similar sample's outputs
+    baseline_agreement: float | None = None    # with the torch baseline's top-1
+    accuracy_flag: str | None = None           # why this delegate is flagged (None: it is not)
+    accuracy_json: str | None = None           # per-sample failures, launches, pushes, seconds
 
     def to_dict(self) -> dict:
         return asdict(self)

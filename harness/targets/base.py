@@ -146,6 +146,12 @@ class Target(ABC):
         Cancelled soon after `cancel` is set."""
 
     @abstractmethod
+    def read_file(self, remote: str, max_bytes: int) -> bytes | None:
+        """A file's content from the device (`adb pull`); None when there is no such file; at
+        most `max_bytes + 1` bytes (a longer file is cut there, so the caller sees it is too
+        long). DeviceError when the link fails."""
+
+    @abstractmethod
     def telemetry(self):
         """Battery, temperatures, thermal status and CPU frequencies now (Telemetry)."""
 

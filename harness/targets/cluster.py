@@ -253,6 +253,9 @@ class RayTarget(Target):
         return self._call("shell", command, deadline_s, timeout_s=deadline_s + ANSWER_MARGIN_S,
                           cancel=cancel)
 
+    def read_file(self, remote: str, max_bytes: int) -> bytes | None:
+        return self._call("read_file", remote, max_bytes)
+
     def telemetry(self):
         return self._call("telemetry")
 

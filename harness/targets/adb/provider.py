@@ -57,8 +57,10 @@ class AdbTarget(Target):
     def send_files(self, files: list[TargetFile],
                    progress: Callable[[int], None] | None = None) -> int:
         sent = 0
+        folders = sorted({file.remote.rsplit('/', 1)[0] for file in files})
+        if folders:  # one shell for all of them: a run's many sample files share a few folders
+            self._session.shell("mkdir -p " + " ".join(shlex.quote(f) for f in folders))
         for file in files:
-            self._session.shell(f"mkdir -p {shlex.quote(file.remote.rsplit('/', 1)[0])}")
             file_progress = None if progress is None else (
                 lambda sent_bytes, before_bytes=sent: progress(before_bytes + sent_bytes))
             sent += self._session.push(file.local, file.remote, mode=file.mode,
@@ -70,6 +72,9 @@ class AdbTarget(Target):
     def shell(self, command: str, timeout_s: float | None = None,
               cancel: threading.Event | None = None):
         return self._session.shell(command, timeout_s=timeout_s, cancel=cancel)
+
+    def read_file(self, remote: str, max_bytes: int) -> bytes | None:
+        return self._session.pull_bytes(remote, max_bytes)
 
     def telemetry(self):
         from harness.targets.telemetry import read_telemetry

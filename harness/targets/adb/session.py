@@ -272,6 +272,38 @@ class DeviceSession:
             _read_sync_status(sock)
             progress(sent_bytes, final=True)
 
+    def pull_bytes(self, remote: str, max_bytes: int) -> bytes | None:
+        """A device file's content over `sync:` (STAT, then RECV: what `adb pull` does); None
+        when there is no such file. Reading stops past `max_bytes` (the caller wanted at most
+        that much: a longer file comes back `max_bytes + 1` long)."""
+        try:
+            conn = self._device.open_transport(timeout=self.timeout_s)
+            with conn:
+                conn.send_command("sync:")
+                conn.check_okay()
+                sock = conn.conn
+                _send_request(sock, b"STAT", remote)
+                _id, mode, _size, _mtime = _SYNC_STAT_V1.unpack(
+                    _recv_exactly(sock, _SYNC_STAT_V1.size))
+                if mode == 0:
+                    return None
+                _send_request(sock, b"RECV", remote)
+                data = bytearray()
+                while True:
+                    reply_id, length = _SYNC_HEADER.unpack(_recv_exactly(sock, _SYNC_HEADER.size))
+                    if reply_id == b"DONE":
+                        return bytes(data)
+                    if reply_id == b"FAIL":
+                        raise AdbError(_recv_exactly(sock, length).decode("utf-8", "replace"))
+                    if reply_id != b"DATA" or length > SYNC_DATA_MAX_BYTES:
+                        raise AdbError(f"unexpected sync reply {reply_id!r}")
+                    data += _recv_exactly(sock, length)
+                    if len(data) > max_bytes:
+                        return bytes(data[:max_bytes + 1])
+        except (AdbError, OSError, EOFError) as exc:
+            raise DeviceError(f"{self.serial}: pull of {remote} failed: "
+                              f"{str(exc) or type(exc).__name__ + ' (connection lost?)'}") from exc
+
     def remote_sha256(self, remote_paths: list[str]) -> dict[str, str]:
         """sha256 of files on the device (missing files are absent from the result)."""
         if not remote_paths:
