@@ -228,3 +228,105 @@ def test_flag_parsing_rules():
     assert parsed.params["min_secs"] == 0.25
     assert parsed.unconsumed == ["--num_runs=9", "--x"]
     assert parse_flags(["bm", "--use_gpu=yes"]).errors == ["Failed to parse flag 'use_gpu' against argv '--use_gpu=yes'"]
+
+
+# -- real inputs in, outputs out (--input_layer_value_files, --output_filepath) -------------------
+ONE_RUN = ["--num_runs=1", "--warmup_runs=0", "--min_secs=0", "--warmup_min_secs=0"]
+
+
+def _io(tiny_model):
+    """The model's input name and shape, a real input and the host LiteRT run's outputs."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tiny_model))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    x = np.random.default_rng(3).uniform(-1, 1, size=detail["shape"]).astype(np.float32)
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
+    return detail["name"], ",".join(str(d) for d in detail["shape"]), x, outputs
+
+
+def test_value_files_feed_the_model_and_its_outputs_are_written(tiny_model, tmp_path):
+    import numpy as np
+
+    name, shape, x, host = _io(tiny_model)
+    x.tofile(tmp_path / "in.bin")
+    # A name or path holding ':' is written with '::' (SplitInputLayerNameAndValueFile).
+    weird = tmp_path / "a:b"
+    weird.mkdir()
+    x.tofile(weird / "in.bin")
+    for value_file in (f"{name}:{tmp_path}/in.bin", f"{name}:{tmp_path}/a::b/in.bin"):
+        out = tmp_path / "out.bin"
+        out.unlink(missing_ok=True)
+        rc, stdout, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, f"--input_layer={name}",
+                                   f"--input_layer_shape={shape}",
+                                   f"--input_layer_value_files={value_file}",
+                                   f"--output_filepath={out}")
+        assert rc == 0, err
+        assert f"INFO: Input value files: [{value_file}]" in stdout
+        assert f"INFO: File path to export outputs layer to: [{out}]" in stdout
+        # Raw bytes of every output in the interpreter's order, no header: the host's exactly.
+        assert out.read_bytes() == b"".join(np.asarray(o).tobytes() for o in host)
+
+
+def test_a_value_file_of_the_wrong_size_is_fatal(tiny_model, tmp_path):
+    name, shape, x, _ = _io(tiny_model)
+    x.reshape(-1)[:10].tofile(tmp_path / "short.bin")
+    rc, out, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, f"--input_layer={name}",
+                            f"--input_layer_shape={shape}",
+                            f"--input_layer_value_files={name}:{tmp_path}/short.bin")
+    assert rc == -6  # TFLITE_LOG(FATAL): abort(), which a device shell reports as exit 134
+    assert (f"FATAL: The size of {tmp_path}/short.bin is 40 bytes. It should be {x.nbytes} "
+            "bytes.") in err
+    assert "Benchmarking failed." not in err  # abort() leaves no status to report
+    rc, out, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, f"--input_layer={name}",
+                            f"--input_layer_shape={shape}",
+                            f"--input_layer_value_files={name}:{tmp_path}/none.bin")
+    assert rc == -6 and f"FATAL: Failed to read the input_layer_value_file:{tmp_path}/none.bin" in err
+
+
+def test_value_file_names_must_be_input_layers(tiny_model, tmp_path):
+    name, shape, x, _ = _io(tiny_model)
+    x.tofile(tmp_path / "in.bin")
+    rc, out, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, f"--input_layer={name}",
+                            f"--input_layer_shape={shape}",
+                            f"--input_layer_value_files=other:{tmp_path}/in.bin")
+    assert rc == -6
+    assert f"FATAL: Cannot find the corresponding input_layer name(other) in --input_layer as {name}" in err
+    rc, out, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, f"--input_layer={name}",
+                            f"--input_layer_shape={shape}",
+                            f"--input_layer_value_files={name}:x:{tmp_path}/in.bin")
+    assert rc == 1
+    assert f"ERROR: {name}:x:{tmp_path}/in.bin contains more than one delimiter." in err
+    assert "ERROR: Benchmarking failed." in err
+    # Parsed before anything else: no model is loaded for it.
+    assert "Loaded model" not in out
+
+
+def test_xnnpack_force_fp16_changes_the_numbers_allow_fp16_does_not(tiny_model, tmp_path):
+    import numpy as np
+
+    name, shape, x, host = _io(tiny_model)
+    x.tofile(tmp_path / "in.bin")
+    feed = [f"--input_layer={name}", f"--input_layer_shape={shape}",
+            f"--input_layer_value_files={name}:{tmp_path}/in.bin"]
+    results = {}
+    for label, flags in (("fp16", ["--use_xnnpack=true", "--xnnpack_force_fp16=true"]),
+                         ("allow", ["--allow_fp16=true"])):
+        out = tmp_path / f"{label}.bin"
+        rc, stdout, err = run_tool(f"--graph={tiny_model}", *ONE_RUN, *feed, *flags,
+                                   f"--output_filepath={out}")
+        assert rc == 0, err
+        assert ".cc:" not in stdout + err  # the CompiledModel runtime's own log stays out
+        results[label] = (np.frombuffer(out.read_bytes(), dtype=np.float32), stdout)
+    reference = np.asarray(host[0], dtype=np.float32).reshape(-1)
+    fp16, stdout = results["fp16"]
+    assert "INFO: XNNPack FP16 inference enabled." in stdout
+    difference = float(np.max(np.abs(fp16 - reference)))
+    assert 0 < difference < 1e-2 * float(np.max(np.abs(reference)))  # fp16 for real, and close
+    # --allow_fp16 reaches only NNAPI (the interpreter's fp32->fp16 relaxation): on the CPU the
+    # numbers stay fp32's, as on a phone.
+    assert np.array_equal(results["allow"][0], reference)

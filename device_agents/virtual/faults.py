@@ -35,6 +35,12 @@ class Faults:
     # Whether the battery is charging (None: normal, plugged into USB and charging; False:
     # unplugged and discharging, as a phone that fell off its lab hub).
     charging: bool | None = None
+    # A launch that writes outputs (benchmark_model --output_filepath, bench's accuracy on the
+    # device) goes wrong: "short" (its output file cut to half), "missing" (no output file) or
+    # "crash" (SIGSEGV while it runs) ...
+    output_fault: str | None = None
+    # ... on the N-th such launch since the faults were last switched (1: the first; 0: every).
+    output_fault_launch: int = 1
 
     def active(self) -> dict:
         """The switches that differ from the defaults."""
@@ -85,6 +91,7 @@ class FaultWatcher:
         self._state_dir = Path(state_dir)
         self._mtime: int | None = None
         self._faults = Faults()
+        self._output_launches = 0  # launches writing outputs since the faults last changed
 
     def current(self) -> Faults:
         try:
@@ -95,4 +102,14 @@ class FaultWatcher:
         if mtime != self._mtime:
             self._faults = load_faults(self._state_dir)
             self._mtime = mtime
+            self._output_launches = 0
         return self._faults
+
+    def output_fault_now(self) -> str | None:
+        """The output fault that hits the launch starting now (one that writes outputs), or None."""
+        faults = self.current()
+        if faults.output_fault is None:
+            return None
+        self._output_launches += 1
+        wanted = faults.output_fault_launch
+        return faults.output_fault if wanted in (0, self._output_launches) else None

@@ -231,6 +231,10 @@ async def run_shipped_program(program: ShippedProgram, device_path: str, args: l
     )
     loop = asyncio.get_running_loop()
     timers: list[asyncio.TimerHandle] = []
+    output_path = _flag_value(args, "--output_filepath") if is_benchmark else None
+    output_fault = sh.ctx.faults.output_fault_now() if output_path else None
+    if output_fault == "crash":  # dies while it runs: no output file, exit 139
+        timers.append(loop.call_later(OUTPUT_CRASH_AFTER_S, _send, proc, signal.SIGSEGV))
     if is_benchmark:
         if faults.benchmark_crash_after_s is not None:
             timers.append(loop.call_later(faults.benchmark_crash_after_s, _send, proc, signal.SIGSEGV))
@@ -253,6 +257,8 @@ async def run_shipped_program(program: ShippedProgram, device_path: str, args: l
     finally:
         for timer in timers:
             timer.cancel()
+    if output_fault in ("short", "missing") and returncode == 0:
+        _spoil_output(sh, output_path, output_fault)
     if returncode < 0:
         signum = -returncode
         try:
@@ -263,6 +269,29 @@ async def run_shipped_program(program: ShippedProgram, device_path: str, args: l
             await io.complain(message)
         return 128 + signum
     return returncode & 0xFF
+
+
+OUTPUT_CRASH_AFTER_S = 0.05  # the "crash" output fault: within the launch's start-up
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value of `--flag=value` as the tool would take it (the first one)."""
+    prefix = flag + "="
+    return next((arg[len(prefix):] for arg in args if arg.startswith(prefix)), None)
+
+
+def _spoil_output(sh: "Interpreter", device_path: str, fault: str) -> None:
+    """The output faults on the file the launch wrote: cut to half, or gone."""
+    try:
+        host = sh.host_path(device_path)
+        if fault == "missing":
+            host.unlink(missing_ok=True)
+        elif host.is_file():
+            size = host.stat().st_size
+            with open(host, "r+b") as out:
+                out.truncate(size // 2)
+    except (OSError, ValueError):
+        pass
 
 
 def _send(proc: asyncio.subprocess.Process, signum: int) -> None:

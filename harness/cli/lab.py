@@ -263,12 +263,17 @@ def lab_fault_cmd(serial, settings, clear):
     click.echo(f"{serial}: faults now {active or 'none'}")
 
 
+OUTPUT_FAULTS = ("short", "missing", "crash")
+
+
 def _fault_value(text: str):
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null", "off"):
         return None
+    if lowered in OUTPUT_FAULTS:  # output_fault=short|missing|crash
+        return lowered
     # inf, nan, 1e999: no fault value (byte counts may pass 2**31, so a 64-bit bound here)
     check_number_text(text, f"fault value {text}", magnitude=2**63 - 1)
     for cast in (int, float):
@@ -276,4 +281,5 @@ def _fault_value(text: str):
             return cast(text)
         except ValueError:
             pass
-    raise UserError(f"{text}: fault values are numbers, true/false or none")
+    raise UserError(f"{text}: fault values are numbers, true/false, none or (output_fault) "
+                    f"{'|'.join(OUTPUT_FAULTS)}")

@@ -150,6 +150,12 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     click.echo(format_table(latency_table(result.measurements)))
     click.echo("\nvariants: size and accuracy")
     click.echo(format_table(variants_table(result.artifacts)))
+    from harness.report.tables import device_accuracy_table
+
+    on_device = device_accuracy_table(result.measurements)
+    if not on_device.empty:
+        click.echo("\naccuracy on the device (against the host's LiteRT run of the same file)")
+        click.echo(format_table(on_device.drop(columns=["host max abs"])))
     from harness.results.schema import final_records
 
     final = {id(m) for m in final_records(result.measurements)}  # not a lost job resumed since

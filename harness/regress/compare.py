@@ -373,6 +373,55 @@ def accuracy_verdict(variant: str, base_top1: float, cand_top1: float,
     return MetricVerdict("accuracy", variant, verdict, text, base_top1, cand_top1)
 
 
+def on_device_verdicts(base: list[Measurement], cand: list[Measurement],
+                       t: Thresholds) -> list[MetricVerdict]:
+    """Per key present in both runs: accuracy on the device (`--accuracy-on-device`: top-1
+    against the labels, else agreement with the baseline) and delegated node coverage (what
+    share of the graph the delegate took: a new build that falls back to the CPU for some ops
+    computes the same but not where it should)."""
+    verdicts = []
+    base_acc, cand_acc = _accuracy_by_key(base), _accuracy_by_key(cand)
+    for key in sorted(set(base_acc) & set(cand_acc)):
+        b, c = base_acc[key], cand_acc[key]
+        field_name = next((f for f in ("device_top1", "baseline_agreement")
+                           if getattr(b, f) is not None and getattr(c, f) is not None), None)
+        if field_name is None:
+            continue
+        verdict = accuracy_verdict(key.label, getattr(b, field_name), getattr(c, field_name), t)
+        verdict.metric = "device accuracy"
+        if field_name == "baseline_agreement":
+            verdict.reason = "agreement with the baseline, " + verdict.reason.replace("top-1 ", "")
+        verdicts.append(verdict)
+    base_cov, cand_cov = _coverage_by_key(base), _coverage_by_key(cand)
+    for key in sorted(set(base_cov) & set(cand_cov)):
+        (b_nodes, b_total), (c_nodes, c_total) = base_cov[key], cand_cov[key]
+        b_share, c_share = b_nodes / b_total, c_nodes / c_total
+        verdict = (REGRESSED if c_share < b_share else IMPROVED if c_share > b_share else SAME)
+        verdicts.append(MetricVerdict(
+            "delegated nodes", key.label, verdict,
+            f"{b_nodes}/{b_total} -> {c_nodes}/{c_total} nodes on the delegate", b_share, c_share))
+    return verdicts
+
+
+def _accuracy_by_key(measurements: list[Measurement]) -> dict[SeriesKey, Measurement]:
+    """Each key's last ok accuracy record (the judged samples of every launch that answered)."""
+    found = {}
+    for m in measurements:
+        if m.kind == "accuracy" and m.accuracy_samples and m.status in (
+                MeasurementStatus.OK, MeasurementStatus.FAILED):
+            found[series_key(m)] = m
+    return found
+
+
+def _coverage_by_key(measurements: list[Measurement]) -> dict[SeriesKey, tuple[int, int]]:
+    found = {}
+    for m in measurements:
+        if (m.kind == "timing" and m.status == MeasurementStatus.OK and m.nodes_total
+                and m.nodes_delegated is not None):
+            found[series_key(m)] = (int(m.nodes_delegated), int(m.nodes_total))
+    return found
+
+
 # -- the comparison -------------------------------------------------------------------------------
 @dataclass
 class CompareResult:
@@ -382,12 +431,17 @@ class CompareResult:
     latency: list[KeyVerdict] = field(default_factory=list)
     size: list[MetricVerdict] = field(default_factory=list)
     accuracy: list[MetricVerdict] = field(default_factory=list)
+    on_device: list[MetricVerdict] = field(default_factory=list)  # device accuracy, delegation
     only_in_base: list[str] = field(default_factory=list)   # key labels without a partner
     only_in_cand: list[str] = field(default_factory=list)
 
     @property
     def verdicts(self) -> list:
-        return [*self.latency, *self.size, *self.accuracy]
+        return [*self.latency, *self.size, *self.accuracy, *self.on_device]
+
+    @property
+    def metrics(self) -> list[MetricVerdict]:
+        return [*self.size, *self.accuracy, *self.on_device]
 
     def counts(self) -> dict[str, int]:
         return {v: sum(1 for x in self.verdicts if x.verdict == v) for v in VERDICTS}
@@ -407,6 +461,7 @@ class CompareResult:
                 "latency": [v.to_dict() for v in self.latency],
                 "size": [v.to_dict() for v in self.size],
                 "accuracy": [v.to_dict() for v in self.accuracy],
+                "on_device": [v.to_dict() for v in self.on_device],
                 "only_in_base": self.only_in_base, "only_in_cand": self.only_in_cand}
 
 
@@ -421,6 +476,7 @@ def compare_samples(base_run: str, cand_run: str, base: list[Measurement],
     result.latency = [key_verdict(k, base_groups[k], cand_groups[k], thresholds) for k in common]
     result.only_in_base = sorted(k.label for k in set(base_groups) - set(cand_groups))
     result.only_in_cand = sorted(k.label for k in set(cand_groups) - set(base_groups))
+    result.on_device = on_device_verdicts(base, cand, thresholds)
     return result
 
 

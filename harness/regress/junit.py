@@ -18,7 +18,7 @@ SKIPPED = (INVALID, UNKNOWN)
 
 def junit_tree(result: CompareResult) -> ET.ElementTree:
     cases = [("latency", v) for v in result.latency] + [
-        (v.metric, v) for v in (*result.size, *result.accuracy)]
+        (v.metric, v) for v in result.metrics]
     suite = ET.Element("testsuite", {
         "name": xml_text(f"bench compare {result.base_run} -> {result.cand_run}"),
         "tests": str(len(cases)),

@@ -31,7 +31,7 @@ def latency_header(result: CompareResult) -> list[str]:
             "n b/c", "why"]
 
 
-METRIC_HEADER = ["verdict", "variant", "base", "cand", "why"]
+METRIC_HEADER = ["verdict", "variant or key", "base", "cand", "why"]
 
 
 def _metric_cells(v: MetricVerdict) -> list[str]:
@@ -61,7 +61,7 @@ def format_compare(result: CompareResult) -> str:
     """The terminal view: worst verdicts first."""
     parts = [_text_table(latency_header(result),
                          [_latency_cells(v) for v in _worst_first(result.latency)])]
-    metrics = [*result.size, *result.accuracy]
+    metrics = result.metrics
     if metrics:
         parts.append(_text_table(METRIC_HEADER, [_metric_cells(v) for v in metrics]))
     parts.append(_summary(result))
@@ -88,9 +88,9 @@ def compare_markdown(result: CompareResult) -> str:
     parts = [head, f"base {md_code(result.base_run)} → candidate {md_code(result.cand_run)}: "
              + ", ".join(f"{n} {name}" for name, n in result.counts().items() if n),
              "### Latency", _md_table(latency_header(result), latency_rows)]
-    metrics = [*result.size, *result.accuracy]
+    metrics = result.metrics
     if metrics:
-        parts += ["### Size and accuracy",
+        parts += ["### Size and accuracy (on the host and on the device), delegation",
                   _md_table(METRIC_HEADER, [[f"{icon[v.verdict]} {v.verdict}", *_metric_cells(v)[1:]]
                                             for v in metrics])]
     unmatched = len(result.only_in_base) + len(result.only_in_cand)
