@@ -26,6 +26,9 @@ def bench(*args, cwd=None):
     (("run", "--baseline", "latest", "--confirm", "--confirm-trials", "2"), "--confirm-trials 2"),
     (("run", "--baseline", "tag:nightly", "--store", "/no/such.db"), "/no/such.db"),
     (("compare", "a", "b", "--confirm", "--confirm-trials", "1"), "--confirm-trials 1"),
+    (("run", "--accuracy-on-device=-1"), "'-1'"),  # click: a negative value reads as an option
+    (("run", "--accuracy-on-device", "many"), "--accuracy-on-device"),
+    (("lab", "fault", "x", "output_fault=wet"), "output_fault"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
     result = bench(*args, cwd=tmp_path)

@@ -23,7 +23,8 @@ VARIANTS = ["baseline", "int8"]
 def _config(tmp: Path, lab_base: Path, name: str, **kw) -> RunConfig:
     lab = LabState.load(lab_base)
     kw.setdefault("variants", VARIANTS)
-    return RunConfig(model="digits_cnn", benchmark=FAST_BENCHMARK,
+    kw.setdefault("model", "digits_cnn")
+    return RunConfig(benchmark=FAST_BENCHMARK,
                      peak_memory=False, store_path=tmp / "bench.db",
                      reports_dir=tmp / f"reports-{name}",
                      hygiene=HygieneSettings(cooldown_poll_s=0.2),
@@ -139,6 +140,24 @@ def test_fp16_forced_on_xnnpack_differs_a_little_and_says_so(lab, cache, tmp_pat
     assert "xnnpack-fp16" in markdown.split("### Accuracy on the device")[1]
 
 
+def test_a_model_that_takes_a_batch_runs_all_samples_in_one_launch(lab, cache, tmp_path,
+                                                                   tiny_model):
+    """A .tflite whose batch dimension resizes: one launch of batch N (--input_layer_shape),
+    its N rows of outputs decoded from one file. No labels (the sample photos' crops) and no
+    torch baseline: agreement with the host is what the device is judged by."""
+    config = _config(tmp_path, lab, "batch", model=str(tiny_model), variants=["baseline"],
+                     accuracy_on_device=8, devices=LabState.load(lab).devices[0].serial)
+    result = run_benchmarks(config, cache_dir=cache)
+    m = next(m for m in result.measurements if m.kind == "accuracy")
+    assert m.status == "ok", m.error
+    details = json.loads(m.accuracy_json)
+    assert (details["launches"], details["samples_per_launch"]) == (1, 8)
+    assert "--input_layer_shape=8,3,16,16" in m.command
+    assert m.accuracy_samples == 8 and m.host_agreement == 1.0
+    assert m.host_max_rel_diff <= 1e-5
+    assert m.device_top1 is None and m.baseline_agreement is None
+
+
 def test_a_bad_output_or_a_crash_fails_that_sample_only(lab, cache, tmp_path):
     devices = LabState.load(lab).devices
     short, crashing = devices[0].serial, devices[1].serial
@@ -193,3 +212,43 @@ def test_a_binary_without_the_flags_reports_it_unavailable(cache, tmp_path):
     with sqlite3.connect(config.store_path) as db:  # stored like any other record
         assert db.execute("SELECT count(*) FROM measurements WHERE kind='accuracy' AND "
                           "status='unavailable'").fetchone()[0] == 1
+
+
+def test_outputs_are_decoded_with_their_dtype_shape_and_quantization():
+    import numpy as np
+
+    from harness.benchmark.device_accuracy import (AccuracyPlan, OutputFileError, OutputSpec,
+                                                   SampleLaunch, decode_outputs)
+
+    launch = SampleLaunch([7], Path("in.bin"), "0" * 64, "/data/local/tmp/bench/samples/x.bin")
+    plan = AccuracyPlan("a" * 64, "int8io", "in", (1, 4),
+                        [OutputSpec("int8", (1, 4), 0.5, -2), OutputSpec("float32", (1, 2))],
+                        [launch], np.zeros((1, 4)), None, None)
+    # Raw tensors back to back in output order: the first is the scores, dequantized.
+    raw = np.array([-2, 0, 2, 4], np.int8).tobytes() + np.zeros(2, np.float32).tobytes()
+    assert decode_outputs(raw, plan, launch).tolist() == [[0.0, 1.0, 2.0, 3.0]]
+    for wrong, said in ((raw[:-1], "output file of 11 bytes, expected 12 (4 + 8 for 2 output "
+                                    "tensor(s))"),
+                        (raw + b"\0", "output file of more than 12 bytes, expected 12"),
+                        (None, "no output file")):
+        with pytest.raises(OutputFileError) as raised:
+            decode_outputs(wrong, plan, launch)
+        assert str(raised.value).startswith(said)
+
+
+def test_a_delegate_that_computes_something_else_is_flagged():
+    import numpy as np
+
+    from harness.benchmark.device_accuracy import AccuracyPlan, judge
+
+    rng = np.random.default_rng(0)
+    host = rng.normal(size=(50, 10))
+    labels = host.argmax(axis=1)
+    plan = AccuracyPlan("a" * 64, "baseline", "in", (1, 10), [], [], host, labels, labels)
+    same = judge(plan, {i: host[i] for i in range(50)}, [], min_agreement=0.98)
+    assert same.flag is None and same.host_agreement == 1.0 and same.device_top1 == 1.0
+    # What a mis-computing GPU graph gives: outputs that have little to do with the host's.
+    garbled = judge(plan, {i: rng.normal(size=10) for i in range(50)}, [], min_agreement=0.98)
+    assert garbled.flag.startswith("top-1 agrees with the host on ")
+    assert "cosine" in garbled.flag and garbled.host_cosine_min < 0.99
+    assert garbled.device_top1 == garbled.host_agreement < 0.5
