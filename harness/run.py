@@ -285,6 +285,9 @@ def plan_run_accuracy(config: RunConfig, artifacts: list, pipeline, cache_dir: P
         return {}
     from harness.benchmark.device_accuracy import plan_device_accuracy
 
+    if "," in config.remote_dir:  # --input_layer_value_files separates its items with commas
+        raise UserError(f"remote_dir {config.remote_dir}: accuracy on the device needs a device "
+                        "folder without a comma")
     data = pipeline.data
     samples = min(config.accuracy_on_device, len(data.x_test))
     baseline = pipeline.torch_baseline_top1(samples)

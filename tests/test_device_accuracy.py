@@ -92,7 +92,8 @@ def test_the_report_shows_the_device_accuracy(fp32_run):
     assert "agreement with host %" in markdown and "host max rel" in html
     rows = document["device_accuracy"]
     assert len(rows) == 4 and {r["variant"] for r in rows} == {"baseline", "int8"}
-    assert all(r["agreement with host %"] == 100.0 and r["samples"] == 50 for r in rows)
+    assert all(r["agreement with host %"] == 100.0 and r["samples"] == 50 and r["failed"] == 0
+               for r in rows)
 
 
 def test_compare_gives_verdicts_on_device_accuracy_and_delegation(fp32_run, tmp_path):
@@ -184,10 +185,21 @@ def test_a_bad_output_or_a_crash_fails_that_sample_only(lab, cache, tmp_path):
     assert "sample 2: benchmark_model ended by signal 11 (exit 139)" in crashed.error
     # Figures over the samples that answered; each failure named in the record.
     assert cut.host_agreement == crashed.host_agreement == 1.0
-    assert json.loads(cut.accuracy_json)["failures"] == [
+    assert [{k: v for k, v in f.items() if k != "exit"}
+            for f in json.loads(cut.accuracy_json)["failures"]] == [
         {"samples": [1], "error": "output file of 20 bytes, expected 40 (40 for 1 output "
                                   "tensor(s))"}]
     assert result.exit_code == 1
+    # A launch that can never work (here: every one crashes) stops the job after 3 alike.
+    lab_fault(crashing, {"output_fault": "crash", "output_fault_launch": 0}, clear=True, base=lab)
+    try:
+        every = run_benchmarks(replace(config, devices=crashing), cache_dir=cache)
+    finally:
+        lab_fault(crashing, {}, clear=True, base=lab)
+    stopped = next(m for m in every.measurements if m.kind == "accuracy")
+    assert stopped.accuracy_samples == 0 and stopped.accuracy_samples_failed == 5
+    assert json.loads(stopped.accuracy_json)["failures"][-1] == {
+        "samples": [3, 4], "error": "not launched: 3 launch(es) failed alike"}
     gone = next(m for m in missing.measurements if m.kind == "accuracy")
     assert gone.status == "failed" and gone.accuracy_samples == 4
     assert "sample 0: no output file (benchmark_model wrote none)" in gone.error

@@ -242,7 +242,9 @@ def random_inputs(session: ModelSession, layers: list[InputLayer] | None = None)
         shape = tuple(int(d) for d in wrapper.TensorSize(index, session.subgraph_index))
         dtype = np.dtype(wrapper.TensorType(index, session.subgraph_index))
         layer = layers[position] if position < len(layers) else None
-        if layer is not None and layer.low is not None and dtype.kind in "iuf":
+        if layer is not None and layer.low is not None and dtype.kind == "f":
+            value = rng.uniform(layer.low, layer.high, size=shape).astype(dtype)
+        elif layer is not None and layer.low is not None and dtype.kind in "iu":
             value = rng.integers(layer.low, layer.high + 1, size=shape).astype(dtype)
         elif dtype.kind == "f" or dtype.kind == "c":
             value = rng.uniform(-0.5, 0.5, size=shape).astype(dtype)
@@ -311,6 +313,9 @@ class Fp16Engine:
         Fp16Engine.used = True
         signatures = session.interpreter._get_full_signature_list()
         key = session.signature_key or (next(iter(signatures)) if signatures else "")
+        if not key:  # LiteRT's CompiledModel runs signatures only
+            log.error("XNNPack FP16 inference needs a model with a signature here")
+            raise InitFailed()
         with capture_native_stderr():  # the CompiledModel runtime's own start-up lines
             from ai_edge_litert.compiled_model import CompiledModel
             from ai_edge_litert.environment import Environment
@@ -328,6 +333,13 @@ class Fp16Engine:
         self.input_names = [by_index[i] for i in session.input_indices]
         self.output_names = [out_by_index[i] for i in session.output_indices]
         self.session = session
+        wrapper = session.interpreter._interpreter
+        for name, index in zip(self.input_names, session.input_indices):
+            shape = [int(d) for d in wrapper.TensorSize(index, session.subgraph_index)]
+            if list(self.model.get_input_tensor_details(key)[name].get("shape", [])) != shape:
+                # --input_layer_shape resized it: the same resize, non-strict as the interpreter's
+                with capture_native_stderr():
+                    self.model.resize_input_tensor_by_name(key, name, shape, strict=False)
         self.inputs = {n: self.model.create_input_buffer_by_name(key, n) for n in self.input_names}
         self.outputs_ = {n: self.model.create_output_buffer_by_name(key, n)
                          for n in self.output_names}

@@ -49,6 +49,18 @@ class Faults:
 
 
 FAULT_NAMES = tuple(f.name for f in fields(Faults))
+OUTPUT_FAULTS = ("short", "missing", "crash")  # the values of Faults.output_fault
+
+
+def fault_value_problem(name: str, value) -> str | None:
+    """Why `value` is no value for the fault `name` (None: it is one)."""
+    if value is None:
+        return None
+    if name == "output_fault":
+        return None if value in OUTPUT_FAULTS else f"use one of {', '.join(OUTPUT_FAULTS)}"
+    if isinstance(value, str):
+        return "use a number, true/false or none"
+    return None
 
 
 def load_faults(state_dir: Path) -> Faults:

@@ -34,6 +34,9 @@ import numpy as np
 MIN_COSINE = 0.99
 SAMPLES_DIR = "samples"   # under the run's remote dir: the sample files, named by content
 OUTPUTS_DIR = "outputs"   # the files the launches write, removed before each launch
+# The most samples one launch carries where the model takes a batch: the phone holds a batch's
+# activations at once, and one crash loses all of them.
+MAX_BATCH = 32
 
 
 @dataclass
@@ -126,10 +129,17 @@ def plan_device_accuracy(artifact, x_nchw: np.ndarray, labels: np.ndarray | None
     labels = None if labels is None else np.asarray(labels[:n])
     baseline_predictions = (None if baseline_predictions is None
                             else np.asarray(baseline_predictions[:n]))
-    interpreter = Interpreter(model_path=str(artifact.path))
-    inputs = interpreter.get_input_details()
     plan = AccuracyPlan(artifact.sha256, artifact.variant, "", (), [], [], np.zeros((0, 0)),
                         labels, baseline_predictions)
+    if n == 0:
+        plan.unavailable = "the evaluation data has no test samples"
+        return plan
+    try:
+        interpreter = Interpreter(model_path=str(artifact.path))
+        inputs = interpreter.get_input_details()
+    except (RuntimeError, ValueError) as exc:
+        plan.unavailable = f"LiteRT on the host cannot load it ({' '.join(str(exc).split())})"
+        return plan
     if len(inputs) != 1:
         plan.unavailable = f"the model has {len(inputs)} inputs; accuracy needs one image input"
         return plan
@@ -140,22 +150,34 @@ def plan_device_accuracy(artifact, x_nchw: np.ndarray, labels: np.ndarray | None
         return plan
     one_shape = tuple(int(d) for d in detail["shape"])
     data = to_input_dtype(to_model_layout(x, one_shape, artifact.variant), detail)
-    outputs = _host_outputs(str(artifact.path), data, 1)
+    try:
+        outputs = _host_outputs(str(artifact.path), data, 1)
+    except (RuntimeError, ValueError) as exc:  # a given .tflite the host cannot allocate
+        plan.unavailable = (f"LiteRT on the host cannot run it, so nothing to judge the device "
+                            f"by ({' '.join(str(exc).split())})")
+        return plan
     batch = 1
-    if not per_sample and n > 1 and one_shape and one_shape[0] == 1:
-        batched = _same_when_batched(str(artifact.path), data, outputs)
+    size = batch_size(n)
+    if not per_sample and size > 1 and one_shape and one_shape[0] == 1:
+        batched = _same_when_batched(str(artifact.path), data, outputs, size)
         if batched is not None:
-            batch, outputs = n, batched
+            batch, outputs = size, batched
     folder = Path(cache_dir) / "device-samples"
     folder.mkdir(parents=True, exist_ok=True)
     plan.launches = [_sample_file(data[start:start + batch], list(range(start, start + batch)),
                                   folder, remote_dir) for start in range(0, n, batch)]
     plan.input_name = detail["name"]
     plan.input_shape = (batch,) + one_shape[1:] if batch > 1 else one_shape
-    plan.outputs = _output_specs(interpreter, batch)
+    plan.outputs = _output_specs(interpreter, outputs[0])
     plan.host_scores = np.concatenate([dequantize(launch[0], plan.outputs[0]).reshape(
         batch, -1) for launch in outputs])
     return plan
+
+
+def batch_size(n: int) -> int:
+    """Samples per launch where the model takes a batch: the largest divisor of N up to
+    MAX_BATCH (every launch then has one input shape); 1 when only 1 divides."""
+    return next((d for d in range(min(n, MAX_BATCH), 1, -1) if n % d == 0), 1)
 
 
 def _sample_file(data: np.ndarray, samples: list[int], folder: Path,
@@ -194,39 +216,42 @@ def _host_outputs(path: str, data: np.ndarray, batch: int) -> list[list[np.ndarr
     return results
 
 
-def _same_when_batched(path: str, data: np.ndarray, per_sample: list) -> list | None:
-    """The host outputs of all N samples in one invocation, where the model resizes to batch
-    N and computes the same (first output within 1e-5 relative of sample by sample); else
+def _same_when_batched(path: str, data: np.ndarray, per_sample: list, batch: int) -> list | None:
+    """The host outputs of the samples `batch` at a time, where the model resizes to that
+    batch and computes the same (every output within 1e-5 relative of sample by sample); else
     None. Models converted with a batch of 1 often hold reshapes that do not follow (XNNPACK
     then refuses to reshape)."""
     try:
-        batched = _host_outputs(path, data, len(data))
+        batched = _host_outputs(path, data, batch)
     except (RuntimeError, ValueError):
         return None
-    one = np.concatenate([launch[0] for launch in per_sample]).astype(np.float64)
-    together = np.asarray(batched[0][0], dtype=np.float64) if batched else None
-    if together is None or together.shape != one.shape:
-        return None
-    scale = max(float(np.max(np.abs(one))), 1e-12)
-    return batched if float(np.max(np.abs(together - one))) / scale <= 1e-5 else None
+    for i in range(len(per_sample[0])):
+        one = np.concatenate([launch[i] for launch in per_sample]).astype(np.float64)
+        together = np.concatenate([launch[i] for launch in batched]).astype(np.float64)
+        if together.shape != one.shape:
+            return None
+        scale = max(float(np.max(np.abs(one))), 1e-12)
+        if float(np.max(np.abs(together - one))) / scale > 1e-5:
+            return None
+    return batched
 
 
-def _output_specs(interpreter, batch: int) -> list[OutputSpec]:
-    """The output tensors in the interpreter's order; their batch dimension follows the input's."""
+def _output_specs(interpreter, one_launch: list[np.ndarray]) -> list[OutputSpec]:
+    """The output tensors in the interpreter's order, with the shapes the host's run of one
+    launch gave them (a batch's, where the launch carries one)."""
     specs = []
-    for o in interpreter.get_output_details():
-        shape = tuple(int(d) for d in o["shape"])
-        if batch > 1 and shape and shape[0] == 1:
-            shape = (batch,) + shape[1:]
+    for o, values in zip(interpreter.get_output_details(), one_launch):
         scale, zero_point = o.get("quantization", (0.0, 0))
-        specs.append(OutputSpec(np.dtype(o["dtype"]).name, shape, float(scale), int(zero_point)))
+        specs.append(OutputSpec(np.dtype(values.dtype).name, tuple(int(d) for d in values.shape),
+                                float(scale), int(zero_point)))
     return specs
 
 
 def dequantize(values: np.ndarray, spec: OutputSpec) -> np.ndarray:
-    if np.dtype(spec.dtype) in (np.dtype(np.int8), np.dtype(np.uint8)) and spec.scale:
-        return (values.astype(np.float32) - spec.zero_point) * spec.scale
-    return values.astype(np.float32)
+    from harness.optimize.convert import to_float
+
+    return to_float(values, {"dtype": np.dtype(spec.dtype),
+                             "quantization": (spec.scale, spec.zero_point)})
 
 
 # -- what the device wrote -------------------------------------------------------------------------
@@ -266,7 +291,7 @@ class DeviceAccuracy:
     host_cosine_min: float | None = None   # the least similar sample
     baseline_agreement: float | None = None  # with the torch baseline's top-1
     flag: str | None = None                # why the delegate is flagged, or None
-    failures: list[dict] = field(default_factory=list)  # {"sample", "error"} per failed one
+    failures: list[dict] = field(default_factory=list)  # {"samples": [...], "error"} per launch
 
 
 def judge(plan: AccuracyPlan, device_scores: dict[int, np.ndarray],
@@ -276,7 +301,8 @@ def judge(plan: AccuracyPlan, device_scores: dict[int, np.ndarray],
     from harness.optimize.convert import parity_figures
     from harness.optimize.evaluate import TOP5_MIN_CLASSES
 
-    result = DeviceAccuracy(samples=len(device_scores), samples_failed=len(failures),
+    result = DeviceAccuracy(samples=len(device_scores),
+                            samples_failed=sum(len(f["samples"]) for f in failures),
                             failures=failures)
     if not device_scores:
         return result

@@ -30,9 +30,13 @@ from harness.progress import Line, Reporter, Task, as_reporter
 from harness.results.schema import PARSED_FIELDS, Measurement, MeasurementStatus, utc_now
 from harness.results.store import Store
 from harness.targets.base import (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, NOT_FOUND, ONLINE, Cancelled,
-                                  CommandTimeout, HostLost, Target, TargetFile)
+                                  CommandTimeout, HostLost, RemoteFileError, Target,
+                                  TargetFile)
 
 OUTPUT_TAIL_LINES = 40
+# An accuracy job gives up after this many launches in a row failed alike (a delegate that
+# cannot be created, a model the binary refuses): the rest would fail the same way.
+SAME_FAILURES_TO_STOP = 3
 # A snapshot taken right after one launch is the before-reading of the next if this recent.
 FRESH_TELEMETRY_S = 2.0
 EXIT_SIGNAL_BASE = 128
@@ -290,7 +294,7 @@ class DeviceRunner:
                                  f"(max_secs {settings.max_secs:g}); killed") from None
         m.exit_status = result.status
         output = result.stdout + result.stderr
-        m.output_tail = "\n".join(output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+        m.output_tail = _tail(output)
         try:
             after = target.telemetry()
             m.telemetry_after_json = json.dumps(after.to_dict())
@@ -347,19 +351,26 @@ class DeviceRunner:
             try:
                 result = target.shell(removing_then(command, output_remote),
                                       timeout_s=settings.timeout_s(), cancel=self.stop)
-            except CommandTimeout:
+            except CommandTimeout:  # a hang would cost every sample the whole timeout
                 failures.append(_sample_failure(launch, f"timed out after "
                                                         f"{settings.timeout_s():g} s; killed"))
-                continue
+                _not_launched(plan.launches[index + 1:], failures, "a launch timed out")
+                break
             output = result.stdout + result.stderr
             if result.status != 0:
-                failures.append(_sample_failure(launch, _launch_failure(result.status, output)))
+                failures.append(_sample_failure(launch, _launch_failure(result.status, output),
+                                                result.status))
                 m.output_tail = _tail(output)
+                if result.status in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND) or (
+                        not scores and _same_in_a_row(failures)):
+                    _not_launched(plan.launches[index + 1:], failures,
+                                  f"{len(failures)} launch(es) failed alike")
+                    break
                 continue
             try:
                 raw = target.read_file(output_remote, plan.output_bytes)
                 rows = decode_outputs(raw, plan, launch)
-            except OutputFileError as exc:
+            except (OutputFileError, RemoteFileError) as exc:
                 failures.append(_sample_failure(launch, str(exc)))
                 m.output_tail = _tail(output)
                 continue
@@ -395,8 +406,8 @@ class DeviceRunner:
             first = failures[0]
             m.status, m.failure_kind = MeasurementStatus.FAILED, "benchmark"
             m.error = (f"{len(failures)} of {len(plan.launches)} accuracy launch(es) failed "
-                       f"({figures.samples} of {plan.samples} samples judged); "
-                       f"{_samples_text(first['samples'])}: {first['error']}")
+                       f"or were not launched ({figures.samples} of {plan.samples} samples "
+                       f"judged); {_samples_text(first['samples'])}: {first['error']}")
         else:
             m.status = MeasurementStatus.OK
 
@@ -469,7 +480,7 @@ class DeviceRunner:
         prepared = _Prepared(target, info, binary_sha256, pushed, topology.big_cores,
                              topology.mask_hex, topology, tool)
         prepared.sample_files_pushed = len(samples_to_send)
-        prepared.sample_bytes_pushed = sum(f.local.stat().st_size for f in samples_to_send)
+        prepared.sample_bytes_pushed = sample_bytes if samples else 0
         return prepared
 
     def _sample_files(self) -> list[TargetFile]:
@@ -587,8 +598,24 @@ def _samples_text(samples: list[int]) -> str:
     return f"samples {samples[0]}-{samples[-1]}"
 
 
-def _sample_failure(launch, error: str) -> dict:
-    return {"samples": list(launch.samples), "error": error}
+def _sample_failure(launch, error: str, exit_status: int | None = None) -> dict:
+    failure = {"samples": list(launch.samples), "error": error}
+    if exit_status is not None:
+        failure["exit"] = exit_status
+    return failure
+
+
+def _same_in_a_row(failures: list[dict]) -> bool:
+    """The last launches all ended with one exit status (what they printed may differ)."""
+    last = [f.get("exit") for f in failures[-SAME_FAILURES_TO_STOP:]]
+    return len(last) == SAME_FAILURES_TO_STOP and len(set(last)) == 1 and last[0] is not None
+
+
+def _not_launched(launches: list, failures: list[dict], why: str) -> None:
+    """The launches an accuracy job gives up on, recorded as one failure."""
+    samples = [s for launch in launches for s in launch.samples]
+    if samples:
+        failures.append({"samples": samples, "error": f"not launched: {why}"})
 
 
 def _launch_failure(status: int, output: str) -> str:

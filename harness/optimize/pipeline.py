@@ -249,10 +249,7 @@ class Pipeline:
         return lambda m: torch_top1(m, data.x_test, baseline_pred)  # agreement with the baseline
 
     def _torch_baseline_predictions(self) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.baseline_model()(torch.from_numpy(self.data.x_test)).argmax(1).numpy()
+        return self.torch_baseline_top1(len(self.data.x_test))
 
     def _calibration_batches(self, batch_size: int = 32, batches: int = 4):
         import torch

@@ -383,6 +383,8 @@ def on_device_verdicts(base: list[Measurement], cand: list[Measurement],
     base_acc, cand_acc = _accuracy_by_key(base), _accuracy_by_key(cand)
     for key in sorted(set(base_acc) & set(cand_acc)):
         b, c = base_acc[key], cand_acc[key]
+        if b.accuracy_samples != c.accuracy_samples:
+            continue  # other samples, or some failed: not the same question asked twice
         field_name = next((f for f in ("device_top1", "baseline_agreement")
                            if getattr(b, f) is not None and getattr(c, f) is not None), None)
         if field_name is None:
@@ -395,6 +397,8 @@ def on_device_verdicts(base: list[Measurement], cand: list[Measurement],
     base_cov, cand_cov = _coverage_by_key(base), _coverage_by_key(cand)
     for key in sorted(set(base_cov) & set(cand_cov)):
         (b_nodes, b_total), (c_nodes, c_total) = base_cov[key], cand_cov[key]
+        if b_total != c_total:
+            continue  # another graph (a changed model): its coverage is not comparable
         b_share, c_share = b_nodes / b_total, c_nodes / c_total
         verdict = (REGRESSED if c_share < b_share else IMPROVED if c_share > b_share else SAME)
         verdicts.append(MetricVerdict(
@@ -404,11 +408,11 @@ def on_device_verdicts(base: list[Measurement], cand: list[Measurement],
 
 
 def _accuracy_by_key(measurements: list[Measurement]) -> dict[SeriesKey, Measurement]:
-    """Each key's last ok accuracy record (the judged samples of every launch that answered)."""
+    """Each key's last accuracy record in which every sample was judged."""
     found = {}
     for m in measurements:
-        if m.kind == "accuracy" and m.accuracy_samples and m.status in (
-                MeasurementStatus.OK, MeasurementStatus.FAILED):
+        if (m.kind == "accuracy" and m.status == MeasurementStatus.OK and m.accuracy_samples
+                and not m.accuracy_samples_failed):
             found[series_key(m)] = m
     return found
 

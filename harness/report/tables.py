@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.escape import csv_cell
-from harness.results.schema import Measurement
+from harness.results.schema import Measurement, final_records
 
 CSV_EXCLUDED = ("output_tail", "device_props_json")
 # Dimensions of a latency row beyond device x variant; shown only when a run varied them.
@@ -220,7 +220,8 @@ def _pct(value):
 
 
 # -- accuracy on the device -----------------------------------------------------------------------
-DEVICE_ACCURACY_COLUMNS = ["device", "variant", "delegate", "samples", "device top-1 %",
+DEVICE_ACCURACY_COLUMNS = ["device", "variant", "delegate", "samples", "failed",
+                           "device top-1 %",
                            "host top-1 %", "device-host pt", "agreement with host %",
                            "host max abs", "host max rel", "host cosine",
                            "agreement with baseline %", "delegated nodes", "seconds", "flag"]
@@ -231,7 +232,7 @@ def device_accuracy_table(measurements: list[Measurement]) -> pd.DataFrame:
     the labels, the host's LiteRT run of the same file (`host cosine`: the least similar
     sample) and the torch baseline; `flag` says why a delegate is not to be trusted."""
     rows = []
-    for m in measurements:
+    for m in final_records(measurements):
         if m.kind != "accuracy" or not m.accuracy_samples:
             continue
         delta = (None if m.device_top1 is None or m.host_top1 is None
@@ -239,9 +240,7 @@ def device_accuracy_table(measurements: list[Measurement]) -> pd.DataFrame:
         rows.append({
             "device": device_label(m.device_id or m.device_serial, m.device_model),
             "variant": m.variant, "delegate": m.delegate_choice or "default",
-            "samples": m.accuracy_samples
-            if not m.accuracy_samples_failed else f"{m.accuracy_samples} "
-                                                  f"({m.accuracy_samples_failed} failed)",
+            "samples": m.accuracy_samples, "failed": m.accuracy_samples_failed or 0,
             "device top-1 %": _pct(m.device_top1), "host top-1 %": _pct(m.host_top1),
             "device-host pt": delta, "agreement with host %": _pct(m.host_agreement),
             "host max abs": m.host_max_abs_diff, "host max rel": m.host_max_rel_diff,
@@ -416,7 +415,8 @@ def history_frame(store, model_name: str | None, until_started_at: str | None = 
 
 # -- display: one rounding rule per unit, shared by the terminal, Markdown and HTML ---------------
 # Counts and sizes in bytes are whole numbers, whatever dtype a missing value left the column in.
-INTEGER_COLUMNS = ("trials", "trial", "attempt", "threads", "params", "MACs", "SDK")
+INTEGER_COLUMNS = ("trials", "trial", "attempt", "threads", "params", "MACs", "SDK", "samples",
+                   "failed")
 MISSING = "-"
 
 

@@ -83,6 +83,11 @@ class TargetFile:
     mode: int = 0o644
 
 
+class RemoteFileError(BenchError):
+    """A device file that is there but cannot be read (the device refused: permissions, a
+    folder, gone between looking and reading): the file's problem, not the link's."""
+
+
 class HostLost(DeviceError):
     """The host that reaches the device left (a lab host's node died, its agent is gone): the
     device's jobs are lost, not failed, and `--resume` measures them once the host is back."""
@@ -149,7 +154,8 @@ class Target(ABC):
     def read_file(self, remote: str, max_bytes: int) -> bytes | None:
         """A file's content from the device (`adb pull`); None when there is no such file; at
         most `max_bytes + 1` bytes (a longer file is cut there, so the caller sees it is too
-        long). DeviceError when the link fails."""
+        long). RemoteFileError when the device refuses to send it, DeviceError when the link
+        fails."""
 
     @abstractmethod
     def telemetry(self):

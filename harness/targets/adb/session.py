@@ -23,7 +23,8 @@ from adbutils.errors import AdbError, AdbTimeout
 
 from harness.errors import DeviceError
 from harness.targets.telemetry import read_telemetry
-from harness.targets.base import Cancelled, CommandTimeout, DeviceInfo, ShellResult
+from harness.targets.base import (Cancelled, CommandTimeout, DeviceInfo, RemoteFileError,
+                                  ShellResult)
 
 # Shell exit statuses that mean the shell could not run the program (not the program's own).
 CANCEL_POLL_S = 0.25
@@ -282,19 +283,20 @@ class DeviceSession:
                 conn.send_command("sync:")
                 conn.check_okay()
                 sock = conn.conn
-                _send_request(sock, b"STAT", remote)
-                _id, mode, _size, _mtime = _SYNC_STAT_V1.unpack(
-                    _recv_exactly(sock, _SYNC_STAT_V1.size))
+                mode = _sync_stat_mode(sock, remote)
                 if mode == 0:
                     return None
+                if not stat.S_ISREG(mode):
+                    raise RemoteFileError(f"{self.serial}: {remote} is not a file")
                 _send_request(sock, b"RECV", remote)
                 data = bytearray()
                 while True:
                     reply_id, length = _SYNC_HEADER.unpack(_recv_exactly(sock, _SYNC_HEADER.size))
                     if reply_id == b"DONE":
                         return bytes(data)
-                    if reply_id == b"FAIL":
-                        raise AdbError(_recv_exactly(sock, length).decode("utf-8", "replace"))
+                    if reply_id == b"FAIL":  # the device refused the file, the link is fine
+                        said = _recv_exactly(sock, length).decode("utf-8", "replace")
+                        raise RemoteFileError(f"{self.serial}: cannot read {remote}: {said}")
                     if reply_id != b"DATA" or length > SYNC_DATA_MAX_BYTES:
                         raise AdbError(f"unexpected sync reply {reply_id!r}")
                     data += _recv_exactly(sock, length)
@@ -358,11 +360,17 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def _sync_is_directory(sock: socket.socket, remote: str) -> bool:
-    """STAT (v1, which every device answers; mode 0 when the path does not exist)."""
+def _sync_stat_mode(sock: socket.socket, remote: str) -> int:
+    """STAT (v1, which every device answers): the path's mode, 0 when it does not exist."""
     _send_request(sock, b"STAT", remote)
-    _id, mode, _size, _mtime = _SYNC_STAT_V1.unpack(_recv_exactly(sock, _SYNC_STAT_V1.size))
-    return stat.S_ISDIR(mode)
+    reply_id, mode, _size, _mtime = _SYNC_STAT_V1.unpack(_recv_exactly(sock, _SYNC_STAT_V1.size))
+    if reply_id != b"STAT":
+        raise AdbError(f"unexpected sync reply {reply_id!r}")
+    return mode
+
+
+def _sync_is_directory(sock: socket.socket, remote: str) -> bool:
+    return stat.S_ISDIR(_sync_stat_mode(sock, remote))
 
 
 def _fill_batch(source: BinaryIO, batch: bytearray) -> tuple[int, int]:

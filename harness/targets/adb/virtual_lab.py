@@ -26,7 +26,7 @@ from pathlib import Path
 import device_agents
 from device_agents.virtual.adb_auth import TRUSTED_KEYS_FILE, KeyFormatError, read_key_lines
 from device_agents.virtual.cpus import plan_cpu_slices, shared_cores
-from device_agents.virtual.faults import set_faults, clear_faults, FAULT_NAMES
+from device_agents.virtual.faults import FAULT_NAMES, clear_faults, fault_value_problem, set_faults
 from device_agents.virtual.sandbox import VirtualDeviceConfig
 from harness.targets.adb.session import AdbServer, list_device_states
 from harness.errors import DeviceError, UserError
@@ -285,11 +285,15 @@ def lab_fault(serial: str, changes: dict | None, clear: bool = False,
         raise UserError(f"{serial}: not a device of the virtual lab "
                         f"({', '.join(d.serial for d in lab.devices)})")
     state = Path(match[0].state_dir)
-    if clear:
-        clear_faults(state)
     unknown = set(changes or {}) - set(FAULT_NAMES)
     if unknown:
         raise UserError(f"unknown fault {sorted(unknown)[0]}: use one of {', '.join(FAULT_NAMES)}")
+    for name, value in (changes or {}).items():  # all checked before anything is switched
+        problem = fault_value_problem(name, value)
+        if problem:
+            raise UserError(f"{name}={value}: {problem}")
+    if clear:
+        clear_faults(state)
     faults = set_faults(state, **(changes or {}))
     return faults.active()
 
