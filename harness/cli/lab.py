@@ -273,7 +273,8 @@ def _fault_value(text: str):
         return lowered == "true"
     if lowered in ("none", "null", "off"):
         return None
-    if lowered.isalpha():  # output_fault=short|missing|crash (lab_fault checks which key)
+    if lowered.isalpha() and lowered not in ("inf", "infinity", "nan"):
+        # output_fault=short|missing|crash (fault_value_problem checks which key takes a word)
         return lowered
     # inf, nan, 1e999: no fault value (byte counts may pass 2**31, so a 64-bit bound here)
     check_number_text(text, f"fault value {text}", magnitude=2**63 - 1)
