@@ -94,10 +94,9 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     Store(config.store_path).close()  # and a store this bench cannot use (newer, not SQLite)
     log(f"devices: {', '.join(f'{t.serial} ({t.listed_state})' for t in targets)}")
 
-    artifacts, pipeline = build_run_artifacts(config, cache_dir or default_cache_dir(), log,
-                                              with_pipeline=True)
-    accuracy_plans = plan_run_accuracy(config, artifacts, pipeline,
-                                       cache_dir or default_cache_dir(), log)
+    cache_dir = cache_dir or default_cache_dir()
+    artifacts, pipeline = build_run_artifacts(config, cache_dir, log, with_pipeline=True)
+    accuracy_plans = plan_run_accuracy(config, artifacts, pipeline, cache_dir, log)
     jobs = plan_jobs(len(artifacts), config.trials, list(config.delegates) or None,
                      list(config.threads) or None, config.peak_memory, config.op_profiling,
                      accuracy=bool(accuracy_plans))

@@ -16,6 +16,7 @@ No numpy or LiteRT here: parsing happens before the heavy imports.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from device_agents.benchmark_model import log
@@ -70,11 +71,6 @@ def split_name_and_file(item: str) -> tuple[str, str] | None:
         log.error(f"{item} doesn't contain any delimiter.")
         return None
     return item[:delimiter].replace("::", ":"), item[delimiter + 1:].replace("::", ":")
-
-
-def escape_name(name: str) -> str:
-    """How a caller writes a name (or path) holding `:` into --input_layer_value_files."""
-    return name.replace(":", "::")
 
 
 def _find(layers: list[InputLayer], name: str, names_text: str) -> InputLayer:
@@ -137,17 +133,16 @@ def populate_input_layers(names_text: str, shapes_text: str, ranges_text: str,
 def read_value_file(shown_path: str, host_file: str | None, expected_bytes: int) -> bytes:
     """LoadInputTensorData of a non-string tensor: exactly the tensor's bytes, or fatal."""
     try:
-        with open(host_file or "", "rb") as value_file:
-            data = value_file.read(expected_bytes + 1)
+        value_file = open(host_file or "", "rb")
     except OSError:
         log.fatal(f"Failed to read the input_layer_value_file:{shown_path}")
         raise AssertionError("unreachable")
-    if len(data) != expected_bytes:
-        import os
-
-        size = os.path.getsize(host_file)
-        log.fatal(f"The size of {shown_path} is {size} bytes. It should be {expected_bytes} bytes.")
-    return data
+    with value_file:
+        size = os.fstat(value_file.fileno()).st_size
+        if size != expected_bytes:
+            log.fatal(f"The size of {shown_path} is {size} bytes. It should be {expected_bytes} "
+                      "bytes.")
+        return value_file.read()
 
 
 def save_outputs(host_file: str | None, tensors_bytes: list[bytes]) -> None:

@@ -269,19 +269,19 @@ def random_inputs(session: ModelSession, layers: list[InputLayer] | None = None)
 def load_value_files(session: ModelSession, layers: list[InputLayer], host_path) -> None:
     """PrepareInputData: each layer with a value file takes the file's raw bytes (read once;
     every invocation gets them). `host_path` maps a device path to the sandbox's file."""
-    wrapper = session.interpreter._interpreter
+    from device_agents.benchmark_model.device_paths import PathEscapeError
+
     for position, layer in enumerate(layers):
         if not layer.value_file or position >= len(session.input_indices):
             continue
         current = session.input_values[position]
         try:
             host_file = host_path(layer.value_file)
-        except Exception:  # a path outside the sandbox reads as a file that cannot be opened
+        except PathEscapeError:  # a path outside the sandbox reads as one that cannot be opened
             host_file = None
         data = read_value_file(layer.value_file, host_file, current.nbytes)
         session.input_values[position] = np.frombuffer(data, dtype=current.dtype).reshape(
             current.shape).copy()
-    del wrapper
 
 
 def output_bytes(session: ModelSession) -> list[bytes]:

@@ -451,6 +451,7 @@ class DeviceRunner:
         to_send = target.files_to_send(files)
         sample_remotes = {f.remote for f in samples}
         samples_to_send = [f for f in to_send if f.remote in sample_remotes]
+        sample_bytes = sum(f.local.stat().st_size for f in samples_to_send)
         pushed = 0
         if to_send:
             missing = sum(f.local.stat().st_size for f in to_send)
@@ -463,7 +464,6 @@ class DeviceRunner:
             from harness.benchmark.device_accuracy import OUTPUTS_DIR
 
             target.shell(f"mkdir -p {shlex.quote(f'{self.config.remote_dir}/{OUTPUTS_DIR}')}")
-            sample_bytes = sum(f.local.stat().st_size for f in samples_to_send)
             self.log(f"{self._device_id(target)}: accuracy samples: {len(samples)} file(s), "
                      f"{len(samples_to_send)} pushed ({sample_bytes} bytes), the others were "
                      "on the device")
@@ -477,11 +477,9 @@ class DeviceRunner:
         if dropped:
             self.log(f"{target.serial}: this benchmark_model ({tool.label()}) has no "
                      f"{', '.join(f.split('=')[0] for f in dropped)}: left to its default")
-        prepared = _Prepared(target, info, binary_sha256, pushed, topology.big_cores,
-                             topology.mask_hex, topology, tool)
-        prepared.sample_files_pushed = len(samples_to_send)
-        prepared.sample_bytes_pushed = sample_bytes if samples else 0
-        return prepared
+        return _Prepared(target, info, binary_sha256, pushed, topology.big_cores,
+                         topology.mask_hex, topology, tool,
+                         sample_files_pushed=len(samples_to_send), sample_bytes_pushed=sample_bytes)
 
     def _sample_files(self) -> list[TargetFile]:
         """The accuracy jobs' sample files (each once: variants with the same input share them)."""
@@ -623,7 +621,7 @@ def _launch_failure(status: int, output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     said = next((line for line in lines if line.startswith("FATAL: ")), None) or next(
         (line for line in reversed(lines) if line.startswith("ERROR: ")
-         and "Benchmarking failed" not in line), None) or (lines[-1] if lines else "no output")
+         and "Benchmarking failed" not in line), None) or _last_line(output)
     if _is_signal(status):
         return f"benchmark_model ended by signal {status - EXIT_SIGNAL_BASE} (exit {status}): {said}"
     return f"benchmark_model failed (exit {status}): {said}"
