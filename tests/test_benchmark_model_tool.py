@@ -231,6 +231,13 @@ def test_flag_parsing_rules():
 
 
 # -- real inputs in, outputs out (--input_layer_value_files, --output_filepath) -------------------
+# What the real tool does, and the messages asserted below, come from LiteRT's source at
+# f67457790c9c (2026-08-21): tflite/tools/benchmark/benchmark_tflite_model.cc
+# (PopulateInputLayerInfo, SplitInputLayerNameAndValueFile and its cases in benchmark_test.cc,
+# LoadInputTensorData, OutputSaver), tflite/tools/logging.h (FATAL: abort()),
+# tflite/tools/delegates/xnnpack_delegate_provider.cc and tflite/tools/evaluation/utils.cc
+# (xnnpack_force_fp16 -> TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16, "XNNPack FP16 inference
+# enabled."), core/interpreter_experimental.cc and nnapi_delegate.cc (allow_fp16 reaches NNAPI only).
 ONE_RUN = ["--num_runs=1", "--warmup_runs=0", "--min_secs=0", "--warmup_min_secs=0"]
 
 
