@@ -97,6 +97,9 @@ class RunConfig:
     cluster: str | None = None
     retry_on_sibling: bool = False   # a job lost with its lab host runs again on a phone of
     #                                  the same model on another host (run.retry_lost_on_siblings)
+    # Issue 14: not a setting (no rule; `bench run --baseline` sets it, --resume restores it).
+    # The baseline run whose artifacts are launched beside this run's, paired (pairing.py).
+    paired_baseline: str | None = None
     # The [run] keys min_battery_pct, max_temp_c, ... (HYGIENE_RULES); [lab] may override them.
     hygiene: HygieneSettings = field(default_factory=HygieneSettings)
     store_path: Path = Path("reports/bench.db")
@@ -203,6 +206,8 @@ def config_from_dict(data: dict, source: str = "the stored run config") -> RunCo
         raise UserError(f"{source}: [lab] is not in the form bench stores; "
                         "the run cannot be resumed") from None
     _check_hygiene(config.lab, source)
+    if isinstance(data.get("paired_baseline"), str):
+        config.paired_baseline = data["paired_baseline"]
     return config
 
 

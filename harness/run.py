@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -102,6 +103,11 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                      accuracy=bool(accuracy_plans))
 
     store = Store(config.store_path)
+    staging = tempfile.TemporaryDirectory(prefix="bench-paired-")  # the baseline's links
+    launched = list(artifacts)  # the runner's: this run's artifacts, then the baseline's
+    if config.paired_baseline:
+        jobs, launched = pair_with_baseline(store, config, artifacts, jobs, Path(staging.name),
+                                            cache_dir, log)
     host, pid = this_owner()
     if resume_run_id:
         run_id = resume_run_id
@@ -129,7 +135,7 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
                 store.record_artifact(artifact.sha256, artifact.name, artifact.model_name,
                                       artifact.variant, artifact.size_bytes, artifact.metadata,
                                       str(artifact.path))
-            runner = DeviceRunner(config, run_id, artifacts, jobs, store, sha256_file, log,
+            runner = DeviceRunner(config, run_id, launched, jobs, store, sha256_file, log,
                                   done, stop, accuracy_plans)
             # All devices at once, one job at a time on each.
             with stop_on_sigint(stop, log):
@@ -146,6 +152,8 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     except BaseException:
         store.journal.release()
         raise
+    finally:
+        staging.cleanup()
     measurements = store.measurements(run_id)
     bytes_pushed = sum(m.bytes_pushed or 0 for m in measurements)
     status = (RunStatus.INTERRUPTED if stop.is_set() else
@@ -169,6 +177,26 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     finally:
         store.close()
     return result
+
+
+def pair_with_baseline(store, config: RunConfig, artifacts: list, jobs: list, staging: Path,
+                       cache_dir: Path, log: Reporter) -> tuple[list, list]:
+    """(jobs, artifacts to launch) with the baseline run's artifacts paired beside this run's
+    timing launches (harness.benchmark.pairing); variants left unpaired are said, loudly: their
+    verdicts will be across runs."""
+    from harness.benchmark.pairing import interleave_pairs, plan_paired_baseline
+
+    paired = plan_paired_baseline(store, config.paired_baseline, artifacts, staging, cache_dir)
+    for variant, why in paired.not_paired.items():
+        log(f"WARNING: {variant}: not paired with baseline {config.paired_baseline}: {why}; "
+            "its latency verdict will compare the two runs (cross-run), which night-to-night "
+            "drift makes far less sensitive")
+    if paired.partner:
+        log(f"paired with baseline {config.paired_baseline}: "
+            f"{len(paired.partner)} variant(s), each timing launch beside one of the baseline's "
+            "artifact, in a random order per pair")
+    return (interleave_pairs(jobs, paired.partner, config.seed),
+            list(artifacts) + paired.artifacts)
 
 
 SIBLING_ROLE = "for "  # + the lost device's id: the role of a job re-run on a sibling

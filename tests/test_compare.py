@@ -345,7 +345,7 @@ def lab_runs(tmp_path_factory):
     os.environ["BENCH_STATE_DIR"] = str(work / "state")
     lab = lab_up(2)
     try:
-        def run(width: int) -> str:
+        def run(width: int, paired_with: str | None = None) -> str:
             module.write_text(WIDTH_NET.format(width=width))
             sys.modules.pop("i5b_widthnet", None)  # the edited file, not the imported one
             # 12 trials of 0.5 s a side: on this 2-core VM about one launch in a hundred comes
@@ -354,10 +354,14 @@ def lab_runs(tmp_path_factory):
             config = RunConfig(model="i5b_widthnet:build", trials=12, peak_memory=False,
                                store_path=work / "bench.db", reports_dir=work / "reports",
                                benchmark=BenchmarkSettings(num_runs=20, min_secs=0.5,
-                                                           warmup_min_secs=0.02, max_secs=20))
+                                                           warmup_min_secs=0.02, max_secs=20),
+                               paired_baseline=paired_with)
             return run_benchmarks(config, cache_dir=work / "cache").run_id
 
-        run_ids = [run(16), run(16), run(32)]
+        # The second and third runs launch the base run's artifact beside their own, as
+        # `bench run --baseline` does (paired); compare(..., paired=False) ignores those pairs.
+        run_ids = [run(16)]
+        run_ids += [run(16, paired_with=run_ids[0]), run(32, paired_with=run_ids[0])]
         hogs = [cpu_hog(device.host_cpus) for device in lab.devices]
         try:
             run_ids.append(run(16))
@@ -402,11 +406,43 @@ def test_lab_identical_artifacts_never_regress(lab_runs):
     from harness.regress.confirm import confirm_regressions
 
     store, (base, same, _wide, _disturbed), _work = lab_runs
-    first = compare(store, base, same)
+    first = compare(store, base, same, paired=False)
     assert len(first.latency) == 2  # one key per device
+    assert {v.mode for v in first.latency} == {"cross-run"}
     result = confirm_regressions(store, first, trials=CONFIRM_TRIALS)
     assert not result.regressed, [(v.reason, v.confirmation) for v in result.latency]
     assert result.size[0].verdict == SAME
+
+
+def test_lab_paired_run_of_the_unchanged_artifact_is_not_regressed(lab_runs):
+    store, (base, same, _wide, _disturbed), _work = lab_runs
+    result = compare(store, base, same)
+    assert len(result.latency) == 2 and not result.regressed
+    for v in result.latency:
+        assert v.mode == "paired" and v.pairs == 12, v.reason
+        assert v.mde_ratio is not None and v.mde_ratio > 1
+    assert result.size[0].verdict == SAME  # the run's own artifact, not the baseline's beside it
+
+
+def test_lab_paired_launches_sit_beside_their_trial_in_a_random_order(lab_runs):
+    store, (base, _same, wide, _disturbed), _work = lab_runs
+    base_sha = next(m.artifact_sha256 for m in store.measurements(base) if m.kind == "timing")
+    launches = sorted((m for m in store.measurements(wide) if m.kind in ("timing", "paired")),
+                      key=lambda m: m.started_at)
+    orders = set()
+    for device in {m.device_id for m in launches}:
+        mine = [m for m in launches if m.device_id == device]
+        assert len(mine) == 2 * 12
+        for first, second in zip(mine[0::2], mine[1::2]):
+            assert first.trial == second.trial and {first.kind, second.kind} == {"timing", "paired"}
+            paired = first if first.kind == "paired" else second
+            assert paired.role == "base" and paired.artifact_sha256 == base_sha
+            orders.add(first.kind)
+    assert orders == {"timing", "paired"}  # neither side always goes first
+    # the run's report and latency table are the candidate's alone
+    from harness.report import latency_table
+
+    assert set(latency_table(store.measurements(wide))["trials"]) == {12}
 
 
 # The noise gates opened for the lab's claims below (the gates have their own tests above): on a
@@ -417,22 +453,36 @@ OPEN_GATES = Thresholds(max_cv=float("inf"), max_spread=float("inf"))
 
 def test_lab_wider_candidate_is_regressed_on_every_device(lab_runs):
     store, (base, _same, wide, _disturbed), _work = lab_runs
-    result = compare(store, base, wide, OPEN_GATES)
-    assert len(result.latency) == 2 and result.regressed
+    for paired in (True, False):
+        result = compare(store, base, wide, OPEN_GATES, paired=paired)
+        assert len(result.latency) == 2 and result.regressed
+        for v in result.latency:
+            assert v.verdict == REGRESSED, v.reason
+            assert v.mode == ("paired" if paired else "cross-run")
+            assert v.test.ratio > 2 and v.test.p_slower <= 0.01 and v.test.ci_low > 1
+
+
+def test_lab_confirm_leaves_a_paired_verdict_as_it_is(lab_runs):
+    from harness.regress.confirm import confirm_regressions
+
+    store, (base, _same, wide, _disturbed), _work = lab_runs
+    before = len(store.measurements(wide))
+    result = confirm_regressions(store, compare(store, base, wide, OPEN_GATES), trials=CONFIRM_TRIALS)
     for v in result.latency:
-        assert v.verdict == REGRESSED, v.reason
-        assert v.test.ratio > 2 and v.test.p_slower <= 0.01 and v.test.ci_low > 1
+        assert v.verdict == REGRESSED and v.confirmation.startswith("already paired")
+    assert len(store.measurements(wide)) == before  # nothing launched
 
 
 def test_lab_confirm_keeps_a_real_regression(lab_runs):
     from harness.regress.confirm import confirm_regressions
 
     store, (base, _same, wide, _disturbed), _work = lab_runs
-    result = confirm_regressions(store, compare(store, base, wide, OPEN_GATES),
+    result = confirm_regressions(store, compare(store, base, wide, OPEN_GATES, paired=False),
                                  trials=CONFIRM_TRIALS)
     for v in result.latency:
         assert v.verdict == REGRESSED, (v.reason, v.confirmation)
-        assert v.confirmation.startswith(f"confirmed by {CONFIRM_TRIALS}+{CONFIRM_TRIALS}")
+        assert v.confirmation.startswith(f"confirmed by {CONFIRM_TRIALS} interleaved pairs")
+        assert v.mode == "paired (--confirm)" and v.pairs == CONFIRM_TRIALS
     confirm_launches = [m for m in store.measurements(wide) if m.kind == "confirm"]
     assert len(confirm_launches) == 2 * 2 * CONFIRM_TRIALS  # devices x sides x trials
     assert {m.role for m in confirm_launches} == {"base", "cand"}
@@ -457,7 +507,7 @@ def test_lab_confirm_overturns_a_regression_made_by_the_environment(lab_runs):
     for v in result.latency:
         if v.label in first:
             assert v.confirmation.startswith(
-                f"not confirmed by {CONFIRM_TRIALS}+{CONFIRM_TRIALS}"), v.confirmation
+                f"not confirmed by {CONFIRM_TRIALS} interleaved pairs"), v.confirmation
             assert "first comparison said REGRESSED" in v.confirmation
 
 

@@ -55,6 +55,7 @@ KIND_FLAGS: dict[Flavour, dict[str, list[str]]] = {
         "op_profile": ["--enable_op_profiling=true"],
         "accuracy": [],  # its sample flags are per launch (device_accuracy.sample_flags)
         "confirm": [],  # a timing launch of `bench compare --confirm`
+        "paired": [],   # a timing launch of the baseline's artifact (harness.benchmark.pairing)
     },
     Flavour.LITERT: {
         "timing": [],
@@ -62,6 +63,7 @@ KIND_FLAGS: dict[Flavour, dict[str, list[str]]] = {
         "op_profile": ["--use_profiler=true"],
         "accuracy": [],
         "confirm": [],
+        "paired": [],
     },
 }
 # The flags an accuracy launch needs: real inputs in, the last invocation's outputs out

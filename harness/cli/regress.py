@@ -76,9 +76,12 @@ def history(model, device, store_path, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="Also write JUnit XML here (one test case per key).")
+@click.option("--cross-run", is_flag=True,
+              help="Compare the two runs' own samples even where CAND launched BASE's "
+                   "artifacts beside its own (paired, the default).")
 @confirm_options
 def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statistic, as_json,
-            junit_path, confirm, confirm_trials):
+            junit_path, cross_run, confirm, confirm_trials):
     """Verdict per key of CAND against BASE (run ids, `latest` or `tag:NAME`). Exit 1 if REGRESSED."""
     from harness.paths import reports_dir as default_reports_dir
     from harness.regress.compare import Thresholds, parse_threshold, resolve_run_ref
@@ -99,7 +102,7 @@ def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statist
     out_dir = output_dir or (reports_dir or default_reports_dir()) / cand_id
     result = judge(store, base_id, cand_id, out_dir, settings,
                    confirm_trials=confirm_trials if confirm else None, junit_path=junit_path,
-                   log=confirm_log)
+                   log=confirm_log, paired=not cross_run)
     if not as_json:  # --json names both runs in its document
         for line in picked:
             click.echo(line, err=True)

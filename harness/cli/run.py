@@ -63,6 +63,9 @@ from harness.errors import UserError
               help="A device another bench process is using: wait for it, or record it busy.")
 @click.option("--baseline", default=None, metavar="RUN_ID|latest|tag:NAME",
               help="Compare this run against a baseline run; exit 1 when anything REGRESSED.")
+@click.option("--cross-run", is_flag=True,
+              help="With --baseline: do not launch the baseline's artifacts beside this run's "
+                   "(paired, the default); compare with the baseline run's own samples.")
 @confirm_options
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="With --baseline: also write the verdicts as JUnit XML here.")
@@ -84,7 +87,7 @@ from harness.errors import UserError
                    "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
-        op_profiling, accuracy_on_device, accuracy_per_sample, busy, baseline, confirm, confirm_trials, junit_path, cluster,
+        op_profiling, accuracy_on_device, accuracy_per_sample, busy, baseline, cross_run, confirm, confirm_trials, junit_path, cluster,
         retry_on_sibling, resume_run_id,
         store_path, reports_dir, quiet, verbose):
     """Benchmark the model on every selected device concurrently, store and report."""
@@ -96,9 +99,10 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     from harness.run import RunInterrupted, resume_benchmarks, run_benchmarks
     from harness.run_log import run_output
 
-    if (confirm or junit_path) and not baseline:
-        raise UserError(f"{'--confirm' if confirm else '--junit'} works on the verdicts against "
-                        "a baseline: add --baseline RUN_ID|latest|tag:NAME")
+    if (confirm or junit_path or cross_run) and not baseline:
+        flag = "--confirm" if confirm else "--junit" if junit_path else "--cross-run"
+        raise UserError(f"{flag} works on the verdicts against a baseline: add "
+                        "--baseline RUN_ID|latest|tag:NAME")
     if confirm:
         from harness.regress.confirm import check_confirm_trials
 
@@ -135,6 +139,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
     # in a store with no run yet lets this run become the first baseline.
     base_id = (_baseline_run_id(baseline, config.store_path, exclude=resume_run_id)
                if baseline else None)
+    # Paired by default: the baseline's artifacts run beside this run's (harness.benchmark.pairing).
+    config.paired_baseline = base_id if not cross_run else None
     try:
         # Third-party output goes to the run's bench.log; bench speaks through out.reporter.
         with run_output(config.reports_dir, verbose=verbose, quiet=quiet) as out:
@@ -207,7 +213,7 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
         try:
             verdicts = judge(store, base_id, result.run_id, result.report_dir,
                              confirm_trials=confirm_trials if confirm else None,
-                             junit_path=junit_path, log=confirm_log)
+                             junit_path=junit_path, log=confirm_log, paired=not cross_run)
         finally:
             store.close()
         picked = " (latest: the newest other run that finished ok)" if baseline == "latest" else ""

@@ -268,6 +268,12 @@ class KeyVerdict:
     test: LatencyTest | None = None
     more_trials: int | None = None
     confirmation: str | None = None   # what `--confirm`'s interleaved re-run found (None: not run)
+    mode: str = "cross-run"           # "paired": from baseline/candidate pairs of one session
+    #                                   (harness.regress.pairs); "cross-run": two runs' samples
+    pairs: int | None = None          # paired: the pairs the verdict rests on
+    mde_ratio: float | None = None    # paired: the smallest slowdown those pairs catch with
+    #                                   power 0.9 (what a SAME or UNKNOWN could not have seen)
+    sigma_log: float | None = None    # paired: robust sigma of the pairs' log ratios
 
     @property
     def label(self) -> str:
@@ -352,7 +358,10 @@ class MetricVerdict:
 
 def _variant_artifacts(store, measurements: list[Measurement]) -> dict[str, dict]:
     """model_name:variant -> artifact row (with metadata) for the artifacts a run measured."""
-    shas = sorted({m.artifact_sha256 for m in measurements if m.artifact_sha256})
+    # The run's own artifacts: not the baseline's launched beside them (paired, confirm), which
+    # often have the same model and variant names.
+    shas = sorted({m.artifact_sha256 for m in measurements
+                   if m.artifact_sha256 and m.kind not in ("paired", "confirm")})
     return {f"{a['model_name']}:{a['variant']}": a for a in store.artifacts(shas)}
 
 
@@ -470,30 +479,42 @@ class CompareResult:
 
 
 def compare_samples(base_run: str, cand_run: str, base: list[Measurement],
-                    cand: list[Measurement], thresholds: Thresholds | None = None) -> CompareResult:
-    """Latency verdicts for every key present in both sets of measurements (no store needed)."""
+                    cand: list[Measurement], thresholds: Thresholds | None = None,
+                    paired: bool = True) -> CompareResult:
+    """Latency verdicts for every key present in both sets of measurements (no store needed):
+    paired where the candidate run launched the baseline's artifact beside its own (and
+    `paired`), else across the two runs."""
+    from harness.benchmark.pairing import timed_artifact_shas
+    from harness.regress.pairs import paired_key_verdict, run_pairs
+
     thresholds = thresholds or Thresholds()
+    pairs = run_pairs(cand, timed_artifact_shas(base)) if paired else {}
     base_groups = group_samples(base, thresholds)
     cand_groups = group_samples(cand, thresholds)
-    common = sorted(set(base_groups) & set(cand_groups))
+    common = set(base_groups) & set(cand_groups) - set(pairs)
     result = CompareResult(base_run, cand_run, thresholds)
-    result.latency = [key_verdict(k, base_groups[k], cand_groups[k], thresholds) for k in common]
-    result.only_in_base = sorted(k.label for k in set(base_groups) - set(cand_groups))
-    result.only_in_cand = sorted(k.label for k in set(cand_groups) - set(base_groups))
+    result.latency = sorted(
+        [paired_key_verdict(k, *pairs[k], thresholds) for k in pairs]
+        + [key_verdict(k, base_groups[k], cand_groups[k], thresholds) for k in common],
+        key=lambda v: v.key)
+    result.only_in_base = sorted(k.label for k in set(base_groups) - set(cand_groups) - set(pairs))
+    result.only_in_cand = sorted(k.label for k in set(cand_groups) - set(base_groups) - set(pairs))
     result.on_device = on_device_verdicts(base, cand, thresholds)
     return result
 
 
 def compare(store, base_run: str, cand_run: str,
-            thresholds: Thresholds | None = None) -> CompareResult:
-    """Verdicts for every key present in both runs, plus size and accuracy per variant."""
+            thresholds: Thresholds | None = None, paired: bool = True) -> CompareResult:
+    """Verdicts for every key present in both runs (paired where the candidate run launched
+    the baseline's artifacts beside its own, unless `paired` is False), plus size and accuracy
+    per variant."""
     for role, run_id in (("base", base_run), ("candidate", cand_run)):
         if store.run(run_id) is None:
             known = [r["run_id"] for r in store.runs()][-5:]
             raise UserError(f"{role} run {run_id}: not in {store.path}; "
                             f"recent runs: {', '.join(known) or 'none'}")
     base, cand = store.measurements(base_run), store.measurements(cand_run)
-    result = compare_samples(base_run, cand_run, base, cand, thresholds)
+    result = compare_samples(base_run, cand_run, base, cand, thresholds, paired)
     if not result.latency:
         raise UserError(f"runs {base_run} and {cand_run} have no key in common (same model "
                         "variant, device, delegate, threads, CPU mask, OS build and binary)")

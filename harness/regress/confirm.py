@@ -1,26 +1,31 @@
-"""`bench compare --confirm`: re-measure each REGRESSED key before its verdict stands.
+"""`bench compare --confirm`: re-measure each REGRESSED key judged across runs, paired.
 
 Two runs made on different nights also differ in everything that drifted in between (the
-device's temperature, background load, the host's neighbours). A key that comes out REGRESSED
-is therefore launched again on its own device, the baseline artifact and the candidate artifact
-interleaved (B C B C ...), so that drift hits both alike; the key's verdict is then the verdict of
-these paired launches. The launches are stored with the candidate run (kind "confirm", role
-"base" or "cand"), each committed before the next starts, like every other sample.
+device's temperature, background load, the host's neighbours). A `bench run --baseline` pairs
+by default (harness.benchmark.pairing), so its verdicts need no confirmation; `--confirm` is the
+same pairing after the fact, for keys that were compared across runs (`bench compare` of two
+earlier runs, `--cross-run`, a baseline artifact that was not at hand): each REGRESSED one is
+launched again on its own device, the baseline artifact and the candidate artifact interleaved
+(B C B C ...), and takes the verdict of those pairs (harness.regress.pairs). The launches are
+stored with the candidate run (kind "confirm", role "base" or "cand"), each committed before the
+next starts, like every other sample.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness.benchmark.pairing import staged as stage
 from harness.optimize.artifacts import Artifact, sha256_file
 from harness.regress import DEFAULT_CONFIRM_TRIALS
-from harness.regress.compare import (REGRESSED, CompareResult, KeySamples, KeyVerdict, SeriesKey,
-                             group_samples, key_verdict, series_key)
+from harness.regress.compare import (REGRESSED, CompareResult, KeyVerdict, SeriesKey,
+                                     series_key)
+from harness.regress.paired import MIN_PAIRS
+from harness.regress.pairs import PAIRED
 from harness.errors import UserError
 from harness.executor import Executor, local_executor
 from harness.benchmark.stop import stop_on_sigint
@@ -46,32 +51,19 @@ class _DevicePlan:
 
 
 def artifact_on_host(store, sha256: str, cache_dir: Path | None = None) -> Artifact:
-    """The artifact file with this content: where the store says it was built, else found in
-    the artifact cache by its metadata. A file that changed since is not it."""
-    from harness.optimize.artifacts import METADATA_FILENAME, load_artifact
+    """The artifact with this content on this host (harness.benchmark.pairing), or a UserError
+    saying where it was looked for."""
+    from harness.benchmark.pairing import artifact_on_host as find
     from harness.paths import cache_dir as default_cache_dir
 
-    rows = store.artifacts([sha256])
-    row = rows[0] if rows else {}
-    name = row.get("name") or sha256[:12]
-    candidates = [Path(row["path"])] if row.get("path") else []
-    cache = Path(cache_dir or default_cache_dir())
-    if cache.is_dir():
-        for meta in cache.glob(f"*/{METADATA_FILENAME}"):
-            try:
-                found = load_artifact(meta.parent)
-            except (OSError, ValueError, KeyError):
-                continue
-            if found.sha256 == sha256:
-                candidates.append(found.path)
-    for path in candidates:
-        if path.is_file() and sha256_file(path) == sha256:
-            return Artifact(name=name, model_name=row.get("model_name") or "?",
-                            variant=row.get("variant") or "?", path=path, sha256=sha256,
-                            size_bytes=path.stat().st_size, metadata=row.get("metadata") or {})
-    raise UserError(f"--confirm: artifact {name} (sha256 {sha256[:12]}) is not on this host any "
-                    f"more (looked in the store's path and {cache}); rebuild it with `bench run`, "
-                    "or compare without --confirm")
+    found = find(store, sha256, cache_dir)
+    if found is None:
+        rows = store.artifacts([sha256])
+        name = (rows[0].get("name") if rows else None) or sha256[:12]
+        raise UserError(f"--confirm: artifact {name} (sha256 {sha256[:12]}) is not on this host "
+                        f"any more (looked in the store's path and {cache_dir or default_cache_dir()}); "
+                        "rebuild it with `bench run`, or compare without --confirm")
+    return found
 
 
 def _adb_serial(measurements: list[Measurement], key: SeriesKey) -> str | None:
@@ -114,6 +106,11 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
     could not be re-run keep REGRESSED and say why. Returns `result`, updated."""
     check_confirm_trials(trials)
     regressed = [v for v in result.latency if v.verdict == REGRESSED]
+    for v in regressed:
+        if v.mode == PAIRED:
+            v.confirmation = ("already paired: the baseline's artifact ran beside the candidate's "
+                              "in this run; the verdict stands")
+    regressed = [v for v in regressed if v.mode != PAIRED]
     if not regressed:
         return result
     base_ms, cand_ms = store.measurements(result.base_run), store.measurements(result.cand_run)
@@ -137,7 +134,7 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
     with tempfile.TemporaryDirectory(prefix="bench-confirm-") as staging:
         # Both sides often have the same file name (same model and variant): on the device each
         # artifact goes under a name of its own.
-        staged = {sha: _staged(a, Path(staging)) for sha, a in artifacts.items()}
+        staged = {sha: stage(a, Path(staging)) for sha, a in artifacts.items()}
         stop = threading.Event()  # set by the first Ctrl-C, as in `bench run`
         with stop_on_sigint(stop, log):
             outcomes = (executor or local_executor()).map(
@@ -154,15 +151,15 @@ def confirm_regressions(store, result: CompareResult, trials: int = DEFAULT_CONF
     return result
 
 
-MIN_CONFIRM_TRIALS = 5
+MIN_CONFIRM_TRIALS = MIN_PAIRS
 
 
 def check_confirm_trials(trials: int) -> None:
-    # With 4 samples a side, the smallest one-sided rank-test p is 1/70 > 0.01: no confirmation
-    # could ever say REGRESSED.
+    # The confirmation is a paired signed-rank test: with 7 pairs or fewer its smallest
+    # one-sided p is 2**-7 > 0.01, so no confirmation could ever say REGRESSED.
     if trials < MIN_CONFIRM_TRIALS:
         raise UserError(f"--confirm-trials {trials}: give at least {MIN_CONFIRM_TRIALS}; with "
-                        f"fewer launches a side no rank test reaches p <= 0.01")
+                        f"fewer pairs no signed-rank test reaches p <= 0.01")
 
 
 def _confirm_config(store, cand_run: str):
@@ -175,13 +172,6 @@ def _confirm_config(store, cand_run: str):
     config.store_path = store.path
     config.peak_memory = config.op_profiling = False
     return config
-
-
-def _staged(artifact: Artifact, staging: Path) -> Artifact:
-    link = staging / f"{artifact.sha256[:12]}-{artifact.path.name}"
-    if not link.exists():
-        os.symlink(artifact.path.resolve(), link)
-    return replace(artifact, path=link)
 
 
 def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, store,
@@ -217,35 +207,37 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
     return None
 
 
-def confirm_samples(measurements: list[Measurement], role: str, artifact_sha256: str,
-                    key: SeriesKey, thresholds) -> KeySamples | None:
-    """The samples of one side of a confirmation, grouped as compare groups timing launches."""
-    launches = [replace(m, kind="timing") for m in measurements
-                if m.kind == "confirm" and m.role == role and m.artifact_sha256 == artifact_sha256]
-    return group_samples(launches, thresholds).get(key)
+def confirm_launches(measurements: list[Measurement], role: str,
+                     artifact_sha256: str) -> list[Measurement]:
+    """One side of a confirmation: its launches of that artifact."""
+    return [m for m in measurements
+            if m.kind == "confirm" and m.role == role and m.artifact_sha256 == artifact_sha256]
 
 
 def _apply_confirmations(store, result: CompareResult, pairs: list[_Pair], since: str) -> None:
-    """Each confirmed key takes the verdict of its paired launches."""
+    """Each confirmed key takes the verdict of its paired launches (trial by trial)."""
+    from harness.regress.pairs import CONFIRMED, paired_key_verdict
+
     launches = [m for m in store.measurements(result.cand_run)
                 if m.kind == "confirm" and (m.started_at or "") >= since]
     for pair in pairs:
         v = pair.verdict
         if v.confirmation:  # the device could not run it
             continue
-        base = confirm_samples(launches, "base", pair.base_sha, v.key, result.thresholds)
-        cand = confirm_samples(launches, "cand", pair.cand_sha, v.key, result.thresholds)
-        if base is None or cand is None:
-            v.confirmation = ("not confirmed (no ok confirm launches under this key: the binary, "
+        base = [m for m in confirm_launches(launches, "base", pair.base_sha) if series_key(m) == v.key]
+        cand = [m for m in confirm_launches(launches, "cand", pair.cand_sha) if series_key(m) == v.key]
+        if not base or not cand:
+            v.confirmation = ("not confirmed (no confirm launches under this key: the binary, "
                               "OS build or CPU mask may have changed); the verdict stands")
             continue
-        again = key_verdict(v.key, base, cand, result.thresholds)
+        again = paired_key_verdict(v.key, base, cand, result.thresholds, CONFIRMED)
         first = f"{v.verdict}: {v.reason}"
         if again.verdict == REGRESSED:
-            v.confirmation = (f"confirmed by {again.base.n}+{again.cand.n} interleaved launches: "
-                              f"{again.reason}")
+            v.confirmation = f"confirmed by {again.pairs} interleaved pairs: {again.reason}"
         else:
-            v.confirmation = (f"not confirmed by {again.base.n}+{again.cand.n} interleaved "
-                              f"launches; the first comparison said {first}")
-            v.verdict, v.reason, v.test = again.verdict, again.reason, again.test
-            v.base, v.cand, v.more_trials = again.base, again.cand, again.more_trials
+            v.confirmation = (f"not confirmed by {again.pairs} interleaved pairs; the first "
+                              f"comparison said {first}")
+        # Either way the key now rests on the pairs: their statistics are the ones shown.
+        for name in ("verdict", "reason", "test", "base", "cand", "more_trials", "mode",
+                     "pairs", "mde_ratio", "sigma_log"):
+            setattr(v, name, getattr(again, name))

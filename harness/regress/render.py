@@ -16,19 +16,27 @@ def _ms(us: float | None) -> str:
 
 def _latency_cells(v: KeyVerdict) -> list[str]:
     t = v.test
-    return [v.verdict, v.label, _ms(v.base.median_us), _ms(v.cand.median_us),
+    return [v.verdict, v.label, v.mode, _ms(v.base.median_us), _ms(v.cand.median_us),
             "-" if t is None else f"{t.ratio:.3f}",
             "-" if t is None else f"{t.ci_low:.3f}–{t.ci_high:.3f}",
             "-" if t is None else f"{min(t.p_slower, t.p_faster):.2g}",
-            f"{v.base.n}/{v.cand.n}",
+            f"{v.pairs} pairs" if v.pairs is not None else f"{v.base.n}/{v.cand.n}",
+            _mde(v.mde_ratio),
             v.reason if not v.confirmation else f"{v.reason} [--confirm: {v.confirmation}]"]
 
 
+def _mde(ratio: float | None) -> str:
+    """The smallest slowdown the key's pairs would have caught (power 0.9), as a change."""
+    if ratio is None:
+        return "-"
+    return ">100 %" if ratio > 2 else f"{100 * (ratio - 1):.1f} %"
+
+
 def latency_header(result: CompareResult) -> list[str]:
-    # The medians shown are over the per-launch figure the verdicts use (e.g. each launch's min).
+    # The medians shown are over the per-launch figure the verdicts use (e.g. each launch's median).
     stat = result.thresholds.statistic
-    return ["verdict", "key", f"base {stat} ms", f"cand {stat} ms", "ratio", "95% CI", "p",
-            "n b/c", "why"]
+    return ["verdict", "key", "mode", f"base ms (launch {stat})", f"cand ms (launch {stat})",
+            "ratio", "95% CI", "p", "n", "MDE", "why"]
 
 
 METRIC_HEADER = ["verdict", "variant or key", "base", "cand", "why"]
@@ -99,9 +107,13 @@ def compare_markdown(result: CompareResult) -> str:
                      f"{len(result.only_in_cand)} only in candidate (not compared).")
     t = result.thresholds
     overrides = ", ".join(f"{md_code(p)}={r:g}" for p, r in t.overrides)
-    parts.append(f"<sub>Samples: each launch's {t.statistic} latency. "
-                 f"REGRESSED needs p ≤ {t.alpha:g} (one-sided Mann–Whitney U / KS), median "
-                 f"ratio ≥ {t.ratio:g}{' (' + overrides + ')' if overrides else ''} and a bootstrap "
-                 f"95 % CI excluding 1. INVALID: CV ≥ {100 * t.max_cv:.0f} %, max/min > "
-                 f"{t.max_spread:g}, throttled, battery < {t.min_battery_pct} %.</sub>")
+    threshold = f"{t.ratio:g}{' (' + overrides + ')' if overrides else ''}"
+    parts.append(f"<sub>Samples: each launch's {t.statistic} latency. Paired keys (the "
+                 "baseline's artifact launched beside the candidate's, one pair per trial): "
+                 f"REGRESSED needs p ≤ {t.alpha:g} (one-sided Wilcoxon signed-rank on the pairs' "
+                 f"log ratios) and a Hodges–Lehmann ratio ≥ √threshold ({threshold}); MDE: the "
+                 "smallest slowdown those pairs catch with power 0.9. Cross-run keys: p ≤ "
+                 f"{t.alpha:g} (one-sided Mann–Whitney U / KS), median ratio ≥ {threshold} and a "
+                 f"bootstrap 95 % CI excluding 1. INVALID: CV ≥ {100 * t.max_cv:.0f} % (cross-run), "
+                 f"max/min > {t.max_spread:g}, throttled, battery < {t.min_battery_pct} %.</sub>")
     return "\n\n".join(parts) + "\n"

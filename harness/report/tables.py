@@ -43,9 +43,10 @@ def device_label(serial: str, model: str | None) -> str:
 
 
 def _keyed_frame(measurements: list[Measurement]) -> pd.DataFrame:
-    """The ok launches of the run's own plan (not `compare --confirm`'s re-runs), with the
-    columns latency rows are grouped by."""
-    frame = measurements_frame([m for m in measurements if m.status == "ok" and m.kind != "confirm"])
+    """The ok launches of the run's own plan (not `compare --confirm`'s re-runs, nor the
+    baseline's launches paired with it), with the columns latency rows are grouped by."""
+    frame = measurements_frame([m for m in measurements if m.status == "ok"
+                                and m.kind not in ("confirm", "paired")])
     if frame.empty:
         return frame
     # The device's stable identity (ro.serialno), as in compare and history keys.

@@ -84,8 +84,9 @@ class Measurement(BenchmarkFigures):
     status: str                      # a MeasurementStatus (plain text once read back)
     error: str | None = None         # why it is not ok, one line
     failure_kind: str | None = None  # "device" | "benchmark" | "hygiene" | "quarantine" | None
-    kind: str = "timing"             # timing | peak_memory | op_profile | accuracy | confirm (harness.benchmark.jobs.KINDS)
-    role: str | None = None          # confirm launches: "base" or "cand" artifact of a compared key
+    kind: str = "timing"             # timing | peak_memory | op_profile | accuracy | confirm | paired (harness.benchmark.jobs.KINDS)
+    role: str | None = None          # confirm launches: "base" or "cand" artifact of a compared key;
+    #                                  paired launches (the baseline's artifact beside a timing one): "base"
     trial: int = 0
     attempt: int = 1                 # 2, 3: retried after the device dropped
     delegate_choice: str | None = None  # --delegate: cpu|xnnpack|xnnpack-fp16|gpu|nnapi|npu (None: default)
