@@ -11,6 +11,7 @@ import pytest
 
 from device_agents.virtual.faults import clear_faults, set_faults
 from harness.config import BenchmarkSettings, RunConfig
+from harness.results.statistic import LATENCY_MS
 from harness.targets.adb.virtual_lab import connect_device, lab_down, lab_status, lab_up
 from harness.run import run_benchmarks
 from harness.results.store import Store
@@ -150,7 +151,7 @@ def test_first_run_shows_the_mission_quietly(lab, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     variants = [parse_variant(v).name for v in default_variants("digits_cnn")]
     assert variants == ["baseline", "pruned50-ft10-lr0.001", "pruned50-ft10-lr0.001-int8"]
-    for text in variants + ["avg ms", "first ms", "bytes pushed:", "tflite bytes"]:
+    for text in variants + [LATENCY_MS, "first ms", "bytes pushed:", "tflite bytes"]:
         assert text in result.stdout
     for number, _dev in enumerate(lab.devices, 1):  # known by ro.serialno, not 127.0.0.1:PORT
         assert f"VIRT{number:04d}" in result.stdout
@@ -187,14 +188,16 @@ def test_first_run_shows_the_mission_quietly(lab, tmp_path):
                for m in measured)
     store.close()
 
-    # The same again, judged against the first: one trial each is too few to call, so UNKNOWN.
+    # The same again, judged against the first, paired (the first run's artifacts launched
+    # beside this run's): one pair per key is too few to call, so UNKNOWN.
     again = bench_cli("run", "--devices", "all", "--num-runs", "3", "--min-secs", "0.05",
                       "--no-peak-memory", "--store", str(tmp_path / "b.db"),
                       "--reports-dir", str(tmp_path / "r"), "--quiet", "--baseline", "latest")
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stderr == ""  # --quiet: the tables and the summary only
     assert "compared with baseline" in again.stdout and "UNKNOWN" in again.stdout
-    assert "REGRESSED" not in again.stdout.split("compared with baseline")[1]
+    verdicts = again.stdout.split("compared with baseline")[1]
+    assert "REGRESSED" not in verdicts and "1 pairs" in verdicts and "paired" in verdicts
     assert list((tmp_path / "r").glob("*/compare.md"))
     # Provenance: the adb bench ran and the protocol version of the lab's server.
     report_md = next((tmp_path / "r").glob("*/report.md")).read_text()

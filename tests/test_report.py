@@ -28,6 +28,7 @@ from harness.report.html import html_table
 from harness.report.plots import overlapping_titles, pareto_frontier, title_extents, titles_outside
 from harness.report.summary import summarise
 from harness.results.schema import Measurement
+from harness.results.statistic import LATENCY_MS
 from harness.results.store import Store
 
 EVIL_VARIANT = "<script>alert(1)</script>&int8"
@@ -116,11 +117,11 @@ def test_latency_numbers_are_medians_p90_and_cv_over_trials(report_dir):
         row = table.loc[(f"{serial} ({DEVICES[serial]})", variant)]
         values = np.array(trials)
         assert row["trials"] == 5
-        assert row["avg ms"] == pytest.approx(np.median(values) / 1000)
+        assert row[LATENCY_MS] == pytest.approx(np.median(values) / 1000)
         assert row["p90 ms"] == pytest.approx(np.percentile(values, 90) / 1000)
         assert row["CV %"] == pytest.approx(values.std(ddof=1) / values.mean() * 100)
         # The peak-memory launch's own latency (99.999 ms) must not leak into timing figures.
-        assert row["avg ms"] < 3
+        assert row[LATENCY_MS] < 3
         assert row["peak MB"] == (12.5 if variant == "baseline" else 6.25)
         assert row["delegated nodes"] == "3/10"
         assert row["init ms"] == pytest.approx(5.002)
@@ -321,7 +322,7 @@ def test_summary_lines_without_a_comparison():
 # -- numbers as the views show them ---------------------------------------------------------------
 @pytest.mark.parametrize("column, value, shown", [
     ("CV %", None, "-"), ("CV %", float("nan"), "-"), ("CV %", 11.8321, "11.8"),
-    ("avg ms", 0.0331234, "0.0331"), ("avg ms", 1.04999, "1.05"), ("avg ms", 1234.5, "1234"),
+    (LATENCY_MS, 0.0331234, "0.0331"), (LATENCY_MS, 1.04999, "1.05"), (LATENCY_MS, 1234.5, "1234"),
     ("peak MB", 12.5, "12.500"), ("tflite bytes", 4_000_000.0, "4000000"),
     ("zip bytes", np.float64(1234.0), "1234"), ("params", np.int64(250_000), "250000"),
     ("max temp °C", 39.04, "39.0"), ("top-1 %", 98.94, "98.9"), ("Δ top-1 pt", -0.31, "-0.3"),
@@ -380,12 +381,12 @@ LONG_VARIANTS = ["baseline", "pruned50-ft10-int8", "sparse75-lt-ft20-dynamic_int
 def _long_name_figures(devices):
     samples = {(d, v): [1.0 + i, 1.2 + i, 0.9 + i] for d in devices
                for i, v in enumerate(LONG_VARIANTS)}
-    latency = pd.DataFrame([{"device": d, "variant": v, "avg ms": 1.0 + i} for d in devices
+    latency = pd.DataFrame([{"device": d, "variant": v, LATENCY_MS: 1.0 + i} for d in devices
                             for i, v in enumerate(LONG_VARIANTS)])
     variants = pd.DataFrame([{"variant": v, "top-1 %": 80.0 - i, "tflite bytes": 4e6 / (i + 1),
                               "zip bytes": 2e6 / (i + 1)} for i, v in enumerate(LONG_VARIANTS)])
     history = pd.DataFrame([{"run_id": f"2026010{r}-000000-ab{r}d", "started_at": f"2026-01-0{r}",
-                             "device": d, "variant": v, "avg ms": 1.0 + i + r}
+                             "device": d, "variant": v, LATENCY_MS: 1.0 + i + r}
                             for r in (1, 2) for d in devices for i, v in enumerate(LONG_VARIANTS)])
     return plots.report_figures(samples, latency, variants, history)
 
@@ -429,3 +430,24 @@ def test_the_title_check_finds_an_overlap():
         assert overlapping_titles(fig) and titles_outside(fig)
     finally:
         plt.close(fig)
+
+
+def test_one_statistic_in_the_table_the_history_and_the_verdicts():
+    """Report, history and compare read the same per-launch figure, and name it (issue 14)."""
+    from dataclasses import replace
+
+    from harness.regress.compare import Thresholds
+    from harness.regress.render import latency_header
+    from harness.regress.compare import CompareResult
+    from harness.results.history import HistoryRow, format_history
+    from harness.results.statistic import DEFAULT_STATISTIC, STATISTICS
+
+    launches = [replace(_timing("baseline", 2000.0 + 10 * i),
+                        **{STATISTICS[DEFAULT_STATISTIC]: 1000.0 + 10 * i}) for i in range(5)]
+    row = latency_table(launches).iloc[0]
+    assert DEFAULT_STATISTIC in LATENCY_MS
+    assert row[LATENCY_MS] == pytest.approx(1.020)  # the median of the launches' figure
+    assert Thresholds().statistic == DEFAULT_STATISTIC
+    assert f"launch {DEFAULT_STATISTIC}" in " ".join(latency_header(CompareResult("a", "b", Thresholds())))
+    history = format_history([HistoryRow("k", "r", "2026-12-03T00:00:00", [], 5, 1.02, 1.0)])
+    assert LATENCY_MS in history

@@ -71,8 +71,9 @@ def history(model, device, store_path, as_json):
 @click.option("--threshold", "thresholds", multiple=True, metavar="RATIO|PATTERN=RATIO",
               callback=lambda _ctx, _param, values: _finite_ratios(values),
               help="Slowdown ratio that counts (default 1.05); PATTERN=RATIO per key, e.g. '*gpu*=1.10'.")
-@click.option("--statistic", type=click.Choice(["min", "median", "mean"]), default="min",
-              show_default=True, help="Which per-launch latency is a sample.")
+@click.option("--statistic", type=click.Choice(["min", "median", "mean"]), default=None,
+              help="Which per-launch latency is a sample (default: the one statistic of report "
+                   "and history, harness.results.statistic).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="Also write JUnit XML here (one test case per key).")
@@ -92,7 +93,7 @@ def compare(base, cand, store_path, reports_dir, output_dir, thresholds, statist
         from harness.regress.confirm import check_confirm_trials
 
         check_confirm_trials(confirm_trials)
-    settings = Thresholds(statistic=statistic)
+    settings = Thresholds(**({"statistic": statistic} if statistic else {}))
     for text in thresholds:
         parse_threshold(text, settings)
     store = _open_store(store_path)

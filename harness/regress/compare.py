@@ -29,6 +29,7 @@ import numpy as np
 from harness.config import HygieneSettings
 from harness.errors import UserError
 from harness.results.schema import Measurement, MeasurementStatus
+from harness.results.statistic import DEFAULT_STATISTIC, STATISTICS, launch_value_us  # noqa: F401
 
 
 class Verdict(str, Enum):
@@ -103,16 +104,9 @@ class KeySamples:
     low_battery: int = 0               # launches that started on a low battery, not charging
 
 
-# The per-launch figure a key's samples are made of (`--statistic`), and its Measurement field.
-STATISTICS = {"mean": "inference_avg_us", "median": "inference_p50_us", "min": "inference_min_us"}
-
-
-def sample_value(m: Measurement, statistic: str) -> float | None:
-    """A launch's figure; a benchmark_model that prints no median falls back to the mean."""
-    value = getattr(m, STATISTICS[statistic])
-    if value is None and statistic == "median":
-        value = m.inference_avg_us
-    return None if value is None else float(value)
+# The per-launch figure a key's samples are made of (`--statistic`; by default the one
+# statistic of report and history, harness.results.statistic).
+sample_value = launch_value_us
 
 
 def group_samples(measurements: list[Measurement], thresholds: "Thresholds | None" = None
@@ -160,7 +154,7 @@ class Thresholds:
     accuracy_drop_points: float = 0.5   # top-1 drop, in percentage points, that is a regression
     bootstrap_resamples: int = 2000
     seed: int = 0                       # bootstrap resampling is seeded: same data, same verdict
-    statistic: str = "min"              # which per-launch figure is a sample (STATISTICS)
+    statistic: str = DEFAULT_STATISTIC  # which per-launch figure is a sample (STATISTICS)
 
     def ratio_for(self, label: str) -> float:
         """The first override whose pattern matches the key label, else the default ratio."""

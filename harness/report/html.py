@@ -10,6 +10,7 @@ import base64
 
 import pandas as pd
 
+from harness.results.statistic import latency_note
 from harness.escape import html_text
 from harness.report.content import DEVICE_ACCURACY_NOTE, SUMMARY_NOTE, ReportContent
 from harness.report.tables import display_frame
@@ -47,8 +48,8 @@ def render_html(content: ReportContent) -> str:
     run = content.run
     status = str(run.get("status"))
     sections = [
-        ("Latency", "<p>avg ms: median over trials of each launch's average; p90 ms and CV % "
-                    "over the same trial averages (CV % needs 2 trials: - with one).</p>"
+        ("Latency", f"<p>{e(latency_note())}; p90 ms and CV % over the same per-launch "
+                    "figures (CV % needs 2 trials: - with one).</p>"
                     + html_table(content.latency)),
         ("Size per variant", html_table(content.size)),
         ("Accuracy per variant", html_table(content.accuracy)),

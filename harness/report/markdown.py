@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.results.statistic import latency_note
 from harness.escape import md_text
 from harness.report.content import DEVICE_ACCURACY_NOTE, SUMMARY_NOTE, ReportContent
 from harness.report.tables import display_frame
@@ -42,8 +43,8 @@ def render_markdown(content: ReportContent) -> str:
         "",
         "## Latency",
         "",
-        "`avg ms`: median over trials of each launch's average; `p90 ms` and `CV %` over the same "
-        "trial averages (`CV %` needs 2 trials: `-` with one).",
+        f"{latency_note()}; `p90 ms` and `CV %` over the same per-launch figures "
+        "(`CV %` needs 2 trials: `-` with one).",
         "",
         markdown_table(content.latency),
         "## Variants",

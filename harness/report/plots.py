@@ -23,6 +23,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from harness.results.statistic import DEFAULT_STATISTIC, LATENCY_MS  # noqa: E402
+
 from harness.escape import plot_text  # noqa: E402
 
 DPI = 110
@@ -108,7 +110,7 @@ def latency_bars(samples_ms: dict[tuple[str, str], list[float]]) -> Figure | Non
         ax.set_xticks(range(len(variants)), [short_name(v, *TICK_NAME) for v in variants],
                       rotation=30, ha="right", rotation_mode="anchor", fontsize="small")
         ax.set_title(short_name(device), fontsize=TITLE_SIZE)
-        ax.set_ylabel("inference latency (ms)")
+        ax.set_ylabel(f"inference latency, launch {DEFAULT_STATISTIC} (ms)")
     fig.suptitle("Latency per device")
     _figure_legend(fig, axes, "variant (bar: median; whiskers: min–max trial; dots: trials)")
     return fig
@@ -132,7 +134,7 @@ def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame) -> Fi
     if latency.empty or variants.empty or "top-1 %" not in variants:
         return None
     accuracy = variants.set_index("variant")["top-1 %"].dropna()
-    merged = latency[latency["variant"].isin(accuracy.index)].dropna(subset=["avg ms"])
+    merged = latency[latency["variant"].isin(accuracy.index)].dropna(subset=[LATENCY_MS])
     if merged["variant"].nunique() < 2:
         return None
     devices = list(dict.fromkeys(merged["device"]))
@@ -140,7 +142,7 @@ def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame) -> Fi
     fig, axes = _panels(len(devices), 5.0)
     for ax, device in zip(axes, devices):
         rows = merged[merged["device"] == device]
-        points = [(float(r["avg ms"]), float(accuracy[r["variant"]])) for _, r in rows.iterrows()]
+        points = [(float(r[LATENCY_MS]), float(accuracy[r["variant"]])) for _, r in rows.iterrows()]
         for (lat, acc), variant in zip(points, rows["variant"]):
             ax.scatter(lat, acc, color=colour[variant], s=50,
                        label=short_name(variant, *LEGEND_NAME), zorder=3)
@@ -148,7 +150,7 @@ def accuracy_latency_pareto(latency: pd.DataFrame, variants: pd.DataFrame) -> Fi
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="gray",
                 label="Pareto frontier", zorder=2)
         ax.set_title(short_name(device), fontsize=TITLE_SIZE)
-        ax.set_xlabel("median inference latency (ms)")
+        ax.set_xlabel(f"inference latency, {LATENCY_MS}")
         ax.set_ylabel("top-1 accuracy (%)")
     fig.suptitle("Accuracy vs latency (Pareto frontier)")
     _figure_legend(fig, axes)
@@ -188,12 +190,12 @@ def latency_trend(history: pd.DataFrame) -> Figure | None:
                            layout="constrained")
     for (device, variant), rows in history.groupby(["device", "variant"], sort=False):
         xs = [runs.index(r) for r in rows["run_id"]]
-        ax.plot(xs, rows["avg ms"], marker="o", label=labels[(device, variant)])
+        ax.plot(xs, rows[LATENCY_MS], marker="o", label=labels[(device, variant)])
     ax.set_xticks(range(len(runs)), [short_name(r, 24) for r in runs], rotation=30,
                   ha="right", rotation_mode="anchor", fontsize="small")
     ax.set_title("Median latency over runs")
     ax.set_xlabel("run")
-    ax.set_ylabel("median inference latency (ms)")
+    ax.set_ylabel(f"inference latency, {LATENCY_MS}")
     # Outside the axes, right of them: with many keys an inside legend would hide the lines.
     fig.legend(loc="outside right upper", fontsize="small", title="variant @ device",
                title_fontsize="small")

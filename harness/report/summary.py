@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from harness.results.statistic import launch_value_us
 from harness.report.tables import fmt_ms, top1_delta_pt
 from harness.results.schema import Measurement
 
@@ -189,10 +190,10 @@ def _median_ms(measurements: list[Measurement]) -> dict[str, dict[str, float]]:
     over the run's own ok timing launches."""
     samples: dict[tuple, list[float]] = {}
     for m in measurements:
-        if (m.status == "ok" and m.kind == "timing" and m.inference_avg_us is not None
-                and m.inference_avg_us == m.inference_avg_us):
+        value = launch_value_us(m)  # the one per-launch statistic
+        if m.status == "ok" and m.kind == "timing" and value is not None and value == value:
             key = (m.device_id or m.device_serial, m.variant, m.delegate_choice, m.num_threads)
-            samples.setdefault(key, []).append(m.inference_avg_us / 1000.0)
+            samples.setdefault(key, []).append(value / 1000.0)
     latency: dict[str, dict[str, float]] = {}
     for (device, variant, _, _), values in samples.items():
         median = statistics.median(values)

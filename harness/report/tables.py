@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.escape import csv_cell
 from harness.results.schema import Measurement, final_records
+from harness.results.statistic import DEFAULT_STATISTIC, LATENCY_MS, STATISTICS, launch_value_us
 
 CSV_EXCLUDED = ("output_tail", "device_props_json")
 # Dimensions of a latency row beyond device x variant; shown only when a run varied them.
@@ -74,12 +75,13 @@ def trial_stats_us(averages_us) -> dict:
 def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
     """Device x variant (x delegate x threads when varied), over the ok timing launches.
 
-    `avg ms` is the median of the trials' average latencies, `p90 ms` the 90th percentile of
-    those averages and `CV %` their spread (None for a single trial); peak memory comes from the
+    LATENCY_MS (e.g. `min ms`) is the median over trials of each launch's figure of the one
+    per-launch statistic (harness.results.statistic), `p90 ms` the 90th percentile of those
+    figures and `CV %` their spread (None for a single trial); peak memory comes from the
     separate peak-memory launch (else the timing launches' overall footprint).
     """
     frame = _keyed_frame(measurements)
-    columns = ["device", "variant", "delegate", "threads", "trials", "avg ms", "p90 ms", "CV %",
+    columns = ["device", "variant", "delegate", "threads", "trials", LATENCY_MS, "p90 ms", "CV %",
                "init ms", "first ms", "peak MB", "delegated nodes", "model MB"]
     if frame.empty:
         return pd.DataFrame(columns=[c for c in columns if c not in OPTIONAL_KEYS])
@@ -91,11 +93,11 @@ def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
         memory = group[group["kind"] == "peak_memory"]["peak_memory_mb"].dropna()
         if memory.empty:
             memory = timing["memory_overall_mb"].dropna()
-        stats = trial_stats_us(source["inference_avg_us"])
+        stats = trial_stats_us(_launch_values_us(source))
         rows.append({
             "device": key[0], "variant": key[1], "delegate": key[2], "threads": key[3],
             "trials": len(timing),
-            "avg ms": _ms(stats["median_us"]), "p90 ms": _ms(stats["p90_us"]),
+            LATENCY_MS: _ms(stats["median_us"]), "p90 ms": _ms(stats["p90_us"]),
             "CV %": stats["cv_pct"],
             "init ms": _median_ms(source["init_us"]),
             "first ms": _median_ms(source["first_inference_us"]),
@@ -104,6 +106,13 @@ def latency_table(measurements: list[Measurement]) -> pd.DataFrame:
             "model MB": _model_mb(source),
         })
     return _drop_unvaried(pd.DataFrame(rows, columns=columns))
+
+
+def _launch_values_us(frame: pd.DataFrame) -> pd.Series:
+    """Each launch's figure of the one statistic; its mean where it printed none."""
+    column = STATISTICS[DEFAULT_STATISTIC]
+    values = frame[column] if column in frame else frame["inference_avg_us"]
+    return values.where(values.notna(), frame["inference_avg_us"])
 
 
 def _drop_unvaried(table: pd.DataFrame) -> pd.DataFrame:
@@ -139,12 +148,14 @@ def _median_ms(values: pd.Series):
 
 
 def trial_samples_ms(measurements: list[Measurement]) -> dict[tuple[str, str], list[float]]:
-    """(device, variant) -> every ok timing trial's average latency in ms: the plots' raw data."""
+    """(device, variant) -> every ok timing trial's figure (the one statistic) in ms: the
+    plots' raw data."""
     samples: dict[tuple[str, str], list[float]] = {}
     for m in measurements:
-        if m.status == "ok" and m.kind == "timing" and m.inference_avg_us is not None:
+        value = launch_value_us(m)
+        if m.status == "ok" and m.kind == "timing" and value is not None:
             key = (device_label(m.device_id or m.device_serial, m.device_model), m.variant)
-            samples.setdefault(key, []).append(m.inference_avg_us / 1000.0)
+            samples.setdefault(key, []).append(value / 1000.0)
     return samples
 
 
@@ -393,7 +404,8 @@ def hashes_table(measurements: list[Measurement]) -> pd.DataFrame:
 def history_frame(store, model_name: str | None, until_started_at: str | None = None) -> pd.DataFrame:
     """Median latency per (device, variant) in every stored run of the same model, oldest first.
 
-    One row per run and key: run_id, started_at, device, variant, avg ms (median over trials).
+    One row per run and key: run_id, started_at, device, variant, LATENCY_MS (median over
+    trials of the one per-launch statistic).
     """
     rows = []
     for run in store.runs():
@@ -403,15 +415,16 @@ def history_frame(store, model_name: str | None, until_started_at: str | None = 
         for m in store.measurements(run["run_id"]):
             if model_name is not None and m.model_name != model_name:
                 continue
-            if m.status == "ok" and m.kind == "timing" and m.inference_avg_us is not None:
+            value = launch_value_us(m)
+            if m.status == "ok" and m.kind == "timing" and value is not None:
                 # By the stable identity: a lab restarted under new adb serials is one line.
                 device = m.device_id or m.device_serial
-                samples.setdefault((device, m.variant), []).append(m.inference_avg_us)
+                samples.setdefault((device, m.variant), []).append(value)
         for (device, variant), values in samples.items():
             rows.append({"run_id": run["run_id"], "started_at": run["started_at"],
                          "device": device, "variant": variant,
-                         "avg ms": float(np.median(values)) / 1000.0})
-    return pd.DataFrame(rows, columns=["run_id", "started_at", "device", "variant", "avg ms"])
+                         LATENCY_MS: float(np.median(values)) / 1000.0})
+    return pd.DataFrame(rows, columns=["run_id", "started_at", "device", "variant", LATENCY_MS])
 
 
 # -- display: one rounding rule per unit, shared by the terminal, Markdown and HTML ---------------

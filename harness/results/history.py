@@ -1,12 +1,13 @@
 """`bench history`: each key's runs over time (run, date, tags, samples, median, CV).
 
-Its median and CV are over the launches' mean latencies, the figure the run reports show;
-`bench compare` judges each launch's minimum by default (see harness.regress.compare)."""
+Its median and CV are over each launch's figure of the one per-launch statistic
+(harness.results.statistic), the figure the run reports show and `bench compare` judges."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from harness.regress.compare import Thresholds, group_samples, sample_stats
+from harness.results.statistic import LATENCY_MS
 
 
 @dataclass
@@ -28,7 +29,7 @@ def history_rows(store, model: str | None = None, device: str | None = None) -> 
         measurements = store.measurements(run["run_id"])
         if device is not None:  # its stable identity, or the adb serial it had in that run
             measurements = [m for m in measurements if device in (m.device_id, m.device_serial)]
-        groups = group_samples(measurements, Thresholds(statistic="mean"))
+        groups = group_samples(measurements, Thresholds())
         for key, samples in groups.items():
             if model is not None and key.model_name != model:
                 continue
@@ -50,7 +51,7 @@ def format_history(rows: list[HistoryRow]) -> str:
         if r.key != current:
             current = r.key
             lines.append(("" if not lines else "\n") + r.key)
-            lines.append(f"  {'run':<28} {'date':<20} {'n':>4} {'median ms':>10} {'CV %':>6}  tags")
+            lines.append(f"  {'run':<28} {'date':<20} {'n':>4} {LATENCY_MS:>10} {'CV %':>6}  tags")
         median = "-" if r.median_ms is None else f"{r.median_ms:.3f}"
         cv = "-" if r.cv_pct is None else f"{r.cv_pct:.1f}"
         lines.append(f"  {r.run_id:<28} {r.started_at[:19]:<20} {r.n:>4} {median:>10} {cv:>6}"
