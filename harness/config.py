@@ -97,7 +97,11 @@ class RunConfig:
     cluster: str | None = None
     retry_on_sibling: bool = False   # a job lost with its lab host runs again on a phone of
     #                                  the same model on another host (run.retry_lost_on_siblings)
-    # Issue 14: not a setting (no rule; `bench run --baseline` sets it, --resume restores it).
+    # Issue 14: `--trials auto`: trials from each key's noise in its last runs (regress/noise.py),
+    # within time_budget_s a device (0: no limit).
+    auto_trials: bool = False
+    time_budget_s: float = 0.0
+    # Not a setting (no rule; `bench run --baseline` sets it, --resume restores it).
     # The baseline run whose artifacts are launched beside this run's, paired (pairing.py).
     paired_baseline: str | None = None
     # The [run] keys min_battery_pct, max_temp_c, ... (HYGIENE_RULES); [lab] may override them.

@@ -194,6 +194,8 @@ RUN_RULES: dict[str, Rule] = {
     "data_dir": Rule(Kind.TEXT, optional=True),
     "seed": _int(0),
     "trials": _int(1),
+    "auto_trials": Rule(Kind.BOOL),
+    "time_budget_s": _seconds(),
     "delegates": Rule(Kind.CHOICE_LIST, choices=DELEGATES, non_empty=False),
     "threads": Rule(Kind.INT_LIST, 1, non_empty=False),
     "peak_memory": Rule(Kind.BOOL),

@@ -97,6 +97,8 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
 
     cache_dir = cache_dir or default_cache_dir()
     artifacts, pipeline = build_run_artifacts(config, cache_dir, log, with_pipeline=True)
+    if config.auto_trials and not resume_run_id:  # a resumed run keeps the count it chose
+        config = replace(config, trials=auto_trials(config, artifacts, log))
     accuracy_plans = plan_run_accuracy(config, artifacts, pipeline, cache_dir, log)
     jobs = plan_jobs(len(artifacts), config.trials, list(config.delegates) or None,
                      list(config.threads) or None, config.peak_memory, config.op_profiling,
@@ -177,6 +179,28 @@ def run_benchmarks(config: RunConfig, log: Line | Reporter | None = None,
     finally:
         store.close()
     return result
+
+
+def auto_trials(config: RunConfig, artifacts: list, log: Reporter) -> int:
+    """`--trials auto`: the trials (pairs) the run's keys need by the noise seen in their last
+    runs (harness.regress.noise), within the time budget; what was chosen is logged."""
+    from harness.regress.compare import Thresholds
+    from harness.regress.noise import choose_trials, key_noise
+
+    thresholds = Thresholds()
+    store = Store(config.store_path)
+    try:
+        noise = key_noise(store, thresholds.statistic)
+    finally:
+        store.close()
+    wanted = [(a.model_name, a.variant, d or "default", None if t is None else str(t))
+              for a in artifacts for d in (config.delegates or [None])
+              for t in (config.threads or [None])]
+    choice = choose_trials(noise, wanted, thresholds.ratio, thresholds.alpha,
+                           config.time_budget_s or None, paired=bool(config.paired_baseline))
+    for line in choice.lines:
+        log(f"--trials auto: {line}")
+    return choice.pairs
 
 
 def pair_with_baseline(store, config: RunConfig, artifacts: list, jobs: list, staging: Path,

@@ -70,3 +70,52 @@ def test_log_ratios_and_noise():
     values = rng.normal(0, 0.1, 2000)
     values[:20] = 5.0  # a few launches a background task slowed
     assert robust_sigma(values) == pytest.approx(0.1, rel=0.1)
+
+
+# -- trials sized by noise (`--trials auto`) ----------------------------------------------------
+def _stored_run(store, run_id: str, started: str, rng, sigma: float, trials: int,
+                paired: bool, device: str = "VIRT0001") -> None:
+    from harness.results.schema import Measurement
+
+    store.start_run(run_id, started, "0", "host", {})
+    for trial in range(trials):
+        for kind, role in (("paired", "base"), ("timing", None)) if paired else (("timing", None),):
+            value = 1000.0 * math.exp(rng.normal(0, sigma))
+            store.add_measurement(Measurement(
+                run_id=run_id, device_serial="127.0.0.1:1", device_id=device, adb_server="s",
+                model_name="m", variant="baseline", status="ok", kind=kind, role=role,
+                trial=trial, inference_avg_us=value, inference_min_us=value,
+                started_at=f"{started[:10]}T00:00:{trial:02d}.000+00:00",
+                finished_at=f"{started[:10]}T00:00:{trial:02d}.500+00:00"))
+    store.finish_run(run_id, started, "ok", 0)
+
+
+def test_trials_auto_follows_each_keys_noise_and_the_time_budget(tmp_path):
+    """The pairs chosen are those the noise seen in the key's last runs needs; the noisiest
+    device sets the count; a budget cuts it and says what the cut count can still see."""
+    from harness.regress.noise import FIRST_RUN_PAIRS, choose_trials, key_noise
+    from harness.results.store import Store
+
+    store = Store(tmp_path / "b.db")
+    rng = np.random.default_rng(0)
+    _stored_run(store, "r1", "2026-12-01T00:00:00Z", rng, 0.03, 40, paired=False)
+    _stored_run(store, "r2", "2026-12-02T00:00:00Z", rng, 0.03, 40, paired=True)
+    _stored_run(store, "r3", "2026-12-02T01:00:00Z", rng, 0.06, 40, paired=True, device="VIRT0002")
+    noise = key_noise(store)
+    quiet = next(n for k, n in noise.items() if k.device == "VIRT0001")
+    # Pairs of launches each with noise 3 %: their log ratio scatters by sqrt(2) x 3 %.
+    assert quiet.sigma_log == pytest.approx(math.sqrt(2) * 0.03, rel=0.3)
+    assert quiet.runs == 2 and quiet.seconds_per_launch == pytest.approx(0.5)
+    wanted = [("m", "baseline", "default", None)]
+    choice = choose_trials(noise, wanted, 1.05, 0.01, None, paired=True)
+    loud = next(n for k, n in noise.items() if k.device == "VIRT0002")
+    assert choice.pairs == pairs_for_power(loud.sigma_log, 1.05) > pairs_for_power(quiet.sigma_log, 1.05)
+    assert choice.mde_ratio == pytest.approx(minimum_detectable_ratio(loud.sigma_log, choice.pairs))
+    # 1 s a pair (two launches of 0.5 s): a 20 s budget allows 20 pairs, which see less.
+    cut = choose_trials(noise, wanted, 1.05, 0.01, 20.0, paired=True)
+    assert cut.pairs == 20 < choice.pairs and cut.mde_ratio > choice.mde_ratio
+    assert any("time budget" in line for line in cut.lines)
+    # A key never seen: the first-run count.
+    new = choose_trials(noise, [("m", "int8", "default", None)], 1.05, 0.01, None, paired=True)
+    assert new.pairs == FIRST_RUN_PAIRS and new.mde_ratio is None
+    store.close()

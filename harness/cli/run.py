@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from harness.cli.regress import confirm_options
-from harness.cli.types import NumberType, TextType
+from harness.cli.types import NumberType, TextType, TrialsType
 from harness.cli.main import EXIT_INTERRUPTED, _echo_err, cli
 from harness.benchmark.command import DELEGATES
 from harness.config import DEFAULT_ACCURACY_SAMPLES as DEFAULT_SAMPLES
@@ -46,8 +46,13 @@ from harness.errors import UserError
               help="--num_threads as a run dimension (repeatable; default: one per big core).")
 @click.option("--delegate", "delegates", type=click.Choice(list(DELEGATES)),
               multiple=True, help="Delegate as a run dimension (repeatable; default: the tool's).")
-@click.option("--trials", type=NumberType(RUN_RULES["trials"]), default=None,
-              help="Launches per variant, device and configuration, interleaved across variants.")
+@click.option("--trials", type=TrialsType(RUN_RULES["trials"]), default=None, metavar="N|auto",
+              help="Launches per variant, device and configuration, interleaved across variants; "
+                   "auto: as many as each key's noise in its last runs needs to catch a 5 % "
+                   "slowdown with power 0.9 (with --baseline, pairs).")
+@click.option("--time-budget", "time_budget_s", type=NumberType(RUN_RULES["time_budget_s"]),
+              default=None, metavar="SECONDS",
+              help="With --trials auto: at most this long of launches per device.")
 @click.option("--peak-memory/--no-peak-memory", default=None,
               help="One extra launch per variant measuring peak memory (default: on).")
 @click.option("--op-profiling", is_flag=True, default=None, help="One extra launch per variant with op profiling.")
@@ -86,7 +91,7 @@ from harness.errors import UserError
               help="Show torch/TensorFlow/LiteRT/quantizer output on the terminal too (by default "
                    "it goes to reports/<run-id>/bench.log only).")
 def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
-        num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, peak_memory,
+        num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, time_budget_s, peak_memory,
         op_profiling, accuracy_on_device, accuracy_per_sample, busy, baseline, cross_run, confirm, confirm_trials, junit_path, cluster,
         retry_on_sibling, resume_run_id,
         store_path, reports_dir, quiet, verbose):
@@ -120,7 +125,11 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
                         ("min_secs", min_secs), ("max_secs", max_secs)):
         if value is not None:
             setattr(config.benchmark, name, value)
-    for name, value in (("trials", trials), ("peak_memory", peak_memory),
+    if trials == "auto":
+        config.auto_trials = True
+    elif trials is not None:
+        config.trials, config.auto_trials = trials, False
+    for name, value in (("time_budget_s", time_budget_s), ("peak_memory", peak_memory),
                         ("op_profiling", op_profiling), ("accuracy_on_device", accuracy_on_device),
                         ("accuracy_per_sample", accuracy_per_sample),
                         ("busy", busy), ("cluster", cluster),

@@ -57,6 +57,18 @@ class NumberType(click.ParamType):
             raise OptionError(f"{where}: {exc}", ctx, param) from None
 
 
+class TrialsType(NumberType):
+    """`--trials N` or `--trials auto` (sized by each key's noise: harness.regress.noise)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return super().convert(value, param, ctx)
+        except OptionError as exc:
+            raise OptionError(f"{exc.message} or auto", ctx, param) from None
+
+
 class TextType(click.ParamType):
     """A text option checked against a schema `Rule` (e.g. `--devices ""` is refused here, by
     its flag's name, rather than later as a config value)."""
