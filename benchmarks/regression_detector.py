@@ -1,29 +1,30 @@
-"""How good is `bench compare`'s REGRESSED verdict on real noise? (issue 5, acceptance 2)
+"""How good is the REGRESSED verdict on real noise, paired and cross-run? (issue 14, acceptance 1)
 
-    python benchmarks/regression_detector.py [--model mobilenet_v3_small] [--trials 60] [--subset 15]
-    python benchmarks/regression_detector.py --store reports/bench.db --run RUN_ID   # reuse samples
+    python benchmarks/regression_detector.py [--model mobilenet_v3_small] [--pairs 120] [--nights 300]
+    python benchmarks/regression_detector.py --store bench.db --run RUN_ID   # reuse a recording
 
-Records `--trials` launches of one artifact on one virtual device of a fresh lab (real host-CPU
-timings; the device runs on host cores of its own, as `bench lab up` sets it up), then resamples
-them: each comparison draws two disjoint random subsets of `--subset` launches (a run's trials).
-- false alarm rate: A/A comparisons (both subsets unchanged) that come out REGRESSED;
-- power at 5 % and 10 %: the candidate subset's samples scaled by 1.05 / 1.10, REGRESSED rate.
-Every comparison goes through `harness.regress.compare.compare_samples`, the function `bench compare`
-uses. Targets: false alarms <= 1 %, power >= 0.9 at 10 %. (At exactly the 5 % threshold the
-median-ratio condition alone passes about half the time, so power at 5 % is expected near 0.5.)
-Also printed, as context: the same figures for each per-launch statistic and other numbers of
-trials, and "nightly" comparisons in recording order (a block of launches against the next
-block), which keep the host's slow drift between runs that random subsets average out, before
-and after a simulated `--confirm` on the launches that follow.
+Records real host-CPU noise on a fresh one-device virtual lab: a baseline run of one artifact,
+then a run paired with it as `bench run --baseline` pairs (the same artifact as candidate, so the
+truth is "no change"): `--pairs` pairs of launches, baseline and candidate in a random order per
+pair. Then resamples it into nights, each judged by `harness.regress.compare.compare_samples`,
+the function `bench compare` uses:
+- paired: a night is a random draw of n recorded pairs; the candidate side scaled by 1.05 for
+  power, unscaled for false alarms (A/A);
+- cross-run: a night compares n baseline-side launches with n other candidate-side launches
+  (the same launch count as n pairs), scaled alike. (Random draws spread a night over the whole
+  recording, which averages out the drift a real night-to-night comparison meets: this favours
+  cross-run.)
+n is what `--trials auto` would choose from the recording's own noise (pairs_for_power), or
+`--nights-pairs`. Printed side by side, for each per-launch statistic: false alarms (target
+<= 1 %) and power at +5 % (target >= 0.9), then the same in recording order (nights of
+consecutive pairs), as a nightly job meets the drift.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,167 +32,156 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.regress.compare import STATISTICS, Thresholds, sample_value  # noqa: E402  (after sys.path)
+from harness.regress.compare import STATISTICS, Thresholds  # noqa: E402  (after sys.path)
 
-FALSE_ALARM_TARGET = 0.01
-# A made slowdown scales every per-launch figure a comparison may use (harness.regress.compare.STATISTICS).
+FALSE_ALARM_TARGET, POWER_TARGET, SLOWDOWN = 0.01, 0.9, 1.05
 SCALED_FIELDS = ("inference_avg_us", "inference_p50_us", "inference_min_us")
-POWER_TARGET_10PCT = 0.9
 
 
-def record_samples(trials: int, model: str, min_secs: float, work: Path) -> tuple[Path, str]:
-    """Run one artifact `trials` times on a fresh one-device virtual lab; returns (store, run id)."""
+def record(pairs: int, model: str, min_secs: float, work: Path) -> tuple[Path, str, str]:
+    """A baseline run and a run paired with it, on a fresh one-device virtual lab."""
     os.environ["BENCH_STATE_DIR"] = str(work / "state")  # a lab of its own
     from harness.config import BenchmarkSettings, RunConfig
-    from harness.targets.adb.virtual_lab import lab_down, lab_up
     from harness.run import run_benchmarks
+    from harness.targets.adb.virtual_lab import lab_down, lab_up
 
     lab_up(1)
     try:
-        config = RunConfig(store_path=work / "bench.db", reports_dir=work / "reports",
-                           model=model, variants=["baseline"], trials=trials, peak_memory=False,
-                           benchmark=BenchmarkSettings(num_runs=20, min_secs=min_secs,
-                                                       warmup_min_secs=0.02, max_secs=20))
-        result = run_benchmarks(config, log=lambda m: print(m, flush=True))
+        def run(trials: int, paired_with: str | None = None) -> str:
+            config = RunConfig(store_path=work / "bench.db", reports_dir=work / "reports",
+                               model=model, variants=["baseline"], trials=trials,
+                               peak_memory=False, paired_baseline=paired_with,
+                               benchmark=BenchmarkSettings(num_runs=20, min_secs=min_secs,
+                                                           warmup_min_secs=0.02, max_secs=20))
+            return run_benchmarks(config, log=lambda m: print(m, flush=True)).run_id
+
+        base = run(2)
+        return work / "bench.db", base, run(pairs, paired_with=base)
     finally:
         lab_down()
-    return config.store_path, result.run_id
 
 
-def timing_samples(store_path: Path, run_id: str) -> list:
+def recorded_pairs(store_path: Path, run_id: str) -> tuple[list, list]:
+    """The run's (paired baseline launch, timing launch) per trial, in recording order."""
     from harness.results.store import Store
 
     store = Store(store_path)
-    ok = [m for m in store.measurements(run_id)
-          if m.kind == "timing" and m.status == "ok" and m.inference_avg_us is not None]
+    ms = [m for m in store.measurements(run_id) if m.status == "ok"]
     store.close()
-    return ok
+    base = {m.trial: m for m in ms if m.kind == "paired"}
+    cand = {m.trial: m for m in ms if m.kind == "timing" and not m.role}
+    trials = sorted(set(base) & set(cand), key=lambda t: base[t].started_at)
+    return [base[t] for t in trials], [cand[t] for t in trials]
 
 
-def _compare(base_samples: list, cand_samples: list, slowdown: float, thresholds=None):
+def _scaled(m, factor: float, run_id: str, trial: int):
+    return replace(m, run_id=run_id, trial=trial,
+                   **{f: getattr(m, f) * factor for f in SCALED_FIELDS if getattr(m, f) is not None})
+
+
+def night_verdict(base: list, cand: list, slowdown: float, paired: bool, t: Thresholds) -> str:
+    """One night's latency verdict through compare_samples: `paired` judges base[i] beside
+    cand[i]; else base and cand as two runs' samples."""
     from harness.regress.compare import compare_samples
 
-    base = [replace(m, run_id="base") for m in base_samples]
-    cand = [replace(m, run_id="cand", **{name: getattr(m, name) * slowdown
-                                         for name in SCALED_FIELDS if getattr(m, name) is not None})
-            for m in cand_samples]
-    return [v.verdict for v in compare_samples("base", "cand", base, cand, thresholds).latency]
+    cand_side = [_scaled(m, slowdown, "cand", i) for i, m in enumerate(cand)]
+    if paired:
+        # The baseline run timed the artifact the paired launches ran (same sha): a record of it.
+        base_run = [replace(base[0], run_id="base", kind="timing", role=None)]
+        cand_run = cand_side + [_scaled(m, 1.0, "cand", i) for i, m in enumerate(base)]
+    else:
+        base_run = [replace(_scaled(m, 1.0, "base", i), kind="timing", role=None)
+                    for i, m in enumerate(base)]
+        cand_run = cand_side
+    [v] = compare_samples("base", "cand", base_run, cand_run, t, paired=paired).latency
+    assert v.mode == ("paired" if paired else "cross-run"), v.mode
+    return str(v.verdict)
 
 
-def verdict_rates(samples: list, subset: int, comparisons: int, slowdown: float,
-                  rng: np.random.Generator, thresholds=None) -> Counter:
-    """Verdicts of `comparisons` resampled base/candidate pairs, the candidate scaled by `slowdown`."""
-    verdicts: Counter = Counter()
-    for _ in range(comparisons):
-        picks = rng.permutation(len(samples))
-        verdicts.update(_compare([samples[i] for i in picks[:subset]],
-                                 [samples[i] for i in picks[subset:2 * subset]],
-                                 slowdown, thresholds))
-    return verdicts
-
-
-def nightly_rates(samples: list, subset: int, confirm_trials: int, slowdown: float,
-                  thresholds=None) -> tuple[Counter, Counter]:
-    """A nightly job in recording order: a base block of `subset` launches, the next block as the
-    candidate (scaled by `slowdown`); a REGRESSED key is then confirmed on the launches that
-    follow, alternately base and candidate (as `--confirm` interleaves them). Returns the
-    verdicts before and after confirmation."""
-    before, after = Counter(), Counter()
-    for start in range(len(samples) - 2 * subset - 2 * confirm_trials + 1):
-        first = _compare(samples[start:start + subset],
-                         samples[start + subset:start + 2 * subset], slowdown, thresholds)
-        before.update(first)
-        if first != ["REGRESSED"]:
-            after.update(first)
-            continue
-        follow = samples[start + 2 * subset:start + 2 * subset + 2 * confirm_trials]
-        after.update(_compare(follow[0::2], follow[1::2], slowdown, thresholds))
-    return before, after
-
-
-def _counts(verdicts: Counter) -> str:
-    return ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))
+def rates(base: list, cand: list, n: int, nights: int, t: Thresholds, paired: bool,
+          seed: int, in_order: bool = False) -> tuple[float, float]:
+    """(A/A false-alarm rate, power at SLOWDOWN) over `nights` resampled nights of n pairs."""
+    rng = np.random.default_rng(seed)
+    found = {1.0: 0, SLOWDOWN: 0}
+    starts = range(0, len(base) - 2 * n + 1) if in_order else range(nights)
+    for start in starts:
+        if in_order:  # consecutive pairs; cross-run: the next n pairs are the candidate night
+            b_idx = np.arange(start, start + n)
+            c_idx = b_idx if paired else b_idx + n
+        else:
+            picks = rng.permutation(len(base))
+            b_idx = picks[:n]
+            c_idx = b_idx if paired else picks[n:2 * n]
+        b = [base[i] for i in b_idx]
+        for slowdown in found:
+            c = [cand[i] for i in c_idx]
+            found[slowdown] += night_verdict(b, c, slowdown, paired, t) == "REGRESSED"
+    total = len(starts)
+    return found[1.0] / total, found[SLOWDOWN] / total
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--model", default="mobilenet_v3_small",
                         help="Built-in model to record (a ~1 ms model; sub-0.1 ms ones are mostly noise).")
+    parser.add_argument("--pairs", type=int, default=120, help="Pairs to record.")
     parser.add_argument("--min-secs", type=float, default=0.5, help="benchmark_model --min_secs.")
-    parser.add_argument("--subset", type=int, default=15,
-                        help="Trials per resampled run (a nightly job's --trials).")
-    parser.add_argument("--comparisons", type=int, default=300)
+    parser.add_argument("--nights", type=int, default=300, help="Resampled nights per figure.")
+    parser.add_argument("--nights-pairs", type=int, default=None,
+                        help="Pairs per night (default: what --trials auto picks from the noise).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--confirm-trials", type=int, default=10,
-                        help="Launches per side of a simulated --confirm.")
-    parser.add_argument("--statistic", default=None, choices=sorted(STATISTICS),
-                        help="Per-launch figure compared (default: bench compare's).")
-    parser.add_argument("--store", type=Path, default=None, help="Reuse a recorded run instead.")
-    parser.add_argument("--run", default=None, help="Run id in --store.")
+    parser.add_argument("--store", type=Path, default=None, help="Reuse a recorded paired run.")
+    parser.add_argument("--run", default=None, help="The paired run's id in --store.")
     args = parser.parse_args()
+
+    from harness.regress.paired import log_ratios, pairs_for_power, robust_sigma
+    from harness.results.statistic import DEFAULT_STATISTIC, launch_value_us
 
     if args.store:
         store_path, run_id = args.store, args.run
     else:
-        store_path, run_id = record_samples(args.trials, args.model, args.min_secs,
-                                            Path(tempfile.mkdtemp(prefix="bench-detector-")))
-    samples = sorted(timing_samples(store_path, run_id), key=lambda m: m.started_at or "")
-    keys = {(m.device_serial, m.variant, m.delegate_choice, m.num_threads) for m in samples}
-    if len(keys) != 1 or len(samples) < 2 * args.subset:
-        print(f"need >= {2 * args.subset} ok timing samples of one key; got {len(samples)} "
-              f"over {len(keys)} key(s)")
+        store_path, _, run_id = record(args.pairs, args.model, args.min_secs,
+                                       Path(tempfile.mkdtemp(prefix="bench-detector-")))
+    base, cand = recorded_pairs(store_path, run_id)
+    if len(base) < 16:
+        print(f"need >= 16 recorded pairs in run {run_id}; got {len(base)}")
         return 2
-    values = np.array([m.inference_avg_us for m in samples])
-    first = samples[0]
-    host_cpus = json.loads(first.device_props_json or "{}").get("bench.virtual.host_cpus", "?")
-    print(f"recorded: run {run_id}, {len(values)} launches of {first.model_name}:{first.variant} "
-          f"on {first.device_serial} (host cores {host_cpus}, {first.num_threads} thread(s)), "
-          f"median {np.median(values):.1f} us, CV {100 * values.std(ddof=1) / values.mean():.2f} %, "
-          f"max/min {values.max() / values.min():.3f}")
-
-    thresholds = Thresholds(**({"statistic": args.statistic} if args.statistic else {}))
-    print(f"samples: per-launch {thresholds.statistic}")
-    for statistic in STATISTICS:
-        x = np.array([sample_value(m, statistic) for m in samples])
-        print(f"  per-launch {statistic:>6}: CV {100 * x.std(ddof=1) / x.mean():5.2f} %, "
-              f"max/min {x.max() / x.min():.3f}")
+    first = base[0]
+    print(f"recorded: run {run_id}, {len(base)} pairs of {first.model_name}:{first.variant} "
+          f"(the same artifact on both sides) on {first.device_id}, {first.num_threads} thread(s)")
+    print(f"nights: {args.nights} resampled per figure; slowdown made by scaling the candidate "
+          f"side by {SLOWDOWN}")
+    print("  statistic  pair noise  launch CV  n/night  |  paired: A/A  +5 %  |  cross-run: A/A  +5 %")
     figures = {}
-    for name, slowdown in (("A/A", 1.0), ("+5 %", 1.05), ("+10 %", 1.10)):
-        verdicts = verdict_rates(samples, args.subset, args.comparisons, slowdown,
-                                 np.random.default_rng(args.seed), thresholds)
-        figures[name] = verdicts["REGRESSED"] / args.comparisons
-        print(f"{name:>6}: {args.comparisons} comparisons of {args.subset} vs {args.subset} -> "
-              + _counts(verdicts))
-
-    print("context: REGRESSED rate by per-launch statistic and trials per run (same recording)")
-    print("  statistic  trials  A/A false alarms  power +5 %  power +10 %")
     for statistic in STATISTICS:
-        for subset in sorted({5, 10, 15, 20, args.subset}):
-            if 2 * subset > len(samples):
-                continue
-            t = replace(thresholds, statistic=statistic)
-            rates = [verdict_rates(samples, subset, args.comparisons, slowdown,
-                                   np.random.default_rng(args.seed), t)["REGRESSED"]
-                     / args.comparisons for slowdown in (1.0, 1.05, 1.10)]
-            print(f"  {statistic:>9}  {subset:>6}  {100 * rates[0]:>14.1f} %  {rates[1]:>10.2f}"
-                  f"  {rates[2]:>11.2f}")
-    for name, slowdown in (("A/A", 1.0), ("+10 %", 1.10)):
-        before, after = nightly_rates(samples, args.subset, args.confirm_trials, slowdown,
-                                      thresholds)
-        n = sum(before.values())
-        if n:
-            print(f"context: nightly {name} in recording order ({n} runs of {args.subset} after "
-                  f"{args.subset}, --confirm on the next {2 * args.confirm_trials} launches): "
-                  f"REGRESSED {before['REGRESSED']}/{n} before --confirm, "
-                  f"{after['REGRESSED']}/{n} after")
-
-    fa, p5, p10 = figures["A/A"], figures["+5 %"], figures["+10 %"]
-    print(f"false alarm rate: {100 * fa:.1f} % (target <= {100 * FALSE_ALARM_TARGET:.0f} %)")
-    print(f"power at 5 % slowdown: {p5:.2f}")
-    print(f"power at 10 % slowdown: {p10:.2f} (target >= {POWER_TARGET_10PCT})")
-    met = fa <= FALSE_ALARM_TARGET and p10 >= POWER_TARGET_10PCT
-    print("targets met" if met else "targets NOT met")
+        t = Thresholds(statistic=statistic, bootstrap_resamples=200)
+        b = [launch_value_us(m, statistic) for m in base]
+        c = [launch_value_us(m, statistic) for m in cand]
+        sigma = robust_sigma(log_ratios(b, c))
+        launch_cv = float(np.std(np.log(np.asarray(b + c))))
+        n = args.nights_pairs or pairs_for_power(sigma, SLOWDOWN)
+        n = min(n, len(base) // 2)
+        paired = rates(base, cand, n, args.nights, t, True, args.seed)
+        cross = rates(base, cand, n, args.nights, t, False, args.seed)
+        figures[statistic] = (n, paired, cross)
+        print(f"  {statistic:>9}  {100 * sigma:8.1f} %  {100 * launch_cv:7.1f} %  {n:>7}  |"
+              f"  {100 * paired[0]:9.1f} %  {paired[1]:4.2f}  |  {100 * cross[0]:12.1f} %  "
+              f"{cross[1]:4.2f}", flush=True)
+    print("in recording order (nights of consecutive pairs; cross-run: the next block of launches):")
+    for statistic in STATISTICS:
+        n = figures[statistic][0]
+        t = Thresholds(statistic=statistic, bootstrap_resamples=200)
+        paired = rates(base, cand, n, args.nights, t, True, args.seed, in_order=True)
+        cross = rates(base, cand, n, args.nights, t, False, args.seed, in_order=True)
+        print(f"  {statistic:>9}  n {n:>3}  |  paired: A/A {100 * paired[0]:5.1f} %, +5 % "
+              f"{paired[1]:4.2f}  |  cross-run: A/A {100 * cross[0]:5.1f} %, +5 % {cross[1]:4.2f}")
+    n, paired, cross = figures[DEFAULT_STATISTIC]
+    print(f"default statistic ({DEFAULT_STATISTIC}), {n} pairs a night:")
+    print(f"  paired:    false alarms {100 * paired[0]:.1f} % (target <= "
+          f"{100 * FALSE_ALARM_TARGET:.0f} %), power at +5 % {paired[1]:.2f} (target >= {POWER_TARGET})")
+    print(f"  cross-run: false alarms {100 * cross[0]:.1f} %, power at +5 % {cross[1]:.2f}")
+    met = paired[0] <= FALSE_ALARM_TARGET and paired[1] >= POWER_TARGET
+    print("targets met (paired)" if met else "targets NOT met (paired)")
     return 0 if met else 1
 
 

@@ -145,7 +145,7 @@ def test_markdown_has_every_section_and_the_failures(report_dir):
     md = (out / "report.md").read_text()
     for needle in ("## Latency", "## Variants", "zip bytes", "Failed, invalid or skipped",
                    "device offline & gone", "battery 12 % < 20 %", "emu-A1", "emu-B2",
-                   "bench/emu-A1/virt:14", "c" * 64, "bytes pushed: 0", "![Median latency"):
+                   "bench/emu-A1/virt:14", "c" * 64, "bytes pushed: 0", "![Latency over runs"):
         assert needle in md, needle
     # Δ top-1 of the derived variant: 78 - 80 = -2 points.
     assert "| -2.0 |" in md
@@ -451,3 +451,37 @@ def test_one_statistic_in_the_table_the_history_and_the_verdicts():
     assert f"launch {DEFAULT_STATISTIC}" in " ".join(latency_header(CompareResult("a", "b", Thresholds())))
     history = format_history([HistoryRow("k", "r", "2026-12-03T00:00:00", [], 5, 1.02, 1.0)])
     assert LATENCY_MS in history
+
+
+def test_history_marks_the_run_where_the_level_changed_and_draws_it(tmp_path):
+    """`bench history --plot`: eight nights, the last four 10 % slower: the fifth night starts
+    a new level (change points by ruptures), in the text, the JSON rows, the PNG and the HTML
+    report's trend (issue 14)."""
+    from harness.results.history import format_history, history_rows, write_history_plot
+
+    store = Store(tmp_path / "b.db")
+    rng = np.random.default_rng(0)
+    for night in range(8):
+        run_id = f"2026120{night + 1}-000000-0000"
+        store.start_run(run_id, f"2026-12-0{night + 1}T00:00:00Z", "0", "host", {})
+        level = 1000.0 * (1.10 if night >= 4 else 1.0)
+        for trial in range(6):
+            value = level * float(np.exp(rng.normal(0, 0.01)))
+            store.add_measurement(Measurement(
+                run_id=run_id, device_serial="127.0.0.1:1", device_id="VIRT0001", adb_server="s",
+                model_name="m", variant="baseline", status="ok", kind="timing", trial=trial,
+                inference_avg_us=value * 1.2, inference_min_us=value))
+        store.finish_run(run_id, f"2026-12-0{night + 1}T00:05:00Z", "ok", 0)
+    rows = history_rows(store)
+    assert [r.level_change for r in rows] == [False] * 4 + [True] + [False] * 3
+    assert all(r.band_low_ms <= r.median_ms <= r.band_high_ms for r in rows)
+    assert "<- level changed" in format_history(rows).splitlines()[6]
+    png = write_history_plot(rows, tmp_path / "history.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = write_report(store, rows[-1].run_id, tmp_path / "reports")
+    assert (out / "trend.png").stat().st_size > 0
+    from harness.report.tables import history_frame
+
+    frame = history_frame(store, "m")
+    assert list(frame["level change"]) == [False] * 4 + [True] + [False] * 3
+    store.close()

@@ -47,17 +47,25 @@ def confirm_log(message: str) -> None:
               help="Only this device: its ro.serialno (as keys show it) or an adb serial.")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--json", "as_json", is_flag=True)
-def history(model, device, store_path, as_json):
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), is_flag=False,
+              flag_value=Path("reports/history.png"), default=None, metavar="[PNG]",
+              help="Also draw each key's trend, its noise band and the runs where its level "
+                   "changed (default reports/history.png).")
+def history(model, device, store_path, as_json, plot_path):
     """Runs over time per key (variant, device, delegate, threads, CPU mask, OS build, binary)."""
     from dataclasses import asdict
 
-    from harness.results.history import format_history, history_rows
+    from harness.results.history import format_history, history_rows, write_history_plot
 
     rows = history_rows(_open_store(store_path), model=model, device=device)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in rows], indent=1))
     else:
         click.echo(format_history(rows))
+    if plot_path is not None:
+        written = write_history_plot(rows, plot_path)
+        click.echo(f"history plot: {written}" if written else
+                   "history plot: no key has 2 runs or more; nothing drawn", err=True)
 
 
 @click.command()

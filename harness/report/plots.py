@@ -78,6 +78,18 @@ def close(fig: Figure) -> None:
     plt.close(fig)
 
 
+def figure_png(fig: Figure) -> bytes:
+    """`fig` as PNG bytes (closed after)."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write `fig` as a PNG at `path` and close it."""
     try:
@@ -190,15 +202,55 @@ def latency_trend(history: pd.DataFrame) -> Figure | None:
                            layout="constrained")
     for (device, variant), rows in history.groupby(["device", "variant"], sort=False):
         xs = [runs.index(r) for r in rows["run_id"]]
-        ax.plot(xs, rows[LATENCY_MS], marker="o", label=labels[(device, variant)])
+        line, = ax.plot(xs, rows[LATENCY_MS], marker="o", label=labels[(device, variant)])
+        if "p10 ms" in rows:  # the runs' noise band (10th-90th percentile of their launches)
+            ax.fill_between(xs, rows["p10 ms"], rows["p90 ms"], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
+        if "level change" in rows:  # where the level changed: a ring round the point
+            changed = rows[rows["level change"].astype(bool)]
+            ax.scatter([runs.index(r) for r in changed["run_id"]], changed[LATENCY_MS], s=160,
+                       facecolors="none", edgecolors=line.get_color(), linewidths=1.5)
     ax.set_xticks(range(len(runs)), [short_name(r, 24) for r in runs], rotation=30,
                   ha="right", rotation_mode="anchor", fontsize="small")
-    ax.set_title("Median latency over runs")
+    ax.set_title("Latency over runs")
     ax.set_xlabel("run")
     ax.set_ylabel(f"inference latency, {LATENCY_MS}")
     # Outside the axes, right of them: with many keys an inside legend would hide the lines.
     fig.legend(loc="outside right upper", fontsize="small", title="variant @ device",
                title_fontsize="small")
+    return fig
+
+
+def history_trends(groups: dict) -> Figure | None:
+    """`bench history --plot`: one panel per key with 2 runs or more (`groups`: key label ->
+    its HistoryRows, oldest first): the runs' medians, their noise band (10th-90th percentile
+    of the launches) and a dashed line where the level changed, with the change in %."""
+    drawn = {key: [r for r in rows if r.median_ms] for key, rows in groups.items()}
+    drawn = {key: rows for key, rows in drawn.items() if len(rows) >= 2}
+    if not drawn:
+        return None
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(10, 2.6 * len(drawn) + 0.6),
+                             layout="constrained", squeeze=False)
+    for ax, (key, rows) in zip(axes[:, 0], drawn.items()):
+        xs = list(range(len(rows)))
+        medians = [r.median_ms for r in rows]
+        ax.fill_between(xs, [r.band_low_ms for r in rows], [r.band_high_ms for r in rows],
+                        alpha=0.2, linewidth=0, label="10-90 % of launches")
+        ax.plot(xs, medians, marker="o", label=f"median, {LATENCY_MS}")
+        level = medians[0]
+        for x, r in zip(xs, rows):
+            if r.level_change:
+                ax.axvline(x - 0.5, color="tab:red", linestyle="--", linewidth=1)
+                ax.annotate(f"{100 * (r.median_ms / level - 1):+.1f} %", (x - 0.5, r.median_ms),
+                            color="tab:red", fontsize="small", xytext=(3, 3),
+                            textcoords="offset points")
+                level = r.median_ms
+        ax.set_title(short_name(key, 110), fontsize=TITLE_SIZE - 2, loc="left")
+        ax.set_ylabel(LATENCY_MS)
+        ax.set_xticks(xs, [short_name(r.run_id, 24) for r in rows], rotation=30, ha="right",
+                      rotation_mode="anchor", fontsize="x-small")
+    axes[0, 0].legend(fontsize="small", loc="upper left")
+    fig.suptitle("History per key (dashed: the level changed)")
     return fig
 
 
@@ -253,6 +305,7 @@ def report_figures(samples_ms, latency: pd.DataFrame, variants: pd.DataFrame,
         "Accuracy vs latency (Pareto frontier)":
             ("pareto.png", accuracy_latency_pareto(latency, variants)),
         "Size per variant (raw vs zip)": ("size.png", size_bars(variants)),
-        "Median latency over runs": ("trend.png", latency_trend(history)),
+        "Latency over runs (band: 10–90 % of each run's launches; ring: the level changed)":
+            ("trend.png", latency_trend(history)),
     }
     return {caption: (name, fig) for caption, (name, fig) in drawn.items() if fig is not None}

@@ -421,10 +421,20 @@ def history_frame(store, model_name: str | None, until_started_at: str | None = 
                 device = m.device_id or m.device_serial
                 samples.setdefault((device, m.variant), []).append(value)
         for (device, variant), values in samples.items():
+            low, high = np.percentile(values, [10, 90]) / 1000.0
             rows.append({"run_id": run["run_id"], "started_at": run["started_at"],
                          "device": device, "variant": variant,
-                         LATENCY_MS: float(np.median(values)) / 1000.0})
-    return pd.DataFrame(rows, columns=["run_id", "started_at", "device", "variant", LATENCY_MS])
+                         LATENCY_MS: float(np.median(values)) / 1000.0,
+                         "p10 ms": float(low), "p90 ms": float(high)})
+    frame = pd.DataFrame(rows, columns=["run_id", "started_at", "device", "variant", LATENCY_MS,
+                                        "p10 ms", "p90 ms"])
+    frame["level change"] = False
+    from harness.results.changes import change_points
+
+    for _key, group in frame.groupby(["device", "variant"], sort=False):
+        for index in change_points(list(group[LATENCY_MS])):
+            frame.loc[group.index[index], "level change"] = True
+    return frame
 
 
 # -- display: one rounding rule per unit, shared by the terminal, Markdown and HTML ---------------
