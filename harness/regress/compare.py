@@ -2,18 +2,17 @@
 
 A key is everything that changes latency apart from the code under test: model variant, device,
 adb server, delegate, threads, CPU mask, OS build and benchmark_model binary. A key's samples are
-one figure per timing launch: by default the launch's minimum latency (`inference_min_us`), else
-its median or mean (`Thresholds.statistic`). Interference (another process, a busy neighbour of
-a shared host, a background task on a phone) only ever adds time, so the fastest runs of a
-launch are the least disturbed measure of what the model costs: on this project's virtual lab
-their launch-to-launch CV is about half that of the means (benchmarks/regression_detector.py),
-and a model that got slower moves them as much as the mean. A slowdown that hits only some runs
-(a tail) shows in `median` or `mean` only.
+one figure per timing launch, of the one per-launch statistic (harness.results.statistic: the
+launch minimum unless `Thresholds.statistic` says otherwise).
 
-Verdicts (latency): INVALID when a validity gate fails; REGRESSED/IMPROVED only when a one-sided
-rank test, the size of the change and a bootstrap CI of the median ratio all agree; SAME when the
-CI lies inside the threshold band; UNKNOWN otherwise, with how many more trials would settle it.
-Size and accuracy are compared per variant from the artifacts' metadata.
+Where the candidate run launched the baseline's artifact beside its own (`bench run --baseline`,
+harness.benchmark.pairing), the key is judged by those pairs (harness.regress.pairs: mode
+"paired"); else by the two runs' samples (mode "cross-run", below).
+
+Cross-run verdicts (latency): INVALID when a validity gate fails; REGRESSED/IMPROVED only when a
+one-sided rank test, the size of the change and a bootstrap CI of the median ratio all agree;
+SAME when the CI lies inside the threshold band; UNKNOWN otherwise, with how many more trials
+would settle it. Size and accuracy are compared per variant from the artifacts' metadata.
 """
 from __future__ import annotations
 
