@@ -74,13 +74,13 @@ def test_log_ratios_and_noise():
 
 # -- trials sized by noise (`--trials auto`) ----------------------------------------------------
 def _stored_run(store, run_id: str, started: str, rng, sigma: float, trials: int,
-                paired: bool, device: str = "VIRT0001") -> None:
+                paired: bool, device: str = "VIRT0001", cand_scale: float = 1.0) -> None:
     from harness.results.schema import Measurement
 
     store.start_run(run_id, started, "0", "host", {})
     for trial in range(trials):
         for kind, role in (("paired", "base"), ("timing", None)) if paired else (("timing", None),):
-            value = 1000.0 * math.exp(rng.normal(0, sigma))
+            value = 1000.0 * math.exp(rng.normal(0, sigma)) * (cand_scale if kind == "timing" else 1)
             store.add_measurement(Measurement(
                 run_id=run_id, device_serial="127.0.0.1:1", device_id=device, adb_server="s",
                 model_name="m", variant="baseline", status="ok", kind=kind, role=role,
@@ -93,7 +93,7 @@ def _stored_run(store, run_id: str, started: str, rng, sigma: float, trials: int
 def test_trials_auto_follows_each_keys_noise_and_the_time_budget(tmp_path):
     """The pairs chosen are those the noise seen in the key's last runs needs; the noisiest
     device sets the count; a budget cuts it and says what the cut count can still see."""
-    from harness.regress.noise import FIRST_RUN_PAIRS, choose_trials, key_noise
+    from harness.regress.noise import AUTO_MIN_PAIRS, FIRST_RUN_PAIRS, choose_trials, key_noise
     from harness.results.store import Store
 
     store = Store(tmp_path / "b.db")
@@ -118,4 +118,14 @@ def test_trials_auto_follows_each_keys_noise_and_the_time_budget(tmp_path):
     # A key never seen: the first-run count.
     new = choose_trials(noise, [("m", "int8", "default", None)], 1.05, 0.01, None, paired=True)
     assert new.pairs == FIRST_RUN_PAIRS and new.mde_ratio is None
+    # A night whose candidate was 10 % slower is no noisier: each run's pairs count about
+    # their own change. And a quiet key still gets the floor that outvotes one bad pair.
+    _stored_run(store, "r4", "2026-12-03T00:00:00Z", rng, 0.003, 40, paired=True,
+                device="VIRT0003")
+    _stored_run(store, "r5", "2026-12-03T01:00:00Z", rng, 0.003, 40, paired=True,
+                device="VIRT0003", cand_scale=1.10)
+    steady = next(n for k, n in key_noise(store).items() if k.device == "VIRT0003")
+    assert steady.sigma_log < 0.01
+    alone = {k: n for k, n in key_noise(store).items() if k.device == "VIRT0003"}
+    assert choose_trials(alone, wanted, 1.05, 0.01, None, paired=True).pairs == AUTO_MIN_PAIRS
     store.close()

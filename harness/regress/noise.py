@@ -23,6 +23,12 @@ from harness.results.statistic import DEFAULT_STATISTIC, launch_value_us
 
 RUNS_LOOKED_AT = 10     # a key's last runs whose noise counts (older ones knew other conditions)
 FIRST_RUN_PAIRS = 20    # no noise seen yet for a key: enough for CVs up to ~3 % (paired)
+# The fewest pairs `--trials auto` plans, however quiet the key: with 14 pairs one pair that
+# goes the wrong way by the most of all (a launch a background task slowed) still leaves the
+# signed-rank p of a real slowdown at 0.007 (110 of the 2**14 sign patterns), under 0.01; at
+# the bare MIN_PAIRS (8) it leaves 0.09, and the night says UNKNOWN (benchmarks/nightly_e2e.py
+# met that once in 20 nights).
+AUTO_MIN_PAIRS = 14
 
 
 @dataclass(frozen=True, order=True)
@@ -91,8 +97,11 @@ def key_noise(store, statistic: str = DEFAULT_STATISTIC,
             seen = noise.setdefault(key, KeyNoise(key))
             seen.runs += 1
             base, cand = sides["base"], sides["cand"]
-            if base:  # a paired run: the pairs themselves
-                seen.log_ratios += [math.log(cand[t] / base[t]) for t in base if t in cand]
+            if base:  # a paired run: the pairs themselves, about the run's own change (which
+                # is what was measured, not noise: a night of a slower candidate is no noisier)
+                d = [math.log(cand[t] / base[t]) for t in base if t in cand]
+                centre = float(np.median(d)) if d else 0.0
+                seen.log_ratios += [x - centre for x in d]
             else:     # consecutive trials
                 trials = sorted(cand)
                 seen.log_ratios += [math.log(cand[b] / cand[a]) for a, b in zip(trials, trials[1:])]
@@ -123,7 +132,7 @@ def choose_trials(noise: dict[NoiseKey, KeyNoise], wanted: list[tuple[str, str, 
             needed.append(FIRST_RUN_PAIRS)
             continue
         worst = max(seen, key=lambda n: n.sigma_log)
-        pairs = pairs_for_power(worst.sigma_log, threshold, alpha)
+        pairs = max(AUTO_MIN_PAIRS, pairs_for_power(worst.sigma_log, threshold, alpha))
         sigmas.append(worst.sigma_log)
         needed.append(pairs)
         seconds += max(n.seconds_per_launch or 0.0 for n in seen)
@@ -133,7 +142,7 @@ def choose_trials(noise: dict[NoiseKey, KeyNoise], wanted: list[tuple[str, str, 
     pairs = max(needed) if needed else FIRST_RUN_PAIRS
     per_trial_s = seconds * (2 if paired else 1)
     if time_budget_s and per_trial_s > 0 and pairs * per_trial_s > time_budget_s:
-        allowed = max(MIN_PAIRS, int(time_budget_s // per_trial_s))
+        allowed = max(MIN_PAIRS, int(time_budget_s // per_trial_s))  # below: no verdict at all
         lines.append(f"the time budget ({time_budget_s:g} s a device, ~{per_trial_s:.1f} s a "
                      f"trial) allows {allowed} of the {pairs} trials")
         pairs = allowed

@@ -86,9 +86,10 @@ def paired_key_verdict(key: SeriesKey, base_launches: list[Measurement],
     verdict.reason = why
     if verdict.verdict == UNKNOWN:
         needed = pairs_for_power(test.sigma_log, threshold, t.alpha)
-        verdict.more_trials = max(0, needed - test.pairs) or None
-        more = (f"~{verdict.more_trials} more pairs would likely settle it"
-                if verdict.more_trials else "the estimate sits on the threshold")
+        # Enough pairs for the typical noise, yet no verdict: a few pairs disagree with the
+        # rest (a disturbed launch); as many again would outvote them.
+        verdict.more_trials = max(needed - test.pairs, test.pairs)
+        more = f"~{verdict.more_trials} more pairs would likely settle it"
         verdict.reason = f"{why}; {more}"
     return verdict
 
