@@ -14,7 +14,8 @@ the function `bench compare` uses:
   (the same launch count as n pairs), scaled alike. (Random draws spread a night over the whole
   recording, which averages out the drift a real night-to-night comparison meets: this favours
   cross-run.)
-n is what `--trials auto` would choose from the recording's own noise (pairs_for_power), or
+n is what `--trials auto` would choose from the recording's own noise (at least 14; more where
+`pairs_for_power`, resampling the recorded pairs, needs more for power 0.9 at +5 %), or
 `--nights-pairs`. Printed side by side, for each per-launch statistic: false alarms (target
 <= 1 %) and power at +5 % (target >= 0.9), then the same in recording order (nights of
 consecutive pairs), as a nightly job meets the drift.
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--run", default=None, help="The paired run's id in --store.")
     args = parser.parse_args()
 
+    from harness.regress.noise import AUTO_MIN_PAIRS
     from harness.regress.paired import log_ratios, pairs_for_power, robust_sigma
     from harness.results.statistic import DEFAULT_STATISTIC, launch_value_us
 
@@ -157,9 +159,12 @@ def main() -> int:
         t = Thresholds(statistic=statistic, bootstrap_resamples=200)
         b = [launch_value_us(m, statistic) for m in base]
         c = [launch_value_us(m, statistic) for m in cand]
-        sigma = robust_sigma(log_ratios(b, c))
+        d = log_ratios(b, c)
+        sigma = robust_sigma(d)
         launch_cv = float(np.std(np.log(np.asarray(b + c))))
-        n = args.nights_pairs or pairs_for_power(sigma, SLOWDOWN)
+        # As `--trials auto` plans from a key's recorded pairs (harness.regress.noise).
+        n = args.nights_pairs or max(AUTO_MIN_PAIRS, pairs_for_power(
+            sigma, SLOWDOWN, residuals=d))
         n = min(n, len(base) // 2)
         paired = rates(base, cand, n, args.nights, t, True, args.seed)
         cross = rates(base, cand, n, args.nights, t, False, args.seed)

@@ -17,8 +17,8 @@ from datetime import datetime
 
 import numpy as np
 
-from harness.regress.paired import (MIN_PAIRS, minimum_detectable_ratio, pairs_for_power,
-                                    robust_sigma)
+from harness.regress.paired import (MIN_PAIRS, hodges_lehmann, minimum_detectable_ratio,
+                                    pairs_for_power, robust_sigma)
 from harness.results.statistic import DEFAULT_STATISTIC, launch_value_us
 
 RUNS_LOOKED_AT = 10     # a key's last runs whose noise counts (older ones knew other conditions)
@@ -100,7 +100,9 @@ def key_noise(store, statistic: str = DEFAULT_STATISTIC,
             if base:  # a paired run: the pairs themselves, about the run's own change (which
                 # is what was measured, not noise: a night of a slower candidate is no noisier)
                 d = [math.log(cand[t] / base[t]) for t in base if t in cand]
-                centre = float(np.median(d)) if d else 0.0
+                # About the Hodges-Lehmann centre, the one the signed-rank test sees: about the
+                # median, a skewed night's residuals would lean and fake a smaller effect.
+                centre = float(hodges_lehmann(np.asarray(d))) if d else 0.0
                 seen.log_ratios += [x - centre for x in d]
             else:     # consecutive trials
                 trials = sorted(cand)
@@ -132,7 +134,8 @@ def choose_trials(noise: dict[NoiseKey, KeyNoise], wanted: list[tuple[str, str, 
             needed.append(FIRST_RUN_PAIRS)
             continue
         worst = max(seen, key=lambda n: n.sigma_log)
-        pairs = max(AUTO_MIN_PAIRS, pairs_for_power(worst.sigma_log, threshold, alpha))
+        pairs = max(AUTO_MIN_PAIRS, pairs_for_power(worst.sigma_log, threshold, alpha,
+                                                    residuals=np.asarray(worst.log_ratios)))
         sigmas.append(worst.sigma_log)
         needed.append(pairs)
         seconds += max(n.seconds_per_launch or 0.0 for n in seen)

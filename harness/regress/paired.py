@@ -116,11 +116,53 @@ def _z(probability: float) -> float:
     return NormalDist().inv_cdf(probability)
 
 
+def _signed_rank_critical(pairs: int, alpha: float) -> int:
+    """The smallest W+ whose one-sided exact p under no change is <= alpha (the null
+    distribution of the signed-rank sum, by counting: each rank in or out with probability 1/2)."""
+    top = pairs * (pairs + 1) // 2
+    dist = np.zeros(top + 1)
+    dist[0] = 1.0
+    for rank in range(1, pairs + 1):
+        dist[rank:] = (dist[rank:] + dist[:-rank].copy()) / 2
+        dist[:rank] /= 2
+    tail = np.cumsum(dist[::-1])[::-1]  # tail[w] = P(W+ >= w)
+    hits = np.nonzero(tail <= alpha)[0]
+    return int(hits[0]) if hits.size else top + 1
+
+
+def paired_power(sigma_log: float, pairs: int, true_ratio: float, threshold: float,
+                 alpha: float = 0.01, simulations: int = 2000, seed: int = 0,
+                 residuals: np.ndarray | None = None) -> float:
+    """The share of nights on which `pairs` pairs whose log ratios scatter about
+    log(true_ratio) come out REGRESSED: the exact signed-rank test at `alpha` and the estimate
+    (the mean log ratio standing in for the Hodges-Lehmann one) past the decision floor.
+    The scatter is the key's own recorded `residuals` (log ratios about their run's median),
+    resampled, when given: real launches have heavier tails than a normal law (a launch a
+    background task slowed), and those decide how often a night misses; else normal by
+    `sigma_log`. Simulated (seeded), because at a few pairs the test's discreteness decides too:
+    with 8 pairs p <= 0.01 needs every pair but the smallest to go the same way."""
+    rng = np.random.default_rng(seed)
+    if residuals is not None and len(residuals) >= 8:
+        residuals = np.asarray(residuals, float)
+        residuals = residuals - hodges_lehmann(residuals)  # the test's centre at the truth
+        d = math.log(true_ratio) + rng.choice(residuals, (simulations, pairs))
+    else:
+        d = rng.normal(math.log(true_ratio), sigma_log, (simulations, pairs))
+    ranks = np.abs(d).argsort(axis=1).argsort(axis=1) + 1
+    w_plus = np.where(d > 0, ranks, 0).sum(axis=1)
+    # The Hodges-Lehmann estimate's stand-in: the mean (smooth like it; a plain median of a few
+    # dozen recorded residuals jumps across their gaps).
+    past_floor = d.mean(axis=1) >= math.log(decision_floor(threshold))
+    return float(np.mean((w_plus >= _signed_rank_critical(pairs, alpha)) & past_floor))
+
+
 def pairs_for_power(sigma_log: float, threshold: float, alpha: float = 0.01,
-                    power: float = 0.9, max_pairs: int = 200) -> int:
+                    power: float = 0.9, max_pairs: int = 200,
+                    residuals: np.ndarray | None = None) -> int:
     """How many pairs catch a true slowdown of `threshold` with `power`, when the pairs' log
-    ratios scatter by `sigma_log`: the signed-rank test at `alpha` and the estimate above the
-    decision floor must both hold (normal approximations, 10 % margin), within
+    ratios scatter by `sigma_log`: from the normal approximation (signed-rank test at `alpha`,
+    estimate above the decision floor) up, in 10 % steps, until the simulated power
+    (`paired_power`, on the key's recorded `residuals` when given) reaches `power`; within
     [MIN_PAIRS, max_pairs]."""
     if not sigma_log > 0 or not threshold > 1:
         return MIN_PAIRS
@@ -128,7 +170,11 @@ def pairs_for_power(sigma_log: float, threshold: float, alpha: float = 0.01,
     n_test = ((_z(1 - alpha) + _z(power)) * sigma_log / effect) ** 2 / WILCOXON_ARE
     n_floor = (_z(power) * sigma_log / math.sqrt(WILCOXON_ARE)
                / (effect - math.log(decision_floor(threshold)))) ** 2
-    return max(MIN_PAIRS, min(max_pairs, math.ceil(1.1 * max(n_test, n_floor))))
+    pairs = max(MIN_PAIRS, min(max_pairs, math.ceil(max(n_test, n_floor))))
+    while pairs < max_pairs and paired_power(sigma_log, pairs, threshold, threshold, alpha,
+                                             residuals=residuals) < power:
+        pairs = min(max_pairs, max(pairs + 1, math.ceil(1.1 * pairs)))
+    return pairs
 
 
 def minimum_detectable_ratio(sigma_log: float, pairs: int, alpha: float = 0.01,
