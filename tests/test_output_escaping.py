@@ -162,10 +162,10 @@ def test_compare_md_and_junit_keep_the_exact_names(runs, name, tmp_path):
     assert result.exit_code in (0, 1), result.output  # 1: a verdict said REGRESSED
     md = (tmp_path / "compare.md").read_text(encoding="utf-8")
     assert "<img" not in md
-    # One latency row (9 cells), one size row and one delegated-nodes row (5 cells each): the
+    # One latency row (11 cells), one size row and one delegated-nodes row (5 cells each): the
     # name added no cell boundary.
     rows = [row for row in _cells(md) if any(md_text(name) in c for c in row)]
-    assert sorted(len(row) for row in rows) == [5, 5, 9], md
+    assert sorted(len(row) for row in rows) == [5, 5, 11], md
     assert f"size {md_text(name)}:baseline" in [row[1] for row in rows]
     cases = ET.parse(junit).getroot().find("testsuite").findall("testcase")
     names = {case.get("classname"): case.get("name") for case in cases}
