@@ -207,16 +207,9 @@ def _confirm_on_device(plan: _DevicePlan, staged: dict[str, Artifact], config, s
     return None
 
 
-def confirm_launches(measurements: list[Measurement], role: str,
-                     artifact_sha256: str) -> list[Measurement]:
-    """One side of a confirmation: its launches of that artifact."""
-    return [m for m in measurements
-            if m.kind == "confirm" and m.role == role and m.artifact_sha256 == artifact_sha256]
-
-
 def _apply_confirmations(store, result: CompareResult, pairs: list[_Pair], since: str) -> None:
     """Each confirmed key takes the verdict of its paired launches (trial by trial)."""
-    from harness.regress.pairs import CONFIRMED, paired_key_verdict
+    from harness.regress.pairs import CONFIRMED, pair_groups, paired_key_verdict
 
     launches = [m for m in store.measurements(result.cand_run)
                 if m.kind == "confirm" and (m.started_at or "") >= since]
@@ -224,13 +217,14 @@ def _apply_confirmations(store, result: CompareResult, pairs: list[_Pair], since
         v = pair.verdict
         if v.confirmation:  # the device could not run it
             continue
-        base = [m for m in confirm_launches(launches, "base", pair.base_sha) if series_key(m) == v.key]
-        cand = [m for m in confirm_launches(launches, "cand", pair.cand_sha) if series_key(m) == v.key]
-        if not base or not cand:
+        sides = pair_groups(
+            launches, lambda m: m.role == "base" and m.artifact_sha256 == pair.base_sha,
+            lambda m: m.role == "cand" and m.artifact_sha256 == pair.cand_sha).get(v.key)
+        if sides is None:
             v.confirmation = ("not confirmed (no confirm launches under this key: the binary, "
                               "OS build or CPU mask may have changed); the verdict stands")
             continue
-        again = paired_key_verdict(v.key, base, cand, result.thresholds, CONFIRMED)
+        again = paired_key_verdict(v.key, *sides, result.thresholds, CONFIRMED)
         first = f"{v.verdict}: {v.reason}"
         if again.verdict == REGRESSED:
             v.confirmation = f"confirmed by {again.pairs} interleaved pairs: {again.reason}"

@@ -73,7 +73,7 @@ def _seconds(m) -> float | None:
 def key_noise(store, statistic: str = DEFAULT_STATISTIC,
               runs_looked_at: int = RUNS_LOOKED_AT) -> dict[NoiseKey, KeyNoise]:
     """Each key's noise over its last `runs_looked_at` runs that timed it."""
-    from harness.benchmark.pairing import BASE_ROLE, PAIRED_KIND
+    from harness.regress.pairs import is_own_timing, is_paired_base
 
     noise: dict[NoiseKey, KeyNoise] = {}
     for run in reversed(store.runs()):  # newest first
@@ -82,8 +82,7 @@ def key_noise(store, statistic: str = DEFAULT_STATISTIC,
             value = launch_value_us(m, statistic)
             if m.status != "ok" or value is None or value <= 0:
                 continue
-            side = ("cand" if m.kind == "timing" and not m.role else
-                    "base" if m.kind == PAIRED_KIND and m.role == BASE_ROLE else None)
+            side = "cand" if is_own_timing(m) else "base" if is_paired_base(m) else None
             if side is None:
                 continue
             key = noise_key(m)

@@ -136,7 +136,7 @@ def paired_power(sigma_log: float, pairs: int, true_ratio: float, threshold: flo
     """The share of nights on which `pairs` pairs whose log ratios scatter about
     log(true_ratio) come out REGRESSED: the exact signed-rank test at `alpha` and the estimate
     (the mean log ratio standing in for the Hodges-Lehmann one) past the decision floor.
-    The scatter is the key's own recorded `residuals` (log ratios about their run's median),
+    The scatter is the key's own recorded `residuals` (log ratios about their run's centre),
     resampled, when given: real launches have heavier tails than a normal law (a launch a
     background task slowed), and those decide how often a night misses; else normal by
     `sigma_log`. Simulated (seeded), because at a few pairs the test's discreteness decides too:

@@ -23,6 +23,18 @@ from harness.results.schema import Measurement, MeasurementStatus
 PAIRED, CROSS_RUN, CONFIRMED = "paired", "cross-run", "paired (--confirm)"
 
 
+def is_paired_base(m: Measurement) -> bool:
+    """A launch of the baseline's artifact beside a candidate run's own (pairing.py)."""
+    from harness.benchmark.pairing import BASE_ROLE, PAIRED_KIND
+
+    return m.kind == PAIRED_KIND and m.role == BASE_ROLE
+
+
+def is_own_timing(m: Measurement) -> bool:
+    """A timing launch of the run's own plan (not one re-run for a lost sibling's device)."""
+    return m.kind == "timing" and not m.role
+
+
 def pair_groups(measurements: list[Measurement], is_base: Callable[[Measurement], bool],
                 is_cand: Callable[[Measurement], bool]
                 ) -> dict[SeriesKey, tuple[list[Measurement], list[Measurement]]]:
@@ -99,10 +111,8 @@ def run_pairs(cand: list[Measurement], base_shas: dict[tuple[str, str], str],
     """A candidate run's pairs against one baseline run: its `paired` launches of the artifact
     that baseline run timed for the same model and variant (`base_shas`), beside its own timing
     launches."""
-    from harness.benchmark.pairing import BASE_ROLE, PAIRED_KIND
-
     def is_base(m: Measurement) -> bool:
-        return (m.kind == PAIRED_KIND and m.role == BASE_ROLE and m.artifact_sha256 is not None
+        return (is_paired_base(m) and m.artifact_sha256 is not None
                 and base_shas.get((m.model_name or "?", m.variant)) == m.artifact_sha256)
 
-    return pair_groups(cand, is_base, lambda m: m.kind == "timing" and not m.role)
+    return pair_groups(cand, is_base, is_own_timing)
