@@ -92,6 +92,21 @@ class ModelSource:
             _load_weights_into(model, self.name, self.weights_path)
         return model.eval()
 
+    def rewind_point(self, seed: int = 0) -> str:
+        """Where a lottery ticket's weights go back to: what load_torch(trained=False) gives."""
+        if self.kind == "builtin":
+            return (f"after epoch {_EARLY_EPOCHS} of {self.train_epochs or _DIGITS_DEFAULT_EPOCHS} "
+                    f"of its training (seed {seed})")
+        return f"its initialisation (seed {seed}; bench does not train {self.kind} models)"
+
+    @property
+    def original_training_epochs(self) -> int | None:
+        """How long bench trained the baseline: a lottery ticket retrains as long by default.
+        None where bench did not train it (random init or the user's weights)."""
+        if self.kind == "builtin" and self.weights_path is None:
+            return self.train_epochs or _DIGITS_DEFAULT_EPOCHS
+        return None
+
     def fingerprint(self, seed: int = 0) -> dict[str, Any]:
         """Everything that decides the model's weights and graph, JSON-able; cheap (no torch).
 

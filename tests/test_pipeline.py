@@ -65,6 +65,25 @@ def test_fine_tuning_recovers_what_pruning_lost(digits):
     assert pruned_only.metadata["accuracy"]["top1"] < baseline.metadata["accuracy"]["top1"] - 0.03
 
 
+def test_lottery_tickets_keep_their_sparsity_and_stand_beside_their_twin(digits, digits_cache):
+    """Issue 15: a rewound ticket is the mask on the rewound weights, retrained with the mask
+    held; it was dense (109,492 B zipped against 34,478 B) when the rewind lost the mask."""
+    source, data = digits[0], digits[1]
+    pipeline = Pipeline(source, data, digits_cache, log=print)
+    plain, ticket, twin = pipeline.build_all([parse_variant("sparsity=0.8"),
+                                              parse_variant("sparsity=0.8,lt=1,ft=1")])
+    assert [plain.variant, ticket.variant, twin.variant] == ["sparse80", "sparse80-lt-ft1", "sparse80-ft1"]
+    zipped = {a.variant: a.metadata["zip_bytes"] for a in (plain, ticket, twin)}
+    print(zipped)
+    assert abs(zipped["sparse80-lt-ft1"] - zipped["sparse80"]) <= 0.05 * zipped["sparse80"]
+    assert ticket.metadata["sparsity"]["sparsity"] >= 0.799
+    lottery = ticket.metadata["lottery_ticket"]
+    assert lottery == {"rewind_point": "after epoch 1 of 20 of its training (seed 0)",
+                       "retrain_epochs": 1.0, "mask_held": True, "compared_with": "sparse80-ft1"}
+    # Retrained, not left at the epoch-1 rewind: far above chance on 10 classes.
+    assert ticket.metadata["accuracy"]["top1"] > 0.8
+
+
 def test_metadata_beside_each_artifact(digits):
     _s, _d, baseline, _po, _p, pruned_int8 = digits
     for artifact in (baseline, pruned_int8):

@@ -21,7 +21,9 @@ from harness.optimize.profile import count_params_macs
 from harness.optimize.prune import (
     IMPORTANCES,
     PruneSettings,
+    masks_held,
     rewind_weights,
+    sparsity_masks,
     structured_prune,
     unstructured_prune,
 )
@@ -300,6 +302,24 @@ def test_rewind_puts_surviving_channels_back_to_early_values() -> None:
     for key, tensor in model.state_dict().items():
         expected = pruned[key] + 1.0 if tensor.is_floating_point() else pruned[key]
         assert torch.equal(tensor, expected), key
+
+
+def test_a_ticket_rewound_and_retrained_with_its_mask_held_stays_sparse(digits: ToyData) -> None:
+    from models.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    early = copy.deepcopy(model.state_dict())
+    unstructured_prune(model, 0.8)
+    masks = sparsity_masks(model)
+    rewind_weights(model, early, masks)
+    with masks_held(model, masks):
+        fine_tune(model, digits, FineTuneSettings(epochs=0.5, lr=1e-3))
+    for name, module in model.named_modules():
+        if name in masks:
+            assert not isinstance(module.weight, torch.nn.Parameter) or module.weight.requires_grad
+            assert torch.all(module.weight[~masks[name]] == 0), name
+            assert not hasattr(module, "weight_orig")  # the parametrisation was made permanent
 
 
 def test_rewind_without_a_prune_record_is_a_user_error() -> None:

@@ -18,7 +18,7 @@ import importlib.metadata
 import shutil
 import time
 import warnings
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,15 @@ class Pipeline:
         return artifact
 
     def build_all(self, specs: list[VariantSpec]) -> list[Artifact]:
-        return [self.build(spec) for spec in specs]
+        """Each spec's artifact; a lottery ticket's twin (the same pruning and retraining without
+        the rewind) is built after it, so the two stand side by side."""
+        wanted = list(specs)
+        for spec in specs:
+            if spec.lt and self.source.kind != "tflite":
+                twin = ticket_twin(spec, self.lottery_epochs(spec))
+                if twin not in wanted:
+                    wanted.insert(wanted.index(spec) + 1, twin)
+        return [self.build(spec) for spec in wanted]
 
     # -- stages ------------------------------------------------------------------------------
     def _build_tracked(self, directory: Path, key: str, spec: VariantSpec, recipe: dict,
@@ -179,8 +187,8 @@ class Pipeline:
 
         from harness.optimize.finetune import FineTuneSettings, fine_tune, torch_top1
         from harness.optimize.profile import count_params_macs
-        from harness.optimize.prune import (PruneSettings, rewind_weights, structured_prune,
-                                            unstructured_prune)
+        from harness.optimize.prune import (PruneSettings, masks_held, rewind_weights,
+                                            sparsity_masks, structured_prune, unstructured_prune)
 
         baseline = self.baseline_model()
         model = copy.deepcopy(baseline)
@@ -223,12 +231,23 @@ class Pipeline:
         if spec.sparsity is not None:
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
         if spec.lt:
-            rewind_weights(model, early_state)
-            metadata["lottery_ticket"] = {"rewound_to": "early-training weights of the same seed "
-                                          "(digits_cnn: after epoch 1; others: initialisation)"}
-        if spec.ft > 0 and (spec.prune is None or spec.lt):
+            # The ticket: the pruned structure and the sparsity mask, with the surviving weights
+            # rewound, retrained with the mask held (Frankle & Carbin's rewinding).
+            masks = sparsity_masks(model) if spec.sparsity is not None else None
+            rewind_weights(model, early_state, masks)
+            epochs = self.lottery_epochs(spec)
+            with masks_held(model, masks):
+                metadata["fine_tune"] = tune(model, epochs, "retraining the lottery ticket "
+                                             + ("(mask held)" if masks else "(pruned structure)"))
+            metadata["lottery_ticket"] = {
+                "rewind_point": self.source.rewind_point(self.seed), "retrain_epochs": epochs,
+                "mask_held": masks is not None,
+                "compared_with": ticket_twin(spec, epochs).name}
+            if spec.sparsity is not None:
+                metadata["sparsity"] = _sparsity_of(model)
+        elif spec.ft > 0 and spec.prune is None:
             metadata["fine_tune"] = tune(model, spec.ft, "fine-tuning")
-        if spec.sparsity is not None and spec.ft > 0:
+        if spec.sparsity is not None and spec.ft > 0 and not spec.lt:
             # Fine-tuning moves pruned weights off zero; sparsify again so the sparsity holds.
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
         params, macs = count_params_macs(model, example)
@@ -236,6 +255,14 @@ class Pipeline:
         if evaluate is not None:
             metadata["torch_accuracy"] = evaluate(model)
         return model.eval()
+
+    def lottery_epochs(self, spec: VariantSpec) -> float:
+        """A ticket's retraining: ft= when given, else as long as the baseline's own training."""
+        epochs = spec.ft or self.source.original_training_epochs
+        if not epochs:
+            raise UserError(f"--variant {spec.name}: a lottery ticket retrains its rewound weights, and "
+                            f"bench did not train {self.source.name}; add ft=EPOCHS")
+        return float(epochs)
 
     def _early_state(self) -> dict:
         """Early-training weights for lottery-ticket rewinding (see ModelSource.load_torch)."""
@@ -334,6 +361,21 @@ class Pipeline:
         if baseline is not None:
             accuracy["baseline_top1"] = (baseline.metadata.get("accuracy") or {}).get("top1")
         metadata["accuracy"] = accuracy
+
+
+def ticket_twin(spec: VariantSpec, epochs: float) -> VariantSpec:
+    """What a lottery ticket is judged against: the same recipe without the rewind, fine-tuned
+    for the epochs the ticket retrains."""
+    return replace(spec, lt=False, ft=float(epochs))
+
+
+def _sparsity_of(model) -> dict:
+    from harness.optimize.prune import sparsity_masks
+
+    masks = sparsity_masks(model).values()
+    total = sum(int(m.numel()) for m in masks)
+    kept = sum(int(m.sum()) for m in masks)
+    return {"sparsity": (total - kept) / total, "zeros": total - kept, "params": total}
 
 
 def _accuracy_text(metadata: dict) -> str:

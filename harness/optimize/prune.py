@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+def _sparsified_layers() -> tuple:
+    from torch import nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
 # Where structured_prune leaves, on the pruned model, the original index of every channel
 # that survived (per module name, output and input side); rewind_weights reads it.
 KEPT_CHANNELS_ATTR = "_bench_kept_channels"
@@ -280,7 +286,7 @@ def unstructured_prune(model: "nn.Module", sparsity: float) -> dict:
     from torch.nn.utils import prune as torch_prune
 
     check_knob("sparsity", sparsity, "sparsity")
-    targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    targets = [(m, "weight") for m in model.modules() if isinstance(m, _sparsified_layers())]
     if not targets:
         raise UserError("unstructured pruning found no conv or linear layer in the model")
     torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=float(sparsity))
@@ -292,7 +298,34 @@ def unstructured_prune(model: "nn.Module", sparsity: float) -> dict:
     return {"sparsity": zeros / total, "zeros": zeros, "params": total}
 
 
-def rewind_weights(model: "nn.Module", early_state: dict) -> None:
+def sparsity_masks(model: "nn.Module") -> dict[str, "torch.Tensor"]:
+    """Module name -> the boolean mask of the nonzero weights of every conv/linear layer: what
+    unstructured pruning left, which a lottery ticket keeps through rewinding and retraining."""
+    from torch import nn
+
+    return {name: (module.weight != 0).detach().clone() for name, module in model.named_modules()
+            if isinstance(module, _sparsified_layers())}
+
+
+@contextlib.contextmanager
+def masks_held(model: "nn.Module", masks: dict[str, "torch.Tensor"] | None):
+    """Train inside this and the masked weights stay zero: torch's own pruning parametrisation
+    (weight = weight_orig * mask, so masked weights get no gradient), made permanent on exit."""
+    from torch.nn.utils import prune as torch_prune
+
+    modules = dict(model.named_modules())
+    held = [(modules[name], mask) for name, mask in (masks or {}).items() if name in modules]
+    for module, mask in held:
+        torch_prune.custom_from_mask(module, "weight", mask.to(module.weight.device))
+    try:
+        yield
+    finally:
+        for module, _ in held:
+            torch_prune.remove(module, "weight")
+
+
+def rewind_weights(model: "nn.Module", early_state: dict,
+                   masks: dict[str, "torch.Tensor"] | None = None) -> None:
     """Lottery ticket: put every surviving weight of a pruned ``model`` back to its value in
     ``early_state`` (a state dict of the same model, unpruned, saved early in training).
 
@@ -301,6 +334,8 @@ def rewind_weights(model: "nn.Module", early_state: dict) -> None:
     is cut from the early tensor with those indices: dim 0 by the kept output channels, dim 1
     (conv/linear weights) by the kept input channels. Depthwise convs keep dim 1 == 1, so only
     dims that differ are indexed. Tensors whose shape did not change are copied as they are.
+    `masks` (sparsity_masks of the pruned model): the weights they mask are zeroed again after
+    rewinding, so an unstructured ticket keeps its sparsity (early weights are dense).
     UserError when a shape cannot be matched (not pruned by structured_prune, or another model).
     """
     import torch
@@ -330,6 +365,11 @@ def rewind_weights(model: "nn.Module", early_state: dict) -> None:
                 )
         rewound[key] = early
     model.load_state_dict(rewound)
+    if masks:
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for name, mask in masks.items():
+                modules[name].weight.mul_(mask.to(modules[name].weight.device))
 
 
 def _output_shape(model: "nn.Module", example_input: "torch.Tensor", model_name: str) -> tuple[int, ...]:

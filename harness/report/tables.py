@@ -188,6 +188,7 @@ def variants_table(artifacts, max_abs_diff: bool = False) -> pd.DataFrame:
             "Δ top-1 pt": top1_delta_pt(meta),
             "agreement %": _pct(acc.get("agreement")),
             "after prune %": _pct(_after_prune(meta)),
+            "ticket rewound to": (meta.get("lottery_ticket") or {}).get("rewind_point"),
             "parity rel diff": parity.get("relative_diff"),
             "parity cosine": parity.get("cosine_similarity"),
             **({"parity max diff": parity.get("max_abs_diff")} if max_abs_diff else {}),
