@@ -57,8 +57,11 @@ class EvalData:
 
     def fingerprint(self) -> dict[str, Any]:
         """JSON-able identity: name, sizes and a sha256 over every array's bytes."""
+        from models.inputs import batch_digest_parts
+
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+        arrays = [*batch_digest_parts(self.x_train), self.y_train, *batch_digest_parts(self.x_test), self.y_test]
+        for array in arrays:
             if array is None:
                 digest.update(b"none")
             else:
@@ -104,6 +107,9 @@ def load_dataset(
     """
     if data_dir is None and source.name == DIGITS_MODEL_NAME and source.kind == "builtin":
         return _digits(max_test)
+    if source.inputs:
+        return _token_data(source, Path(data_dir) if data_dir is not None else None,
+                           max_test=max_test, max_train=max_train, seed=seed)
     if data_dir is not None and Path(data_dir).suffix.lower() == ".npy":
         return _provided_inputs(source, Path(data_dir), max_test=max_test, max_train=max_train, seed=seed)
     geometry = image_geometry(source)
@@ -224,6 +230,78 @@ def _provided_inputs(source: ModelSource, path: Path, *, max_test: int, max_trai
         num_classes=source.num_classes,
         normalization="as given",
     )
+
+
+def _token_data(source: ModelSource, path: Path | None, *, max_test: int, max_train: int, seed: int) -> EvalData:
+    """A model of token (or several) inputs: the labelled samples of a .jsonl file, or generated
+    sequences (models.inputs.generated_inputs) judged by agreement with the baseline."""
+    from models.inputs import generated_inputs
+
+    if path is None:
+        return EvalData(
+            name="generated_tokens",
+            x_train=generated_inputs(source.inputs, max_train, seed + _SAMPLE_TRAIN_SEED_OFFSET) if max_train else None,
+            y_train=None,
+            x_test=generated_inputs(source.inputs, max_test, seed),
+            y_test=None,
+            num_classes=source.num_classes,
+            normalization="as given",
+        )
+    if path.suffix.lower() != ".jsonl":
+        raise ModelInputError(f"--data {str(path)!r}: a model of token inputs reads a .jsonl file (one sample per "
+                              f"line: {', '.join(s.name for s in source.inputs)} and label)")
+    inputs, labels = read_jsonl_samples(path, source)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    test_count = max(1, int(round(len(labels) * TEST_FRACTION)))
+    test_index, train_index = np.sort(order[:test_count][:max_test]), np.sort(order[test_count:][:max_train])
+    labelled = labels is not None and not np.any(labels < 0)
+    return EvalData(
+        name=f"jsonl:{path.resolve()}",
+        x_train=inputs[train_index] if len(train_index) else None,
+        y_train=labels[train_index] if labelled and len(train_index) else None,
+        x_test=inputs[test_index],
+        y_test=labels[test_index] if labelled else None,
+        num_classes=source.num_classes,
+        normalization="as given",
+    )
+
+
+def read_jsonl_samples(path: Path, source: ModelSource):
+    """(InputBatch, int64 labels; -1 where a line has none) from a .jsonl of token samples.
+
+    Each line is an object with a list per input (token ids, mask...) and "label". Sequences are
+    padded with 0 or cut to the input's length, as a tokenizer's max_length would."""
+    import json
+
+    from models.inputs import InputBatch
+
+    if not path.is_file():
+        raise ModelInputError(f"--data {str(path)!r} not found; give a .jsonl file of token samples")
+    columns: dict[str, list] = {spec.name: [] for spec in source.inputs}
+    labels: list[int] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ModelInputError(f"--data {str(path)!r} line {number} is not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ModelInputError(f"--data {str(path)!r} line {number} is not an object of inputs and label")
+            for spec in source.inputs:
+                if spec.name not in record:
+                    raise ModelInputError(f"--data {str(path)!r} line {number} has no {spec.name!r}; each line needs "
+                                          f"{', '.join(s.name for s in source.inputs)} (and label)")
+                width = int(np.prod(spec.shape[1:]))
+                values = np.asarray(record[spec.name]).reshape(-1)[:width]
+                columns[spec.name].append(np.pad(values, (0, width - len(values))).reshape(spec.shape[1:]))
+            label = record.get("label", record.get("labels"))
+            labels.append(-1 if label is None else int(label))
+    if not labels:
+        raise ModelInputError(f"--data {str(path)!r} has no samples; write one JSON object per line")
+    batch = InputBatch({spec.name: np.stack(columns[spec.name]).astype(spec.dtype) for spec in source.inputs})
+    return batch, np.asarray(labels, dtype=np.int64)
 
 
 # ---------------------------------------------------------------- ImageFolder

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from models import user_models
 from models.errors import ModelInputError
+from models.inputs import InputSpec
 from models.hashing import module_source_sha256, sha256_file
 from models.torchvision_models import IMAGENET_INPUT_SHAPE, IMAGENET_NUM_CLASSES, TORCHVISION_ARCHITECTURES
 
@@ -56,6 +57,22 @@ class ModelSource:
     weights_path: Path | None = None  # a state dict that replaces random init / training
     model_path: Path | None = None  # kind "torchscript" / "export": the saved file
     train_epochs: int | None = None  # digits_cnn: epochs of its deterministic training
+    # Several or non-float inputs (models.inputs), in the order forward takes them; empty: one
+    # float32 input of input_shape. Factories are then called by name and give their first tensor.
+    inputs: tuple[InputSpec, ...] = ()
+
+    @property
+    def input_specs(self) -> tuple[InputSpec, ...]:
+        """Every input, the plain image input included (named `input`)."""
+        return self.inputs or (InputSpec("input", "float32", tuple(self.input_shape)),)
+
+    def example_inputs(self, seed: int = 0) -> tuple:
+        """One sample as torch tensors: zeros for one float input, else generated tokens."""
+        import torch
+
+        from models.inputs import example_inputs
+
+        return example_inputs(self.inputs, seed) if self.inputs else (torch.zeros(self.input_shape),)
 
     def load_torch(self, seed: int = 0, *, trained: bool = True) -> "nn.Module":
         """A fresh nn.Module in eval mode (callers may prune it freely).
@@ -82,6 +99,10 @@ class ModelSource:
             model = build_torchvision(self.name, num_classes=self.num_classes or IMAGENET_NUM_CLASSES, seed=seed)
         elif self.kind == "factory":
             model = user_models.build_factory_model(self.name, seed=seed)
+            if self.inputs:
+                if self.weights_path is not None and trained:
+                    _load_weights_into(model, self.name, self.weights_path)
+                return user_models.named_inputs_model(model, [spec.name for spec in self.inputs]).eval()
         elif self.kind == "torchscript":
             return user_models.load_torchscript(self.model_path, self.input_shape)
         elif self.kind == "export":
@@ -120,6 +141,8 @@ class ModelSource:
             "input_layout": self.input_layout,
             "num_classes": self.num_classes,
         }
+        if self.inputs:
+            document["inputs"] = [spec.to_dict() for spec in self.inputs]
         if self.weights_path is not None:
             document["weights_sha256"] = sha256_file(self.weights_path)
         seeded = self.weights_path is None and self.kind in ("builtin", "torchvision", "factory")
@@ -148,6 +171,7 @@ def resolve_model(
     *,
     weights: Path | None = None,
     input_shape: tuple[int, ...] | None = None,
+    inputs: tuple[InputSpec, ...] = (),
 ) -> ModelSource:
     """What --model names, checked: ModelInputError (one line naming the input and the fix) for unknown
     names, missing files, bad factory paths, shapes the model rejects and weights that don't fit.
@@ -157,6 +181,11 @@ def resolve_model(
     """
     if input_shape is not None:
         input_shape = _checked_shape(name, input_shape)
+    inputs = tuple(inputs or ())
+    if inputs and input_shape is not None:
+        raise ModelInputError("give the input shape once: --input NAME:DTYPE:SHAPE already has it; drop --input-shape")
+    if inputs and (name == DIGITS_MODEL_NAME or name in TORCHVISION_ARCHITECTURES):
+        raise ModelInputError(f"{name} takes one float image; drop --input")
     weights = Path(weights) if weights is not None else None
     suffix = Path(name).suffix.lower()
     if name == DIGITS_MODEL_NAME:
@@ -164,11 +193,16 @@ def resolve_model(
     if name in TORCHVISION_ARCHITECTURES:
         return _resolve_torchvision(name, input_shape, weights)
     if suffix in user_models.TFLITE_SUFFIXES:
-        return _resolve_tflite(name, input_shape, weights)
+        return _resolve_tflite(name, input_shape, weights, inputs)
+    if suffix in user_models.KERAS_SUFFIXES:
+        return _resolve_keras(name, input_shape, weights, inputs)
     if suffix in user_models.EXPORT_SUFFIXES + user_models.TORCHSCRIPT_SUFFIXES:
         return _resolve_saved_torch(name, input_shape, weights)
+    if inputs and suffix in user_models.EXPORT_SUFFIXES + user_models.TORCHSCRIPT_SUFFIXES:
+        raise ModelInputError(f"--input applies to factories, .tflite and Keras models; {name!r} records "
+                              "its one input: drop --input")
     if ":" in name and not Path(name).exists():
-        return _resolve_factory(name, input_shape, weights)
+        return _resolve_factory(name, input_shape, weights, inputs)
     if "/" in name or suffix:
         raise ModelInputError(f"model {name!r} is not a file bench can load; give a built-in name, {_OTHER_MODEL_FORMS}")
     raise ModelInputError(f"unknown model {name!r}; known models: {', '.join(BUILTIN_MODEL_NAMES)}; or give {_OTHER_MODEL_FORMS}")
@@ -223,10 +257,18 @@ def _resolve_torchvision(name: str, input_shape: tuple[int, ...] | None, weights
     return ModelSource(name=name, kind="torchvision", input_shape=shape, num_classes=num_classes, weights_path=weights)
 
 
-def _resolve_tflite(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
+def _resolve_tflite(name: str, input_shape: tuple[int, ...] | None, weights: Path | None,
+                    inputs: tuple[InputSpec, ...] = ()) -> ModelSource:
     path = _existing_file(name)
     if weights is not None:
         raise ModelInputError(f"--weights does not apply to the .tflite model {name!r}; its weights are inside it")
+    own = user_models.tflite_input_specs(path)
+    if inputs or len(own) > 1 or own[0].is_integer:
+        specs = user_models.matched_tflite_inputs(name, own, inputs)
+        signature = user_models.inspect_tflite(path, several=True)
+        return ModelSource(name=name, kind="tflite", input_shape=specs[0].shape,
+                           num_classes=signature.num_classes, tflite_path=path,
+                           input_layout="other", inputs=specs)
     signature = user_models.inspect_tflite(path)
     if input_shape is not None and input_shape != signature.input_shape:
         raise ModelInputError(
@@ -266,7 +308,16 @@ def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights
     )
 
 
-def _resolve_factory(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:
+def _resolve_factory(name: str, input_shape: tuple[int, ...] | None, weights: Path | None,
+                     inputs: tuple[InputSpec, ...] = ()) -> ModelSource:
+    inputs = inputs or (user_models.declared_inputs(name) if input_shape is None else ())
+    if inputs:
+        model = user_models.build_factory_model(name)
+        if weights is not None:
+            _load_weights_into(model, name, weights)
+        specs, num_classes = user_models.checked_token_inputs(model, name, inputs)
+        return ModelSource(name=name, kind="factory", input_shape=specs[0].shape, num_classes=num_classes,
+                           weights_path=weights, input_layout="other", inputs=specs)
     shape = input_shape or user_models.declared_input_shape(name)
     if shape is None:
         raise ModelInputError(

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from models.errors import ModelInputError
+from models.inputs import InputSpec, example_inputs
 
 if TYPE_CHECKING:  # torch loads only when a user model is really loaded
     from torch import nn
@@ -20,6 +23,12 @@ if TYPE_CHECKING:  # torch loads only when a user model is really loaded
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 EXPORT_SUFFIXES = (".pt2",)
 TFLITE_SUFFIXES = (".tflite",)
+KERAS_SUFFIXES = (".keras",)
+# benchmark_model's own range for integer inputs without --input_layer_value_range
+# (GetDataRangesForType: int32/int64 [0, 99]); a .tflite's ids get it unless --input says better.
+TOOL_DEFAULT_INT_RANGE = (0, 99)
+# A factory module may declare its inputs, as --input texts, under this name.
+DECLARED_INPUTS_NAME = "INPUTS"
 # Names a factory module may use to declare its input shape, so --input-shape can be left out.
 DECLARED_INPUT_SHAPE_NAMES = ("input_shape", "INPUT_SHAPE")
 # Channel counts that mark the channel axis of an image tensor.
@@ -102,6 +111,121 @@ def build_factory_model(factory_path: str, *, seed: int = 0) -> "nn.Module":
     if not isinstance(model, nn.Module):
         raise ModelInputError(f"model factory {factory_path!r} returned a {type(model).__name__}, not a torch nn.Module")
     return model.eval()
+
+
+def declared_inputs(factory_path: str) -> tuple[InputSpec, ...]:
+    """The inputs the factory's module declares (INPUTS = ["input_ids:int64:1,128", ...])."""
+    from models.inputs import parse_inputs
+
+    factory = import_factory(factory_path)
+    module = sys.modules[split_factory_path(factory_path)[0]]
+    texts = getattr(factory, DECLARED_INPUTS_NAME, None) or getattr(module, DECLARED_INPUTS_NAME, None)
+    return parse_inputs(texts) if texts else ()
+
+
+@functools.cache
+def _named_inputs_class() -> type:
+    import torch
+    from torch import nn
+
+    class NamedInputs(nn.Module):
+        """Calls the model with its inputs by name (forward(input_ids=..., attention_mask=...))
+        and gives its first tensor: a transformers model's logits, out of its ModelOutput."""
+
+        def __init__(self, model: nn.Module, names: list[str]) -> None:
+            super().__init__()
+            self.model = model
+            self.input_names = list(names)
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            output = self.model(**dict(zip(self.input_names, inputs)))
+            return first_tensor(output)
+
+    return NamedInputs
+
+
+def named_inputs_model(model: "nn.Module", names: list[str]) -> "nn.Module":
+    return _named_inputs_class()(model, names)
+
+
+def first_tensor(output: Any):
+    """The first tensor in a model's output: itself, or the first of a tuple / dict / ModelOutput."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    values = output.values() if isinstance(output, dict) else output if isinstance(output, (list, tuple)) else ()
+    for value in values:
+        found = first_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+def checked_token_inputs(model: "nn.Module", model_name: str,
+                         specs: tuple[InputSpec, ...]) -> tuple[tuple[InputSpec, ...], int | None]:
+    """The --input specs checked against the model, with every integer input's value range
+    filled, and the model's class count. ModelInputError names the input and what the model
+    expects: a name forward does not take, a float fed to an embedding, shapes it rejects.
+
+    An id input without a range gets the vocabulary of the nn.Embedding it feeds (0..N-1);
+    masks are generated as ones then padding and need none."""
+    import inspect
+
+    import torch
+    from torch import nn
+
+    parameters = inspect.signature(model.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = [n for n, p in parameters.items() if p.kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                                      inspect.Parameter.VAR_KEYWORD)]
+    for spec in specs:
+        if not takes_any and spec.name not in accepted:
+            raise ModelInputError(f"model {model_name!r} has no input {spec.name!r}; its forward takes "
+                                  f"{', '.join(accepted[:8]) or 'no named inputs'}; fix --input {spec.text()}")
+    wrapped = named_inputs_model(model, [spec.name for spec in specs]).eval()
+    probe = tuple(torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype)) for spec in specs)
+    fed: dict[int, "nn.Embedding"] = {}
+
+    def seen(module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            fed.setdefault(id(args[0]), module)
+
+    hooks = [m.register_forward_pre_hook(seen) for m in model.modules() if isinstance(m, nn.Embedding)]
+    try:
+        with torch.no_grad():
+            wrapped(*probe)
+    except Exception as error:
+        for spec, tensor in zip(specs, probe):
+            if id(tensor) in fed and not spec.is_integer:
+                raise ModelInputError(
+                    f"model {model_name!r}: input {spec.name} feeds an embedding of "
+                    f"{fed[id(tensor)].num_embeddings} entries, so it takes token ids, not {spec.dtype}; "
+                    f"write --input {spec.name}:int64:{','.join(map(str, spec.shape))}") from None
+        raise ModelInputError(f"model {model_name!r} rejects inputs {' '.join(s.text() for s in specs)} "
+                              f"({first_line(error)}); give each input as the model takes it") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    filled = []
+    for spec, tensor in zip(specs, probe):
+        if spec.is_integer and spec.value_range is None and not spec.is_mask:
+            embedding = fed.get(id(tensor))
+            if embedding is None:
+                raise ModelInputError(f"model {model_name!r}: integer input {spec.name} feeds no embedding, so its "
+                                      f"values are unknown; give them as --input {spec.text()}:LOW,HIGH")
+            spec = InputSpec(spec.name, spec.dtype, spec.shape, (0, int(embedding.num_embeddings) - 1))
+        filled.append(spec)
+    filled = tuple(filled)
+    try:
+        with torch.no_grad():
+            output = wrapped(*example_inputs(filled))
+    except Exception as error:
+        raise ModelInputError(f"model {model_name!r} rejects inputs {' '.join(s.text() for s in filled)} "
+                              f"({first_line(error)}); give each input as the model takes it") from None
+    if output is None:
+        raise ModelInputError(f"model {model_name!r} returns no tensor; return its logits")
+    return filled, int(output.shape[1]) if output.ndim == 2 else None
 
 
 # ---------------------------------------------------------------- saved torch files
@@ -268,8 +392,47 @@ def guess_image_layout(shape: tuple[int, ...]) -> str:
     return "other"
 
 
-def inspect_tflite(path: Path) -> TfliteSignature:
-    """Read the input/output signature with the LiteRT interpreter; ModelInputError for a bad file."""
+def tflite_input_specs(path: Path) -> tuple[InputSpec, ...]:
+    """Every input of a .tflite, in its input order, named as its tensors are."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+    except Exception as error:
+        raise ModelInputError(f"{str(path)!r} is not a readable .tflite model ({first_line(error)})") from None
+    return tuple(InputSpec(detail["name"], np.dtype(detail["dtype"]).name, tuple(int(s) for s in detail["shape"]))
+                 for detail in interpreter.get_input_details())
+
+
+def matched_tflite_inputs(model_name: str, own: tuple[InputSpec, ...],
+                          given: tuple[InputSpec, ...]) -> tuple[InputSpec, ...]:
+    """A .tflite's inputs with the value ranges --input gives; ModelInputError when a given
+    spec names an input the file lacks, or has another dtype or shape than the file's."""
+    def listed() -> str:
+        return " ".join(spec.text() for spec in own)
+
+    if given and len(given) != len(own):
+        raise ModelInputError(f"model {model_name!r} has {len(own)} input(s) ({listed()}), --input gives "
+                              f"{len(given)}; give one --input per input")
+    by_name = {spec.name: spec for spec in own}
+    ranges: dict[str, tuple[int, int] | None] = {}
+    for position, spec in enumerate(given):
+        target = by_name.get(spec.name)
+        if target is None:
+            raise ModelInputError(f"model {model_name!r} has no input {spec.name!r}; its inputs are {listed()}")
+        if (target.dtype, target.shape) != (spec.dtype, spec.shape):
+            raise ModelInputError(f"model {model_name!r}: input {spec.name} is {target.dtype} of shape "
+                                  f"{','.join(map(str, target.shape))}, not {spec.dtype} {','.join(map(str, spec.shape))}; "
+                                  f"write --input {target.text()}")
+        ranges[spec.name] = spec.value_range
+    return tuple(InputSpec(spec.name, spec.dtype, spec.shape,
+                           ranges.get(spec.name) or (TOOL_DEFAULT_INT_RANGE if spec.is_integer and not spec.is_mask else None))
+                 for spec in own)
+
+
+def inspect_tflite(path: Path, *, several: bool = False) -> TfliteSignature:
+    """Read the input/output signature with the LiteRT interpreter; ModelInputError for a bad file.
+    `several`: a model of several inputs is fine (its first is described)."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
@@ -278,8 +441,8 @@ def inspect_tflite(path: Path) -> TfliteSignature:
         raise ModelInputError(f"{str(path)!r} is not a readable .tflite model ({first_line(error)})") from None
     inputs = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
-    if len(inputs) != 1:
-        raise ModelInputError(f"{str(path)!r} has {len(inputs)} inputs; bench handles .tflite models with exactly one input")
+    if len(inputs) != 1 and not several:
+        raise ModelInputError(f"{str(path)!r} has {len(inputs)} inputs; describe each with --input NAME:DTYPE:SHAPE")
     input_shape = tuple(int(size) for size in inputs[0]["shape"])
     output_shape = tuple(int(size) for size in outputs[0]["shape"]) if outputs else ()
     num_classes = output_shape[1] if len(output_shape) == 2 else None

@@ -55,15 +55,26 @@ def tflite_outputs(tflite_path: Path, inputs: np.ndarray, *, num_threads: int = 
     # One thread by default: parity figures must not depend on how many cores the host has free.
     interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
     interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     outputs = []
-    for sample in inputs:
-        batch = to_input_dtype(sample[None, ...], input_detail)
-        interpreter.set_tensor(input_detail["index"], batch)
+    for index in range(len(inputs)):
+        set_inputs(interpreter, inputs[index:index + 1])
         interpreter.invoke()
         outputs.append(to_float(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs, axis=0)
+
+
+def set_inputs(interpreter, batch) -> None:
+    """One sample (a batch of 1: an array, or an InputBatch of several inputs) into the
+    interpreter's input tensors, matched by position as benchmark_model matches its layers."""
+    from models.inputs import feed_arrays
+
+    details = interpreter.get_input_details()
+    arrays = feed_arrays(batch)
+    if len(arrays) != len(details):
+        raise ValueError(f"the model has {len(details)} inputs, the samples {len(arrays)}")
+    for detail, array in zip(details, arrays):
+        interpreter.set_tensor(detail["index"], to_input_dtype(array, detail))
 
 
 def convert_to_tflite(
@@ -86,14 +97,15 @@ def convert_to_tflite(
     out_path = Path(out_path)
     model = model.eval()
     started = time.perf_counter()
-    trace_input = torch.from_numpy(np.ascontiguousarray(sample_inputs[:1], dtype=np.float32))
+    from models.inputs import torch_inputs
+
     with litert_progress_hidden():
-        edge_model = litert_torch.convert(model, (trace_input,))
+        edge_model = litert_torch.convert(model, torch_inputs(sample_inputs[:1]))
         edge_model.export(str(out_path))
     convert_seconds = time.perf_counter() - started
 
     with torch.no_grad():
-        torch_out = model(torch.from_numpy(np.ascontiguousarray(sample_inputs, dtype=np.float32)))
+        torch_out = model(*torch_inputs(sample_inputs))
     torch_out = torch_out.numpy().reshape(len(sample_inputs), -1)
     tflite_out = tflite_outputs(out_path, sample_inputs).reshape(len(sample_inputs), -1)
 
@@ -152,6 +164,8 @@ def _parity_report(
 def to_input_dtype(batch: np.ndarray, detail: dict) -> np.ndarray:
     """Float data -> the input tensor's dtype; int8/uint8 with the tensor's own scale/zero point."""
     dtype = detail["dtype"]
+    if np.asarray(batch).dtype.kind in "iu" and np.dtype(dtype).kind in "iu":
+        return np.asarray(batch).astype(dtype)  # token ids and masks: values, not quantized floats
     if dtype in (np.int8, np.uint8):
         scale, zero_point = detail["quantization"]
         info = np.iinfo(dtype)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.optimize.convert import to_float, to_input_dtype
+from harness.optimize.convert import set_inputs, to_float, to_input_dtype
 from harness.errors import BenchError, UserError
 
 if TYPE_CHECKING:
@@ -78,10 +78,19 @@ def tflite_predict(path: Path, x_nchw: np.ndarray, *, num_threads: int = 2) -> n
         raise TensorAllocationError(f"LiteRT cannot allocate the tensors of {Path(path).name} "
                                     f"({why})") from None
     input_details = interpreter.get_input_details()
-    if len(input_details) != 1:
-        raise UserError(f"{path}: has {len(input_details)} inputs; accuracy needs a single image input")
-    input_detail = input_details[0]
     output_detail = interpreter.get_output_details()[0]
+    from models.inputs import InputBatch
+
+    if isinstance(x_nchw, InputBatch) or len(input_details) > 1:
+        if not isinstance(x_nchw, InputBatch) or len(x_nchw.names) != len(input_details):
+            raise UserError(f"{path}: has {len(input_details)} inputs; give one --input NAME:DTYPE:SHAPE for each")
+        scores = []
+        for index in range(len(x_nchw)):
+            set_inputs(interpreter, x_nchw[index:index + 1])
+            interpreter.invoke()
+            scores.append(to_float(interpreter.get_tensor(output_detail["index"]), output_detail).reshape(-1))
+        return np.stack(scores).astype(np.float32)
+    input_detail = input_details[0]
     samples = to_model_layout(np.asarray(x_nchw, dtype=np.float32), tuple(input_detail["shape"]), str(path))
     scores = []
     for sample in samples:

@@ -104,9 +104,11 @@ def fine_tune(
         teacher_home = _device_of(teacher)
         teacher.to(device).eval()
 
-    x_train = torch.as_tensor(np.asarray(data.x_train, dtype=np.float32))
+    from models.inputs import torch_inputs
+
+    x_train = torch_inputs(data.x_train)  # one tensor per model input
     y_train = torch.as_tensor(np.asarray(data.y_train, dtype=np.int64)) if has_labels else None
-    batches_per_epoch = max(1, len(x_train) // settings.batch_size)
+    batches_per_epoch = max(1, len(x_train[0]) // settings.batch_size)
     total_steps = max(1, math.ceil(settings.epochs * batches_per_epoch))
 
     torch.manual_seed(settings.seed)
@@ -120,13 +122,13 @@ def fine_tune(
     try:
         while step < total_steps:
             model.train()
-            order = torch.randperm(len(x_train), generator=shuffle)
+            order = torch.randperm(len(x_train[0]), generator=shuffle)
             for start in range(0, len(order), settings.batch_size):
                 batch = order[start : start + settings.batch_size]
                 if len(batch) < _MIN_BATCH or step >= total_steps:
                     break
-                x = x_train[batch].to(device)
-                logits = model(x)
+                x = tuple(tensor[batch].to(device) for tensor in x_train)
+                logits = model(*x)
                 loss = _loss(logits, x, y_train[batch].to(device) if has_labels else None, teacher, settings, F)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -161,11 +163,14 @@ def torch_predict(model: "nn.Module", x: Any, batch_size: int = 256) -> np.ndarr
 
     model.eval()
     device = _device_of(model)
-    x_all = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    from models.inputs import torch_inputs
+
+    x_all = torch_inputs(x)  # one tensor per model input
     predictions = []
     with torch.no_grad():
-        for start in range(0, len(x_all), batch_size):
-            predictions.append(model(x_all[start : start + batch_size].to(device)).argmax(dim=1).cpu())
+        for start in range(0, len(x_all[0]), batch_size):
+            batch = (tensor[start : start + batch_size].to(device) for tensor in x_all)
+            predictions.append(model(*batch).argmax(dim=1).cpu())
     return torch.cat(predictions).numpy() if predictions else np.zeros(0, dtype=np.int64)
 
 
@@ -175,7 +180,7 @@ def _loss(logits, x, labels, teacher, settings: FineTuneSettings, F) -> "torch.T
     if teacher is None:
         return F.cross_entropy(logits, labels)
     with torch.no_grad():
-        teacher_logits = teacher(x)
+        teacher_logits = teacher(*x)
     if labels is None:
         # No labels at all: the teacher's decisions are the targets, softened when distilling.
         if not settings.distill:

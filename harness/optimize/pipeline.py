@@ -141,6 +141,8 @@ class Pipeline:
             "parent_name": baseline.name if baseline else None,
             "knobs": spec.to_dict(),
         }
+        if self.source.inputs:  # what benchmark_model is told of them (--input_layer_value_range)
+            metadata["inputs"] = [input_spec.to_dict() for input_spec in self.source.inputs]
         if self.source.kind == "tflite":
             self._quantize_existing(spec, out_path, metadata)
         else:
@@ -158,9 +160,10 @@ class Pipeline:
             return None
         import torch
 
+        from models.inputs import torch_inputs
+
         with torch.no_grad():
-            x = torch.from_numpy(self.data.x_test[:samples])
-            return self.baseline_model()(x).argmax(1).numpy()
+            return self.baseline_model()(*torch_inputs(self.data.x_test[:samples])).argmax(1).numpy()
 
     def baseline_model(self):
         if self._baseline_model is None:
@@ -192,7 +195,8 @@ class Pipeline:
 
         baseline = self.baseline_model()
         model = copy.deepcopy(baseline)
-        example = torch.zeros(self.source.input_shape)
+        example = self.source.example_inputs(self.seed)
+        example = example if len(example) > 1 else example[0]
         params, macs = count_params_macs(model, example)
         metadata["baseline_params"], metadata["baseline_macs"] = params, macs
         teacher = baseline if spec.kd else None
@@ -214,15 +218,16 @@ class Pipeline:
                         note=f"epoch {epoch}/{total}: val {metric} {val:.1%}"))
             return _plain(report)
 
-        if spec.prune is not None:
+        if spec.structured:
             per_step = spec.ft / spec.steps
-            self._stage(f"pruning {spec.prune:.0%} of channels ({spec.importance}, "
+            self._stage(f"pruning {_structured_words(spec)} ({spec.importance}, "
                         f"{spec.steps} step{'s' if spec.steps > 1 else ''})")
             report_before = {"params": params, "macs": macs}
             report = structured_prune(
                 model, example,
                 PruneSettings(ratio=spec.prune, importance=spec.importance, scope=spec.scope,
-                              round_to=spec.round_to, iterative_steps=spec.steps, seed=self.seed),
+                              round_to=spec.round_to, iterative_steps=spec.steps, seed=self.seed,
+                              heads=spec.heads, head_dim=spec.head_dim, mlp=spec.mlp),
                 calibration=self._calibration_batches() if spec.importance == "taylor" else None,
                 fine_tune_step=(lambda m: tune(m, per_step, "fine-tuning after the pruning step")) if per_step > 0 and not spec.lt else None,
                 evaluate=evaluate, model_name=self.source.name,
@@ -245,7 +250,7 @@ class Pipeline:
                 "compared_with": ticket_twin(spec, epochs).name}
             if spec.sparsity is not None:
                 metadata["sparsity"] = _sparsity_of(model)
-        elif spec.ft > 0 and spec.prune is None:
+        elif spec.ft > 0 and not spec.structured:
             metadata["fine_tune"] = tune(model, spec.ft, "fine-tuning")
         if spec.sparsity is not None and spec.ft > 0 and not spec.lt:
             # Fine-tuning moves pruned weights off zero; sparsify again so the sparsity holds.
@@ -285,10 +290,13 @@ class Pipeline:
         y = self.data.y_train if self.data.y_train is not None else None
         if y is None:
             y = self._torch_baseline_predictions() if x is self.data.x_test else None
+        from models.inputs import torch_inputs
+
         out = []
         for i in range(batches):
-            xb = torch.from_numpy(x[i * batch_size:(i + 1) * batch_size])
-            if len(xb) == 0:
+            xb = torch_inputs(x[i * batch_size:(i + 1) * batch_size])
+            xb = xb if len(xb) > 1 else xb[0]
+            if len(x[i * batch_size:(i + 1) * batch_size]) == 0:
                 break
             yb = torch.from_numpy(np.asarray(y[i * batch_size:(i + 1) * batch_size])).long()
             out.append((xb, yb))
@@ -361,6 +369,14 @@ class Pipeline:
         if baseline is not None:
             accuracy["baseline_top1"] = (baseline.metadata.get("accuracy") or {}).get("top1")
         metadata["accuracy"] = accuracy
+
+
+def _structured_words(spec: VariantSpec) -> str:
+    words = [f"{value:.0%} of {what}" for value, what in
+             ((spec.prune, "channels"), (spec.heads, "attention heads"),
+              (spec.head_dim, "each head's dimensions"), (spec.mlp, "MLP hidden channels"))
+             if value is not None]
+    return ", ".join(words)
 
 
 def ticket_twin(spec: VariantSpec, epochs: float) -> VariantSpec:

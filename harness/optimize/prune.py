@@ -42,17 +42,30 @@ class PruneSettings:
     """What to prune and how. ``ratio`` is the fraction of channels removed per prunable group
     (local scope) or over the whole network (global scope)."""
 
-    ratio: float
+    ratio: float | None               # None: only the transformer knobs below prune
     importance: str = "l1"
     scope: str = "local"
     round_to: int | None = 8  # channel counts kept at multiples of this (SIMD-friendly on phones)
     iterative_steps: int = 1  # ratio reached in this many equal steps (fine-tune between them)
     seed: int = 0  # seeds the "random" importance
+    # Transformers (harness.optimize.attention): fractions of whole heads, of each head's
+    # dimensions and of the MLP hidden channels removed per layer.
+    heads: float | None = None
+    head_dim: float | None = None
+    mlp: float | None = None
+
+    @property
+    def transformer_knobs(self) -> bool:
+        return any(v is not None for v in (self.heads, self.head_dim, self.mlp))
 
     def validate(self) -> None:
         """UserError (one line, naming the setting) for anything out of range: the rules of the
         matching variant knobs (harness.optimize.variants.KNOBS), as library callers need no spec."""
-        check_knob("prune", self.ratio, "pruning ratio")
+        if self.ratio is not None or not self.transformer_knobs:
+            check_knob("prune", self.ratio, "pruning ratio")
+        for key in ("heads", "head_dim", "mlp"):
+            if getattr(self, key) is not None:
+                check_knob(key, getattr(self, key), f"{key} pruning ratio")
         check_knob("importance", self.importance, "pruning importance")
         check_knob("scope", self.scope, "pruning scope")
         check_knob("round_to", self.round_to, "round_to")
@@ -113,14 +126,24 @@ def structured_prune(
             "give the model as pkg.module:factory instead"
         )
     model.eval()
-    example_input = example_input.to(_device_of(model))
+    example_input = _on_device(example_input, _device_of(model))
     reference_shape = _output_shape(model, example_input, model_name)
     params_before, macs_before = count_params_macs(model, example_input)
     report = PruneReport(params_before, params_before, macs_before, macs_before)
     if evaluate is not None:
         report.accuracy_before = float(evaluate(model))
 
-    pruner = _build_pruner(model, example_input, settings, model_name)
+    from harness.optimize.attention import find_attention, prepare_attention, sync_widths
+
+    try:
+        prepare_attention(model, example_input)
+    except RuntimeError as exc:
+        raise UserError(f"cannot prune {model_name}: {exc}") from None
+    sites = find_attention(model)
+    if (settings.heads is not None or settings.head_dim is not None) and not sites:
+        raise UserError(f"cannot prune heads of {model_name}: it has no attention layer bench knows "
+                        "(transformers' query/key/value self-attention or nn.MultiheadAttention)")
+    pruner = _build_pruner(model, example_input, settings, model_name, sites)
     kept = _initial_kept_channels(model, pruner)
     torch.manual_seed(settings.seed)  # the "random" importance draws from torch's generator
     for step_index in range(settings.iterative_steps):
@@ -130,6 +153,9 @@ def structured_prune(
             for group in pruner.step(interactive=True):
                 _record_kept_channels(group, pruner, kept)
                 group.prune()
+        for site in sites:  # the forward reshapes by the module's own head count
+            site.set_heads(pruner.num_heads.get(site.q, site.heads))
+        sync_widths(model)
         model.zero_grad(set_to_none=True)
         _check_still_runs(model, example_input, reference_shape, model_name)
         params, macs = count_params_macs(model, example_input)
@@ -181,7 +207,7 @@ def output_layers(model: "nn.Module", example_input: "torch.Tensor") -> list["nn
     ]
     try:
         with torch.no_grad():
-            output = model(example_input)
+            output = call_model(model, example_input)
     finally:
         for hook in hooks:
             hook.remove()
@@ -193,13 +219,37 @@ def output_layers(model: "nn.Module", example_input: "torch.Tensor") -> list["nn
     return found
 
 
-def _build_pruner(model: "nn.Module", example_input: "torch.Tensor", settings: PruneSettings, model_name: str) -> Any:
+# A ratio this small removes no channel (n * (1 - r) rounds down to n - 1 only for n > 1e6), but
+# it lets torch-pruning reach a group's head ranking, which it skips for groups of ratio 0.
+_HEADS_ONLY_RATIO = 1e-9
+
+
+def _build_pruner(model: "nn.Module", example_input: "torch.Tensor", settings: PruneSettings,
+                  model_name: str, sites: list | None = None) -> Any:
     import torch_pruning as tp
     from torch import nn
 
+    from harness.optimize.attention import mlp_layers, num_heads_map, qkv_layers
+
+    sites = sites or []
     ignored = output_layers(model, example_input)
-    # Attention: prune head dimensions consistently across q/k/v (torch-pruning's num_heads).
+    # Attention: q/k/v channels grouped by head (torch-pruning's num_heads), so whole heads (or
+    # the same dimensions of every head) go together; heads of other MHA kinds as before.
     num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    num_heads.update(num_heads_map(sites))
+    ratio_by_layer: dict = {}
+    if settings.transformer_knobs:
+        head_dim_ratio = settings.head_dim if settings.head_dim is not None else settings.ratio
+        if settings.heads is not None or head_dim_ratio is not None:
+            for linear in qkv_layers(sites):
+                ratio_by_layer[linear] = head_dim_ratio if head_dim_ratio is not None else _HEADS_ONLY_RATIO
+        if settings.mlp is not None:
+            for linear in mlp_layers(model, sites, ignored):
+                ratio_by_layer[linear] = settings.mlp
+    head_options = {}
+    if settings.heads is not None:
+        head_options = {"prune_num_heads": True, "head_pruning_ratio": float(settings.heads),
+                        "prune_head_dims": settings.head_dim is not None or settings.ratio is not None}
     try:
         # torch-pruning warns about every unwrapped parameter and prints its graph notes: noise here.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -209,7 +259,9 @@ def _build_pruner(model: "nn.Module", example_input: "torch.Tensor", settings: P
                 example_input,
                 importance=make_importance(settings.importance),
                 global_pruning=settings.scope == "global",
-                pruning_ratio=float(settings.ratio),
+                pruning_ratio=float(settings.ratio or 0.0),
+                pruning_ratio_dict=ratio_by_layer or None,
+                **head_options,
                 iterative_steps=settings.iterative_steps,
                 ignored_layers=ignored,
                 round_to=settings.round_to,
@@ -238,8 +290,7 @@ def _accumulate_taylor_gradients(model: "nn.Module", calibration: Iterable[tuple
     model.zero_grad(set_to_none=True)
     seen = 0
     for x, y in calibration:
-        x = torch.as_tensor(x).to(device)
-        logits = model(x)
+        logits = call_model(model, _on_device(x, device))
         target = logits.argmax(dim=1).detach() if y is None else torch.as_tensor(y).to(device).long()
         F.cross_entropy(logits, target).backward()
         seen += 1
@@ -377,9 +428,9 @@ def _output_shape(model: "nn.Module", example_input: "torch.Tensor", model_name:
 
     try:
         with torch.no_grad():
-            output = model(example_input)
+            output = call_model(model, example_input)
     except Exception as exc:
-        raise UserError(f"cannot prune {model_name}: it does not run on input {tuple(example_input.shape)} ({_one_line(exc)})") from None
+        raise UserError(f"cannot prune {model_name}: it does not run on input {_shapes(example_input)} ({_one_line(exc)})") from None
     tensors = list(_tensors_in(output))
     if not tensors:
         raise UserError(f"cannot prune {model_name}: its forward returns no tensor ({type(output).__name__})")
@@ -392,7 +443,7 @@ def _check_still_runs(model: "nn.Module", example_input: "torch.Tensor", referen
 
     try:
         with torch.no_grad():
-            shape = tuple(next(iter(_tensors_in(model(example_input)))).shape)
+            shape = tuple(next(iter(_tensors_in(call_model(model, example_input)))).shape)
     except Exception as exc:
         raise UserError(f"cannot prune {model_name}: the pruned model no longer runs ({_one_line(exc)})") from None
     if shape != reference_shape:
@@ -410,6 +461,25 @@ def _tensors_in(value: Any):
     elif isinstance(value, dict):
         for item in value.values():
             yield from _tensors_in(item)
+
+
+def call_model(model: "nn.Module", example: Any) -> Any:
+    """The model on one input tensor, or on a tuple of them (a model of several inputs)."""
+    return model(*example) if isinstance(example, tuple) else model(example)
+
+
+def _on_device(example: Any, device: "torch.device") -> Any:
+    import torch
+
+    if isinstance(example, tuple):
+        return tuple(torch.as_tensor(t).to(device) for t in example)
+    return torch.as_tensor(example).to(device)
+
+
+def _shapes(example: Any) -> str:
+    if isinstance(example, tuple):
+        return ", ".join(str(tuple(t.shape)) for t in example)
+    return str(tuple(example.shape))
 
 
 def _has_weight(module: "nn.Module") -> bool:

@@ -306,11 +306,17 @@ def _calibrate(quant_recipe: list, tflite_path: Path, calibration: np.ndarray) -
     if not signatures:
         raise UserError(f"{tflite_path}: has no signature, which int8 calibration needs; re-export it with one")
     signature_key, signature = next(iter(signatures.items()))
-    if len(signature["inputs"]) != 1:
-        raise UserError(f"{tflite_path}: int8 calibration supports one input, the model has {len(signature['inputs'])}")
-    shape = tuple(interpreter.get_input_details()[0]["shape"])
-    samples = to_model_layout(np.asarray(calibration[:CALIBRATION_MAX_SAMPLES], dtype=np.float32), shape, str(tflite_path))
-    feed = {signature_key: [{signature["inputs"][0]: sample[None, ...]} for sample in samples]}
+    from models.inputs import InputBatch, feed_arrays
+
+    if isinstance(calibration, InputBatch):
+        feed = {signature_key: _signature_feed(interpreter, signature_key, signature,
+                                               calibration[:CALIBRATION_MAX_SAMPLES], feed_arrays)}
+    else:
+        if len(signature["inputs"]) != 1:
+            raise UserError(f"{tflite_path}: has {len(signature['inputs'])} inputs; give one --input NAME:DTYPE:SHAPE for each")
+        shape = tuple(interpreter.get_input_details()[0]["shape"])
+        samples = to_model_layout(np.asarray(calibration[:CALIBRATION_MAX_SAMPLES], dtype=np.float32), shape, str(tflite_path))
+        feed = {signature_key: [{signature["inputs"][0]: sample[None, ...]} for sample in samples]}
     # The calibrator's progress bar and its debug-mode interpreter warning are noise in bench's output.
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -323,10 +329,27 @@ def _calibrate(quant_recipe: list, tflite_path: Path, calibration: np.ndarray) -
         return engine.get_model_qsvs()
 
 
-def _parity_samples(calibration: np.ndarray, parity_inputs: np.ndarray | None) -> np.ndarray:
+def _signature_feed(interpreter, signature_key: str, signature: dict, samples, feed_arrays) -> list[dict]:
+    """Calibration samples of several inputs, keyed by the signature's input names: the
+    signature's inputs are matched to the graph's input tensors (the samples' order) by index."""
+    runner_inputs = interpreter.get_signature_runner(signature_key).get_input_details()
+    by_tensor = {detail["index"]: name for name, detail in runner_inputs.items()}
+    names = [by_tensor[detail["index"]] for detail in interpreter.get_input_details()]
+    feed = []
+    for index in range(len(samples)):
+        arrays = feed_arrays(samples[index:index + 1])
+        feed.append({name: array.astype(runner_inputs[name]["dtype"]) for name, array in zip(names, arrays)})
+    return feed
+
+
+def _parity_samples(calibration, parity_inputs):
+    from models.inputs import InputBatch
+
     if calibration is None or len(calibration) == 0:
         raise UserError("quantization needs real calibration samples; the dataset gave none")
     chosen = parity_inputs if parity_inputs is not None else calibration[:PARITY_DEFAULT_SAMPLES]
+    if isinstance(chosen, InputBatch):
+        return chosen
     return np.ascontiguousarray(chosen, dtype=np.float32)
 
 

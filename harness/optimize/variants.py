@@ -24,6 +24,9 @@ class VariantSpec:
     """One field per knob; what each allows, and how a spec writes it, is in KNOBS below."""
 
     prune: float | None = None        # structured pruning ratio, (0, 1)
+    heads: float | None = None        # transformers: fraction of whole attention heads removed
+    head_dim: float | None = None     # transformers: fraction of each head's dimensions removed
+    mlp: float | None = None          # transformers: fraction of MLP hidden channels removed
     importance: str = "l1"
     scope: str = "local"              # local | global
     round_to: int | None = 8
@@ -41,15 +44,22 @@ class VariantSpec:
         return self == VariantSpec()
 
     @property
+    def structured(self) -> bool:
+        """Channels, heads or MLP width removed (harness.optimize.prune.structured_prune)."""
+        return any(v is not None for v in (self.prune, self.heads, self.head_dim, self.mlp))
+
+    @property
     def needs_torch_changes(self) -> bool:
-        return self.prune is not None or self.sparsity is not None or self.ft > 0
+        return self.structured or self.sparsity is not None or self.ft > 0
 
     @property
     def name(self) -> str:
         """Readable and unique per recipe: `pruned35-ft2-int8`, `baseline`, `sparse50-fp16`."""
         parts = []
-        if self.prune is not None:
-            part = f"pruned{_percent(self.prune)}"
+        transformer = [f"{label}{_percent(value)}" for label, value in
+                       (("heads", self.heads), ("hdim", self.head_dim), ("mlp", self.mlp)) if value is not None]
+        if self.structured:
+            part = "-".join(([f"pruned{_percent(self.prune)}"] if self.prune is not None else []) + transformer)
             if self.importance != "l1":
                 part += f"-{self.importance}"
             if self.scope != "local":
@@ -198,6 +208,9 @@ class Knob:
 
 KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
     Knob("prune", "structured pruning ratio", Fraction(), "prune=0.35", float),
+    Knob("heads", "fraction of attention heads removed", Fraction(), "heads=0.25", float),
+    Knob("head_dim", "fraction of each head's dimensions removed", Fraction(), "head_dim=0.25", float),
+    Knob("mlp", "fraction of MLP hidden channels removed", Fraction(), "mlp=0.3", float),
     Knob("importance", "pruning importance", OneOf(IMPORTANCES), "importance=taylor"),
     Knob("scope", "pruning scope", OneOf(SCOPES), "scope=global"),
     Knob("round_to", "channel multiple", AtLeast(1, integer=True, none_ok=True), "round_to=8", _round_to,
@@ -262,8 +275,8 @@ def _check_together(spec: VariantSpec, text: str) -> None:
     """The rules between knobs (each knob's own rule is in KNOBS)."""
     if spec.io == "int8" and not int8_io_allowed(spec.quant):
         raise _bad(text, "io", spec.io)
-    if spec.lt and spec.prune is None and spec.sparsity is None:
-        raise UserError(f"--variant {text}: lt=1 rewinds a pruned model: add prune= or sparsity=")
+    if spec.lt and not spec.structured and spec.sparsity is None:
+        raise UserError(f"--variant {text}: lt=1 rewinds a pruned model: add prune=, heads=, mlp= or sparsity=")
     if spec.kd and spec.ft <= 0:
         raise UserError(f"--variant {text}: kd=1 distills while fine-tuning: add ft=EPOCHS")
 
