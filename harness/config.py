@@ -73,6 +73,8 @@ class RunConfig:
     #                                                     (harness.optimize.variants.default_variants)
     weights: str | None = None        # state dict for a built-in architecture
     input_shape: str | None = None    # e.g. "1,3,224,224" for user models without one
+    # Several or token inputs, as --input NAME:DTYPE:SHAPE[:LOW,HIGH] texts (models.inputs).
+    inputs: list[str] = field(default_factory=list)
     data_dir: str | None = None       # ImageFolder for accuracy, calibration and fine-tuning
     seed: int = 0
     # Issue 4: repetitions, run dimensions, resilience.

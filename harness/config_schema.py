@@ -191,6 +191,8 @@ RUN_RULES: dict[str, Rule] = {
     "variants": Rule(Kind.TEXT_LIST, example='["baseline", "quant=int8"]', non_empty=False),
     "weights": Rule(Kind.TEXT, optional=True),
     "input_shape": Rule(Kind.TEXT, optional=True, example='"1,3,224,224"'),
+    "inputs": Rule(Kind.TEXT_LIST, example='["input_ids:int64:1,128", "attention_mask:int64:1,128"]',
+                   non_empty=False),
     "data_dir": Rule(Kind.TEXT, optional=True),
     "seed": _int(0),
     "trials": _int(1),

@@ -320,8 +320,11 @@ def build_run_artifacts(config: RunConfig, cache_dir: Path, log: Reporter,
     from models.registry import resolve_model
 
     specs = parse_variants(config.variants)  # bad specs fail before any model is loaded
+    from models.inputs import parse_inputs
+
     source = resolve_model(config.model, weights=_path_or_none(config.weights),
-                           input_shape=parse_input_shape(config.input_shape))
+                           input_shape=parse_input_shape(config.input_shape),
+                           inputs=parse_inputs(config.inputs))
     data = load_dataset(source, _path_or_none(config.data_dir), seed=config.seed)
     pipeline = Pipeline(source, data, cache_dir, seed=config.seed, log=log)
     artifacts = pipeline.build_all(specs)

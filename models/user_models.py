@@ -180,7 +180,9 @@ def checked_token_inputs(model: "nn.Module", model_name: str,
     accepted = [n for n, p in parameters.items() if p.kind not in (inspect.Parameter.VAR_POSITIONAL,
                                                                       inspect.Parameter.VAR_KEYWORD)]
     for spec in specs:
-        if not takes_any and spec.name not in accepted:
+        # Strict even where forward takes **kwargs (transformers' do): a misspelt input would
+        # be swallowed there and the model would run without it.
+        if spec.name not in accepted and (not takes_any or accepted):
             raise ModelInputError(f"model {model_name!r} has no input {spec.name!r}; its forward takes "
                                   f"{', '.join(accepted[:8]) or 'no named inputs'}; fix --input {spec.text()}")
     wrapped = named_inputs_model(model, [spec.name for spec in specs]).eval()
@@ -209,8 +211,14 @@ def checked_token_inputs(model: "nn.Module", model_name: str,
             hook.remove()
     filled = []
     for spec, tensor in zip(specs, probe):
+        embedding = fed.get(id(tensor))
+        if embedding is not None and spec.value_range is not None and (
+                spec.value_range[0] < 0 or spec.value_range[1] >= embedding.num_embeddings):
+            raise ModelInputError(
+                f"model {model_name!r}: input {spec.name} feeds an embedding of {embedding.num_embeddings} entries, "
+                f"so its values are 0..{embedding.num_embeddings - 1}, not {spec.value_range[0]}..{spec.value_range[1]}; "
+                f"write --input {spec.name}:{spec.dtype}:{','.join(map(str, spec.shape))}:0,{embedding.num_embeddings - 1}")
         if spec.is_integer and spec.value_range is None and not spec.is_mask:
-            embedding = fed.get(id(tensor))
             if embedding is None:
                 raise ModelInputError(f"model {model_name!r}: integer input {spec.name} feeds no embedding, so its "
                                       f"values are unknown; give them as --input {spec.text()}:LOW,HIGH")

@@ -112,6 +112,30 @@ def unavailable_reason(tool: "ToolInfo | None", delegate: str | None, kind: str,
     return None
 
 
+def input_layer_flags(inputs: list[dict] | None, tool: "ToolInfo | None" = None) -> list[str]:
+    """What a model of integer inputs is fed: `--input_layer`, `--input_layer_shape` and
+    `--input_layer_value_range` (token ids within the vocabulary, masks all ones: the full
+    sequence). Nothing for float models, whose random [-0.5, 0.5] inputs time the same maths,
+    nor for a tool without these flags (LiteRT's), which then draws ids from [0, 99].
+
+    `inputs`: the artifact's metadata["inputs"] (name, dtype, shape, value_range), in its order."""
+    integer = [i for i in inputs or () if i["dtype"].startswith(("int", "uint"))]
+    if not integer:
+        return []
+    if flavour_of(tool) is Flavour.LITERT or (tool is not None and tool.known and not all(
+            tool.has(name) for name in ("input_layer", "input_layer_shape", "input_layer_value_range"))):
+        return []
+    ranges = []
+    for spec in integer:
+        is_mask = "mask" in spec.get("source_name", spec["name"]).lower()
+        low, high = spec.get("value_range") or ((1, 1) if is_mask else (None, None))
+        if low is not None:
+            ranges.append(f"{spec['name']},{low},{high}")
+    flags = [f"--input_layer={','.join(i['name'] for i in inputs)}",
+             f"--input_layer_shape={':'.join(','.join(map(str, i['shape'])) for i in inputs)}"]
+    return flags + ([f"--input_layer_value_range={':'.join(ranges)}"] if ranges else [])
+
+
 TOOL_DEFAULT_THREADS = -1  # BenchmarkSettings.num_threads: leave the count to the tool
 
 

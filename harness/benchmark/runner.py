@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.benchmark.command import (benchmark_command, dropped_settings, launch_threads,
+from harness.benchmark.command import (benchmark_command, dropped_settings, input_layer_flags, launch_threads,
                                        unavailable_reason)
 from harness.benchmark.binaries import (binary_for_abi, binary_version, remote_binary_path,
                                          shipped_flavour)
@@ -283,7 +283,8 @@ class DeviceRunner:
         command = m.command = benchmark_command(
             self._remote_binary(), self._remote_model(artifact), settings,
             num_threads=m.num_threads, kind=job.kind, delegate=job.delegate,
-            cpu_mask_hex=m.cpu_mask, tool=prepared.tool)
+            cpu_mask_hex=m.cpu_mask, tool=prepared.tool,
+            extra_flags=input_layer_flags((artifact.metadata or {}).get("inputs"), prepared.tool))
         started = time.monotonic()
         try:
             result = target.shell(command, timeout_s=settings.timeout_s(), cancel=self.stop)

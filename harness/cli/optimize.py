@@ -18,20 +18,24 @@ def _model_options(f):
         click.argument("model"),
         click.option("--weights", default=None, help="State dict for a built-in architecture."),
         click.option("--input-shape", default=None, help="Input shape, e.g. 1,3,224,224."),
-        click.option("--data", "data_dir", default=None, help="ImageFolder directory."),
+        click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE[:LOW,HIGH]",
+                     help="One model input, in forward's order (repeatable), e.g. input_ids:int64:1,128."),
+        click.option("--data", "data_dir", default=None,
+                     help="ImageFolder directory, .npy inputs, or .jsonl token samples with labels."),
         click.option("--seed", type=NumberType(RUN_RULES["seed"]), default=0, show_default=True),
     ]):
         f = option(f)
     return f
 
 
-def _load_model_and_data(model, weights, input_shape, data_dir, seed):
+def _load_model_and_data(model, weights, input_shape, inputs, data_dir, seed):
     from harness.run import _path_or_none, parse_input_shape
     from models.datasets import load_dataset
+    from models.inputs import parse_inputs
     from models.registry import resolve_model
 
     source = resolve_model(model, weights=_path_or_none(weights),
-                           input_shape=parse_input_shape(input_shape))
+                           input_shape=parse_input_shape(input_shape), inputs=parse_inputs(inputs))
     return source, load_dataset(source, _path_or_none(data_dir), seed=seed)
 
 
@@ -43,7 +47,7 @@ def _load_model_and_data(model, weights, input_shape, data_dir, seed):
 @click.option("--verbose", is_flag=True,
               help="Show torch/LiteRT/quantizer output on the terminal too (by default it goes "
                    "to reports/optimize-<time>/bench.log only).")
-def optimize(model, weights, input_shape, data_dir, seed, variants, as_json, verbose):
+def optimize(model, weights, input_shape, inputs, data_dir, seed, variants, as_json, verbose):
     """Build variants of MODEL (prune, fine-tune, quantize, convert, verify) without devices;
     no --variant: the model's default set, as `bench run`."""
     from datetime import datetime
@@ -57,7 +61,7 @@ def optimize(model, weights, input_shape, data_dir, seed, variants, as_json, ver
     specs = parse_variants(variants or default_variants(model))
     with run_output(Path("reports"), verbose=verbose) as out:
         out.reporter.run_started(datetime.now().strftime("optimize-%Y%m%d-%H%M%S"))
-        source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
+        source, data = _load_model_and_data(model, weights, input_shape, inputs, data_dir, seed)
         artifacts = Pipeline(source, data, cache_dir(), seed=seed,
                              log=out.reporter).build_all(specs)
     if as_json:
@@ -75,13 +79,13 @@ def optimize(model, weights, input_shape, data_dir, seed, variants, as_json, ver
 @click.option("--ratio", type=number(), default=0.3, show_default=True,
               help="Pruning ratio of the per-group sensitivity scan.")
 @click.option("--json", "as_json", is_flag=True)
-def analyze(model, weights, input_shape, data_dir, seed, ratio, as_json):
+def analyze(model, weights, input_shape, inputs, data_dir, seed, ratio, as_json):
     """Per-layer parameters, MACs and channels, a pruning sensitivity scan, and a verdict."""
     from harness.optimize.analyze import analyze_model, format_analysis
 
     if not 0 < ratio < 1:
         raise UserError(f"--ratio {ratio}: give a pruning ratio between 0 and 1, e.g. 0.3")
-    source, data = _load_model_and_data(model, weights, input_shape, data_dir, seed)
+    source, data = _load_model_and_data(model, weights, input_shape, inputs, data_dir, seed)
     report = analyze_model(source, data, ratio=ratio)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1, default=str))

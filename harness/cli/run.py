@@ -28,8 +28,12 @@ from harness.errors import UserError
               help="State dict (.pt/.pth) for a built-in architecture.")
 @click.option("--input-shape", type=TextType(RUN_RULES["input_shape"]), default=None,
               help="Model input shape, e.g. 1,3,224,224.")
+@click.option("--input", "inputs", type=TextType(RUN_RULES["inputs"]), multiple=True,
+              metavar="NAME:DTYPE:SHAPE[:LOW,HIGH]",
+              help="One model input, in forward's order (repeatable), e.g. input_ids:int64:1,128; "
+                   "LOW,HIGH: an integer input's values (default: the embedding it feeds).")
 @click.option("--data", "data_dir", type=TextType(RUN_RULES["data_dir"]), default=None,
-              help="ImageFolder directory for accuracy and fine-tuning.")
+              help="ImageFolder directory, .npy inputs, or .jsonl token samples with labels.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="TOML config file (default: ./bench.toml when present).")
 @click.option("--binary", "binaries", multiple=True, metavar="ABI=PATH",
@@ -90,7 +94,7 @@ from harness.errors import UserError
 @click.option("--verbose", is_flag=True,
               help="Show torch/TensorFlow/LiteRT/quantizer output on the terminal too (by default "
                    "it goes to reports/<run-id>/bench.log only).")
-def run(devices, model, variants, weights, input_shape, data_dir, config_path, binaries,
+def run(devices, model, variants, weights, input_shape, inputs, data_dir, config_path, binaries,
         num_runs, warmup_runs, min_secs, max_secs, threads, delegates, trials, time_budget_s, peak_memory,
         op_profiling, accuracy_on_device, accuracy_per_sample, busy, baseline, cross_run, confirm, confirm_trials, junit_path, cluster,
         retry_on_sibling, resume_run_id,
@@ -120,6 +124,8 @@ def run(devices, model, variants, weights, input_shape, data_dir, config_path, b
             setattr(config, name, value)
     if variants:
         config.variants = list(variants)
+    if inputs:
+        config.inputs = list(inputs)
     config.binaries.update(parse_binary_options(binaries))
     for name, value in (("num_runs", num_runs), ("warmup_runs", warmup_runs),
                         ("min_secs", min_secs), ("max_secs", max_secs)):

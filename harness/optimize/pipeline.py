@@ -141,13 +141,13 @@ class Pipeline:
             "parent_name": baseline.name if baseline else None,
             "knobs": spec.to_dict(),
         }
-        if self.source.inputs:  # what benchmark_model is told of them (--input_layer_value_range)
-            metadata["inputs"] = [input_spec.to_dict() for input_spec in self.source.inputs]
         if self.source.kind == "tflite":
             self._quantize_existing(spec, out_path, metadata)
         else:
             model = self._torch_stage(spec, metadata)
             self._convert(model, spec, out_path, metadata)
+        if self.source.inputs:  # what benchmark_model is told of them (--input_layer_value_range)
+            metadata["inputs"] = tflite_inputs(out_path, self.source.inputs)
         self._verify_accuracy(out_path, spec, baseline, metadata)
         metadata["build_seconds"] = time.perf_counter() - started
         write_artifact(directory, name=f"{label}-{spec.name}", model_name=label,
@@ -369,6 +369,16 @@ class Pipeline:
         if baseline is not None:
             accuracy["baseline_top1"] = (baseline.metadata.get("accuracy") or {}).get("top1")
         metadata["accuracy"] = accuracy
+
+
+def tflite_inputs(path: Path, specs) -> list[dict]:
+    """The model's inputs as the .tflite names them (benchmark_model's --input_layer names),
+    in its input order, with the dtypes, shapes and value ranges of the source's specs."""
+    from models.user_models import tflite_input_specs
+
+    own = tflite_input_specs(path)
+    return [{**spec.to_dict(), "name": tensor.name, "source_name": spec.name}
+            for tensor, spec in zip(own, specs)]
 
 
 def _structured_words(spec: VariantSpec) -> str:
