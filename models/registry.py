@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 DIGITS_MODEL_NAME = "digits_cnn"
 BUILTIN_MODEL_NAMES: tuple[str, ...] = (DIGITS_MODEL_NAME, *TORCHVISION_ARCHITECTURES)
-MODEL_KINDS = ("builtin", "torchvision", "factory", "torchscript", "export", "tflite")
+MODEL_KINDS = ("builtin", "torchvision", "factory", "torchscript", "export", "tflite", "keras")
 _DIGITS_INPUT_SHAPE = (1, 1, 8, 8)
 _DIGITS_NUM_CLASSES = 10
 _DIGITS_DEFAULT_EPOCHS = 20
@@ -60,6 +60,13 @@ class ModelSource:
     # Several or non-float inputs (models.inputs), in the order forward takes them; empty: one
     # float32 input of input_shape. Factories are then called by name and give their first tensor.
     inputs: tuple[InputSpec, ...] = ()
+    keras_version: str | None = None  # kind "keras": the Keras that exported tflite_path
+
+    @property
+    def is_tflite_file(self) -> bool:
+        """Measured and quantized as a .tflite, with no PyTorch model to prune (Keras files are
+        exported to one first)."""
+        return self.kind in ("tflite", "keras")
 
     @property
     def input_specs(self) -> tuple[InputSpec, ...]:
@@ -85,9 +92,9 @@ class ModelSource:
         to: digits_cnn after its first epoch (same seed); torchvision and factory models at their
         seeded initialisation (bench does not train them), never the given weights.
         """
-        if self.kind == "tflite":
+        if self.is_tflite_file:
             raise ModelInputError(
-                f"model {self.name!r} is a .tflite file with no PyTorch model; it can be benchmarked and "
+                f"model {self.name!r} is a {'Keras' if self.kind == 'keras' else '.tflite'} file with no PyTorch model; it can be benchmarked and "
                 "quantized, but pruning and fine-tuning need a PyTorch model"
             )
         if self.kind == "builtin":
@@ -163,6 +170,9 @@ class ModelSource:
             document["model_sha256"] = sha256_file(self.model_path)
         elif self.kind == "tflite":
             document["model_sha256"] = sha256_file(self.tflite_path)
+        elif self.kind == "keras":
+            document["model_sha256"] = sha256_file(self.model_path)
+            document["keras_version"] = self.keras_version
         return document
 
 
@@ -283,6 +293,27 @@ def _resolve_tflite(name: str, input_shape: tuple[int, ...] | None, weights: Pat
         tflite_path=path,
         input_layout=signature.input_layout,
     )
+
+
+def _resolve_keras(name: str, input_shape: tuple[int, ...] | None, weights: Path | None,
+                   inputs: tuple[InputSpec, ...] = ()) -> ModelSource:
+    """A Keras 3 file: exported to .tflite by Keras itself (torch backend), then measured and
+    quantized like any .tflite (pruning and fine-tuning need a PyTorch model)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = _existing_file(name)
+    if weights is not None:
+        raise ModelInputError(f"--weights does not apply to the Keras model {name!r}; its weights are inside it")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-keras-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    exported, version = user_models.export_keras(path, scratch)
+    as_tflite = _resolve_tflite(str(exported), input_shape, None, inputs)
+    return ModelSource(name=name, kind="keras", input_shape=as_tflite.input_shape,
+                       num_classes=as_tflite.num_classes, tflite_path=exported,
+                       input_layout=as_tflite.input_layout, model_path=path, inputs=as_tflite.inputs,
+                       keras_version=version)
 
 
 def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:

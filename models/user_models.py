@@ -400,6 +400,86 @@ def guess_image_layout(shape: tuple[int, ...]) -> str:
     return "other"
 
 
+# ---------------------------------------------------------------- Keras 3 files
+
+KERAS_BACKEND = "torch"  # Keras' documented LiteRT path without TensorFlow (litert-torch)
+_KERAS_PARITY_TOLERANCE = 1e-4
+_KERAS_PARITY_SAMPLES = 4
+
+
+def _keras():
+    """Keras 3 on its torch backend; ModelInputError with the remedy when that cannot be had."""
+    import os
+
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", KERAS_BACKEND)
+    try:
+        import keras
+    except ImportError:
+        raise ModelInputError("reading .keras files needs Keras 3: pip install 'bench[keras]' "
+                              "(keras==3.15.1, which runs on the torch backend bench has)") from None
+    backend = keras.config.backend()
+    if backend != KERAS_BACKEND:
+        raise ModelInputError(f"Keras runs the {backend!r} backend here; bench converts .keras files on the torch "
+                              "backend: unset KERAS_BACKEND (or set KERAS_BACKEND=torch) and run again")
+    return keras
+
+
+def export_keras(path: Path, out_dir: Path) -> tuple[Path, str]:
+    """A Keras 3 .keras file exported to `out_dir`/model.tflite with Keras' own
+    `model.export(format="litert")` (torch backend, litert-torch underneath), checked for
+    parity against the Keras model on random inputs. Returns (the .tflite, keras version)."""
+    import contextlib
+    import io
+    import os
+
+    keras = _keras()
+    try:
+        model = keras.saving.load_model(str(path), compile=False)
+    except Exception as error:
+        raise ModelInputError(f"{str(path)!r} is not a Keras 3 model file Keras can load ({first_line(error)})") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "model.tflite"
+    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"  # its progress tree is noise in bench's output
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(str(out), format="litert")
+    except Exception as error:
+        raise ModelInputError(f"Keras cannot export {str(path)!r} to LiteRT ({first_line(error)}); "
+                              "check that the model has fixed input shapes") from None
+    finally:
+        if previous is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+    _check_keras_parity(model, out, path)
+    return out, keras.__version__
+
+
+def _check_keras_parity(model: Any, tflite_path: Path, source: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    details = interpreter.get_input_details()
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(_KERAS_PARITY_SAMPLES):
+        samples = [rng.standard_normal(tuple(d["shape"])).astype(d["dtype"]) for d in details]
+        for detail, sample in zip(details, samples):
+            interpreter.set_tensor(detail["index"], sample)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        expected = model(samples[0] if len(samples) == 1 else samples)
+        expected = np.asarray(expected.detach().cpu() if hasattr(expected, "detach") else expected)
+        scale = max(float(np.max(np.abs(expected))), 1e-12)
+        worst = max(worst, float(np.max(np.abs(expected - got))) / scale)
+    if worst > _KERAS_PARITY_TOLERANCE:
+        raise ModelInputError(f"Keras' LiteRT export of {str(source)!r} differs from the Keras model by {worst:.3g} "
+                              f"of its output scale (tolerance {_KERAS_PARITY_TOLERANCE:g})")
+
+
 def tflite_input_specs(path: Path) -> tuple[InputSpec, ...]:
     """Every input of a .tflite, in its input order, named as its tensors are."""
     from ai_edge_litert.interpreter import Interpreter

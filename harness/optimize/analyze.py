@@ -64,7 +64,7 @@ def analyze_model(source: Any, data: Any, *, ratio: float = 0.3, max_groups: int
     (EvalData-like: x_test, y_test). Sensitivity covers at most ``max_groups`` groups, spread
     evenly over the network's depth."""
     PruneSettings(ratio=ratio).validate()
-    if getattr(source, "kind", None) == "tflite":
+    if getattr(source, "is_tflite_file", False):
         raise UserError(f"cannot analyze {source.name}: analysis needs a PyTorch model, not a .tflite file")
     model = source.load_torch().eval()
     example_input = _example_input(source, data)

@@ -38,6 +38,8 @@ PIPELINE_MODULES = (
 _LIBRARIES = ("torch", "torchvision", "torch-pruning", "litert-torch", "ai-edge-litert",
               "ai-edge-quantizer", "numpy", "scikit-learn")
 CALIBRATION_SAMPLES = 128
+# How a source that is not a .tflite became the fp32 .tflite its variants start from.
+EXPORTED_BY = {"keras": "Keras model.export(format='litert'), torch backend, parity-checked"}
 
 
 def variant_recipe(source, data, spec: VariantSpec, seed: int = 0) -> dict:
@@ -63,7 +65,7 @@ def _version(library: str) -> str | None:
 def model_label(source) -> str:
     """A short name for artifact files and reports (`resnet50`, `mymodels.net:build` -> `net-build`)."""
     name = source.name.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in (".tflite", ".pt2", ".pt", ".pth"):
+    for suffix in (".tflite", ".keras", ".pt2", ".pt", ".pth"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     if source.kind == "factory":
@@ -87,7 +89,7 @@ class Pipeline:
 
     # -- public ------------------------------------------------------------------------------
     def build(self, spec: VariantSpec) -> Artifact:
-        if self.source.kind == "tflite" and spec.needs_torch_changes:
+        if self.source.is_tflite_file and spec.needs_torch_changes:
             raise UserError(f"--variant {spec.name}: {self.source.name} is a .tflite file, so only "
                             "quant= variants apply (pruning and fine-tuning need the torch model)")
         if spec.is_baseline and self._baseline_artifact is not None:
@@ -110,7 +112,7 @@ class Pipeline:
         the rewind) is built after it, so the two stand side by side."""
         wanted = list(specs)
         for spec in specs:
-            if spec.lt and self.source.kind != "tflite":
+            if spec.lt and not self.source.is_tflite_file:
                 twin = ticket_twin(spec, self.lottery_epochs(spec))
                 if twin not in wanted:
                     wanted.insert(wanted.index(spec) + 1, twin)
@@ -141,7 +143,7 @@ class Pipeline:
             "parent_name": baseline.name if baseline else None,
             "knobs": spec.to_dict(),
         }
-        if self.source.kind == "tflite":
+        if self.source.is_tflite_file:
             self._quantize_existing(spec, out_path, metadata)
         else:
             model = self._torch_stage(spec, metadata)
@@ -156,7 +158,7 @@ class Pipeline:
     def torch_baseline_top1(self, samples: int) -> np.ndarray | None:
         """The torch baseline's top-1 on the first `samples` test samples (None for a .tflite
         given as the model: there is no torch model)."""
-        if self.source.kind == "tflite":
+        if self.source.is_tflite_file:
             return None
         import torch
 
@@ -327,7 +329,8 @@ class Pipeline:
 
         if spec.quant == "fp32":
             shutil.copyfile(self.source.tflite_path, out_path)
-            metadata["quantization"] = {"mode": "fp32", "method": "the given .tflite, unchanged"}
+            metadata["quantization"] = {"mode": "fp32", "method": EXPORTED_BY.get(self.source.kind,
+                                                                                "the given .tflite, unchanged")}
         else:
             self._stage(_convert_note(spec))
             with warnings.catch_warnings():
@@ -355,7 +358,7 @@ class Pipeline:
                 baseline_pred = self._baseline_predictions
             report = evaluate_tflite(path, self.data, baseline_predictions=baseline_pred)
         except TensorAllocationError as exc:
-            if self.source.kind != "tflite":
+            if not self.source.is_tflite_file:
                 raise  # bench converted it: its own fault, not the user's model
             # A given .tflite that no runtime can allocate: built without accuracy; each
             # device's benchmark_model then records its own failure for it.
