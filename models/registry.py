@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 DIGITS_MODEL_NAME = "digits_cnn"
 BUILTIN_MODEL_NAMES: tuple[str, ...] = (DIGITS_MODEL_NAME, *TORCHVISION_ARCHITECTURES)
-MODEL_KINDS = ("builtin", "torchvision", "factory", "torchscript", "export", "tflite", "keras")
+MODEL_KINDS = ("builtin", "torchvision", "factory", "torchscript", "export", "tflite", "keras", "savedmodel")
 _DIGITS_INPUT_SHAPE = (1, 1, 8, 8)
 _DIGITS_NUM_CLASSES = 10
 _DIGITS_DEFAULT_EPOCHS = 20
@@ -60,13 +60,13 @@ class ModelSource:
     # Several or non-float inputs (models.inputs), in the order forward takes them; empty: one
     # float32 input of input_shape. Factories are then called by name and give their first tensor.
     inputs: tuple[InputSpec, ...] = ()
-    keras_version: str | None = None  # kind "keras": the Keras that exported tflite_path
+    keras_version: str | None = None  # kind "keras" / "savedmodel": the Keras / TensorFlow that exported tflite_path
 
     @property
     def is_tflite_file(self) -> bool:
         """Measured and quantized as a .tflite, with no PyTorch model to prune (Keras files are
         exported to one first)."""
-        return self.kind in ("tflite", "keras")
+        return self.kind in ("tflite", "keras", "savedmodel")
 
     @property
     def input_specs(self) -> tuple[InputSpec, ...]:
@@ -173,6 +173,11 @@ class ModelSource:
         elif self.kind == "keras":
             document["model_sha256"] = sha256_file(self.model_path)
             document["keras_version"] = self.keras_version
+        elif self.kind == "savedmodel":
+            from models.tensorflow_models import saved_model_sha256
+
+            document["model_sha256"] = saved_model_sha256(self.model_path)
+            document["tensorflow_version"] = self.keras_version
         return document
 
 
@@ -204,8 +209,12 @@ def resolve_model(
         return _resolve_torchvision(name, input_shape, weights)
     if suffix in user_models.TFLITE_SUFFIXES:
         return _resolve_tflite(name, input_shape, weights, inputs)
-    if suffix in user_models.KERAS_SUFFIXES:
+    if suffix in user_models.KERAS_SUFFIXES + user_models.KERAS2_SUFFIXES:
         return _resolve_keras(name, input_shape, weights, inputs)
+    from models.tensorflow_models import is_saved_model
+
+    if is_saved_model(Path(name).expanduser()):
+        return _resolve_saved_model(name, input_shape, weights, inputs)
     if suffix in user_models.EXPORT_SUFFIXES + user_models.TORCHSCRIPT_SUFFIXES:
         return _resolve_saved_torch(name, input_shape, weights)
     if inputs and suffix in user_models.EXPORT_SUFFIXES + user_models.TORCHSCRIPT_SUFFIXES:
@@ -314,6 +323,30 @@ def _resolve_keras(name: str, input_shape: tuple[int, ...] | None, weights: Path
                        num_classes=as_tflite.num_classes, tflite_path=exported,
                        input_layout=as_tflite.input_layout, model_path=path, inputs=as_tflite.inputs,
                        keras_version=version)
+
+
+def _resolve_saved_model(name: str, input_shape: tuple[int, ...] | None, weights: Path | None,
+                         inputs: tuple[InputSpec, ...] = ()) -> ModelSource:
+    """A TensorFlow SavedModel: converted by TFLiteConverter (the tensorflow extra), then
+    measured as a .tflite; its int8 variants use the converter's representative dataset."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from models.tensorflow_models import convert_saved_model, tensorflow
+
+    path = Path(name).expanduser().resolve()
+    if weights is not None:
+        raise ModelInputError(f"--weights does not apply to the SavedModel {name!r}; its weights are inside it")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-savedmodel-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    exported = scratch / "model.tflite"
+    convert_saved_model(path, exported)
+    as_tflite = _resolve_tflite(str(exported), input_shape, None, inputs)
+    return ModelSource(name=name, kind="savedmodel", input_shape=as_tflite.input_shape,
+                       num_classes=as_tflite.num_classes, tflite_path=exported,
+                       input_layout=as_tflite.input_layout, model_path=path, inputs=as_tflite.inputs,
+                       keras_version=tensorflow().__version__)
 
 
 def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:

@@ -24,6 +24,7 @@ TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 EXPORT_SUFFIXES = (".pt2",)
 TFLITE_SUFFIXES = (".tflite",)
 KERAS_SUFFIXES = (".keras",)
+KERAS2_SUFFIXES = (".h5", ".hdf5")  # Keras 2 files: Keras 3 loads them (legacy H5 format)
 # benchmark_model's own range for integer inputs without --input_layer_value_range
 # (GetDataRangesForType: int32/int64 [0, 99]); a .tflite's ids get it unless --input says better.
 TOOL_DEFAULT_INT_RANGE = (0, 99)

@@ -39,7 +39,8 @@ _LIBRARIES = ("torch", "torchvision", "torch-pruning", "litert-torch", "ai-edge-
               "ai-edge-quantizer", "numpy", "scikit-learn")
 CALIBRATION_SAMPLES = 128
 # How a source that is not a .tflite became the fp32 .tflite its variants start from.
-EXPORTED_BY = {"keras": "Keras model.export(format='litert'), torch backend, parity-checked"}
+EXPORTED_BY = {"keras": "Keras model.export(format='litert'), torch backend, parity-checked",
+               "savedmodel": "TensorFlow TFLiteConverter (fp32)"}
 
 
 def variant_recipe(source, data, spec: VariantSpec, seed: int = 0) -> dict:
@@ -331,6 +332,8 @@ class Pipeline:
             shutil.copyfile(self.source.tflite_path, out_path)
             metadata["quantization"] = {"mode": "fp32", "method": EXPORTED_BY.get(self.source.kind,
                                                                                 "the given .tflite, unchanged")}
+        elif self.source.kind == "savedmodel" and spec.quant == "int8":
+            self._saved_model_int8(spec, out_path, metadata)
         else:
             self._stage(_convert_note(spec))
             with warnings.catch_warnings():
@@ -343,6 +346,22 @@ class Pipeline:
             metadata["parity"] = result.parity
         metadata["size_bytes"] = out_path.stat().st_size
         metadata["zip_bytes"] = zip_size(out_path)
+
+    def _saved_model_int8(self, spec: VariantSpec, out_path: Path, metadata: dict) -> None:
+        """TensorFlow's own full-integer path: TFLiteConverter with a representative dataset."""
+        from harness.optimize.convert import parity_figures
+        from harness.optimize.evaluate import tflite_predict, to_model_layout
+        from models.tensorflow_models import convert_saved_model
+
+        self._stage("converting with TFLiteConverter, int8 from a representative dataset of up to "
+                    f"{CALIBRATION_SAMPLES} samples, checking parity")
+        samples = to_model_layout(self._calibration_inputs(), self.source.input_shape, self.source.name)
+        method = convert_saved_model(self.source.model_path, out_path, calibration=samples,
+                                     int8_io=spec.io == "int8")
+        checks = self.data.x_test[:64]
+        parity = parity_figures(tflite_predict(self.source.tflite_path, checks), tflite_predict(out_path, checks))
+        metadata["quantization"] = {"mode": "int8", "method": method}
+        metadata["parity"] = {**parity, "reference": "fp32 tflite"}
 
     def _verify_accuracy(self, path: Path, spec: VariantSpec, baseline: Artifact | None,
                          metadata: dict) -> None:
