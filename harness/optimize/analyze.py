@@ -53,6 +53,9 @@ class AnalysisReport:
     metric: str = "top1"  # "top1" with labels, "agreement" with the unpruned model otherwise
     baseline_metric: float | None = None
     reduction: dict = field(default_factory=dict)
+    # Transformers: per attention layer, its heads and head width, and the measured drop when
+    # its least important head (L1 of its q/k/v rows, torch-pruning's ranking) is removed.
+    heads: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-able form (for --json)."""
@@ -66,12 +69,15 @@ def analyze_model(source: Any, data: Any, *, ratio: float = 0.3, max_groups: int
     PruneSettings(ratio=ratio).validate()
     if getattr(source, "is_tflite_file", False):
         raise UserError(f"cannot analyze {source.name}: analysis needs a PyTorch model, not a .tflite file")
+    from harness.optimize.attention import prepare_attention
+
     model = source.load_torch().eval()
     example_input = _example_input(source, data)
+    prepare_attention(model, example_input)  # heads as torch-pruning removes them (attention.py)
     params, macs = count_params_macs(model, example_input)
     layers = _layer_table(model, example_input)
 
-    x_eval = np.asarray(data.x_test[:SENSITIVITY_SAMPLES], dtype=np.float32)
+    x_eval = data.x_test[:SENSITIVITY_SAMPLES]
     labels = None if data.y_test is None else np.asarray(data.y_test[:SENSITIVITY_SAMPLES])
     baseline_predictions = torch_predict(model, x_eval)
     metric = "top1" if labels is not None else "agreement"
@@ -90,7 +96,13 @@ def analyze_model(source: Any, data: Any, *, ratio: float = 0.3, max_groups: int
         "macs_reduction": whole.macs_reduction,
         "metric_after": float(np.mean(torch_predict(pruned, x_eval) == reference)),
     }
+    heads = _head_scan(model, x_eval, reference, baseline_metric)
     verdict = _verdict(layers, sensitivity, reduction, ratio, params)
+    if heads:
+        worst = max(heads, key=lambda row: row["drop"])
+        verdict += (f"; {len(heads)} attention layers of {', '.join(sorted({str(r['heads']) for r in heads}))} heads: "
+                    f"removing one head costs at most {worst['drop']:+.3f} ({worst['layer']}); "
+                    "prune heads with heads=, MLP width with mlp=")
     return AnalysisReport(
         model=source.name,
         params=params,
@@ -102,7 +114,36 @@ def analyze_model(source: Any, data: Any, *, ratio: float = 0.3, max_groups: int
         metric=metric,
         baseline_metric=baseline_metric,
         reduction=reduction,
+        heads=heads,
     )
+
+
+def _head_scan(model, x_eval, reference, baseline_metric) -> list[dict]:
+    """Per attention layer: remove its least important head alone (in a copy) and measure.
+
+    A head is removed by zeroing its value rows (weights and bias): its output is then zero, so
+    the output projection adds nothing of it, which is what pruning the head computes."""
+    import torch
+
+    from harness.optimize.attention import find_attention
+
+    rows = []
+    for index, site in enumerate(find_attention(model)):
+        heads, size = site.heads, site.head_size
+        with torch.no_grad():
+            weights = torch.cat([linear.weight for linear in (site.q, site.k, site.v)], dim=1)
+            score = weights.abs().reshape(heads, size, -1).sum(dim=(1, 2))
+        weakest = int(torch.argmin(score))
+        trial = copy.deepcopy(model)
+        value = find_attention(trial)[index].v
+        with torch.no_grad():
+            value.weight[weakest * size:(weakest + 1) * size] = 0
+            if value.bias is not None:
+                value.bias[weakest * size:(weakest + 1) * size] = 0
+        metric_after = float(np.mean(torch_predict(trial, x_eval) == reference))
+        rows.append({"layer": site.name, "heads": heads, "head_size": size, "weakest_head": weakest,
+                     "metric_after": metric_after, "drop": baseline_metric - metric_after})
+    return rows
 
 
 def format_analysis(report: AnalysisReport, *, max_layers: int = 40) -> str:
@@ -121,6 +162,13 @@ def format_analysis(report: AnalysisReport, *, max_layers: int = 40) -> str:
         after = "error" if row.get("error") else f"{row['metric_after']:.4f}"
         drop = "" if row.get("error") else f"{row['drop']:+.4f}"
         lines.append(f"{row['group'][:40]:<40} {row['channels']:>9} {row['pruned_channels']:>7} {after:>8} {drop:>8}")
+    if report.heads:
+        lines.append("")
+        lines.append(f"attention heads ({report.metric} after removing each layer's weakest head alone):")
+        lines.append(f"{'attention layer':<40} {'heads':>6} {'width':>6} {'weakest':>8} {'after':>8} {'drop':>8}")
+        for row in report.heads:
+            lines.append(f"{row['layer'][:40]:<40} {row['heads']:>6} {row['head_size']:>6} {row['weakest_head']:>8} "
+                         f"{row['metric_after']:>8.4f} {row['drop']:>+8.4f}")
     lines.append("")
     lines.append(f"verdict: {report.verdict}")
     return "\n".join(lines)
@@ -129,6 +177,8 @@ def format_analysis(report: AnalysisReport, *, max_layers: int = 40) -> str:
 def _example_input(source: Any, data: Any) -> "torch.Tensor":
     import torch
 
+    if getattr(source, "inputs", ()):
+        return source.example_inputs()  # a tuple: one tensor per input
     if data is not None and data.x_test is not None and len(data.x_test):
         return torch.as_tensor(np.asarray(data.x_test[:1], dtype=np.float32))
     return torch.randn(*source.input_shape)
@@ -163,13 +213,18 @@ def _sensitivity_scan(model, example_input, x_eval, reference, baseline_metric, 
     import torch
     import torch_pruning as tp
 
+    from harness.optimize.attention import find_attention, qkv_layers, sync_widths
+
     pruner = _build_pruner(model, example_input, PruneSettings(ratio=ratio, round_to=None), model_name)
+    # Attention projections are scanned by whole heads (_head_scan): a cut of q alone that is
+    # not a whole head leaves the module's reshape wrong.
+    attention_projections = {id(linear) for linear in qkv_layers(find_attention(model))}
     roots = []
     for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
         root = group[0].dep.target.module
         name = pruner.DG._module2name.get(root)
         channels = pruner.DG.get_out_channels(root)
-        if name is not None and channels and channels > 1:
+        if name is not None and channels and channels > 1 and id(root) not in attention_projections:
             roots.append((name, channels))
     # Network order (first layer first): the graph lists groups in no useful order.
     depth = {name: position for position, (name, _) in enumerate(model.named_modules())}
@@ -195,6 +250,7 @@ def _sensitivity_scan(model, example_input, x_eval, reference, baseline_metric, 
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 graph.get_pruning_group(root, prune_out, drop_idxs).prune()
+            sync_widths(trial)
             metric_after = float(np.mean(torch_predict(trial, x_eval) == reference))
             row.update(
                 params_removed=params_before - sum(p.numel() for p in trial.parameters()),
