@@ -178,9 +178,12 @@ def test_attention_keeps_whole_heads_consistent() -> None:
     model = TinyAttentionNet().eval()
     tokens = torch.randn(1, 10, 16)
     structured_prune(model, tokens, PruneSettings(ratio=0.5, round_to=None))
+    # nn.MultiheadAttention is rebuilt with separate q/k/v/out Linears (harness.optimize.attention):
+    # every head keeps the same share of its dimensions.
     attention = model.attention
-    assert (attention.embed_dim, attention.num_heads, attention.head_dim) == (32, 4, 8)
-    assert attention.in_proj_weight.shape == (3 * 32, 32)
+    assert (attention.num_heads, attention.head_dim) == (4, 8)
+    assert attention.q_proj.weight.shape == attention.k_proj.weight.shape == (32, 32)
+    assert attention.out_proj.weight.shape == (32, 32)
     assert model(torch.randn(3, 10, 16)).shape == (3, 5)
 
 
