@@ -301,3 +301,39 @@ def _benchmark_processes(state_dir: str) -> list[int]:
         if b"benchmark_model" in cmdline and fs_root.encode() in environ:
             pids.append(int(proc.name))
     return pids
+
+
+# -- issue 15: token inputs and Keras files on the lab -------------------------------------------
+def test_a_bert_classifier_with_token_inputs_runs_on_the_lab_with_its_agreement(lab, tmp_path):
+    from harness.report import variants_table
+
+    result = run_benchmarks(config_for(
+        tmp_path, devices=lab.devices[0].serial, model="models.transformer_examples:bert_tiny",
+        variants=["baseline", "heads=0.25"]))
+    assert result.exit_code == 0, [m.error for m in result.measurements if m.status != "ok"]
+    samples = timing(result.measurements)
+    assert {m.variant for m in samples} == {"baseline", "heads25"}
+    for m in samples:  # ids drawn from the vocabulary, masks all ones: the full 64 tokens
+        assert "--input_layer_shape=1,64:1,64" in m.command
+        assert ",0,999:" in m.command and m.command.endswith(",1,1")
+        assert m.inference_avg_us > 0
+    table = variants_table(result.artifacts)
+    heads25 = table[table["variant"] == "heads25"].iloc[0]
+    assert 50 <= float(heads25["agreement %"]) <= 100  # agreement with the baseline on generated tokens
+
+
+def test_a_keras_model_file_is_converted_by_keras_and_benchmarked(lab, tmp_path):
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'; import keras, sys\n"
+            "keras.utils.set_random_seed(0)\n"
+            "m = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(16, 3, activation='relu'),\n"
+            "    keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])\n"
+            "m.save(sys.argv[1])\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "cnn.keras")], check=True, timeout=300)
+    result = run_benchmarks(config_for(tmp_path, devices=lab.devices[0].serial,
+                                       model=str(tmp_path / "cnn.keras"), variants=["baseline", "quant=int8"]))
+    assert result.exit_code == 0, [m.error for m in result.measurements if m.status != "ok"]
+    assert {m.variant for m in timing(result.measurements)} == {"baseline", "int8"}
+    stored = Store(tmp_path / "bench.db").artifacts([a.sha256 for a in result.artifacts])
+    artifacts = {a["variant"]: a for a in stored}
+    assert artifacts["baseline"]["metadata"]["quantization"]["method"].startswith("Keras model.export(format='litert')")
+    assert artifacts["int8"]["metadata"]["accuracy"]["agreement"] >= 0.9
