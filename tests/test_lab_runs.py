@@ -323,12 +323,12 @@ def test_a_bert_classifier_with_token_inputs_runs_on_the_lab_with_its_agreement(
 
 
 def test_a_keras_model_file_is_converted_by_keras_and_benchmarked(lab, tmp_path):
-    code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'; import keras, sys\n"
-            "keras.utils.set_random_seed(0)\n"
-            "m = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(16, 3, activation='relu'),\n"
-            "    keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])\n"
-            "m.save(sys.argv[1])\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "cnn.keras")], check=True, timeout=300)
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # what bench itself sets before importing Keras
+    import keras
+
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(16, 3, activation="relu"),
+                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]).save(tmp_path / "cnn.keras")
     result = run_benchmarks(config_for(tmp_path, devices=lab.devices[0].serial,
                                        model=str(tmp_path / "cnn.keras"), variants=["baseline", "quant=int8"]))
     assert result.exit_code == 0, [m.error for m in result.measurements if m.status != "ok"]

@@ -124,6 +124,13 @@ def plan_device_accuracy(artifact, x_nchw: np.ndarray, labels: np.ndarray | None
     from harness.optimize.convert import to_input_dtype
     from harness.optimize.evaluate import to_model_layout
 
+    from models.inputs import InputBatch
+
+    if isinstance(x_nchw, InputBatch):  # token models: host accuracy only, said per variant
+        plan = AccuracyPlan(artifact.sha256, artifact.variant, "", (), [], [], np.zeros((0, 0)), None, None)
+        plan.unavailable = (f"the model has {len(x_nchw.names)} inputs ({', '.join(x_nchw.names)}); accuracy on "
+                            "the device reads one input file per launch, so it is judged on the host only")
+        return plan
     x = np.asarray(x_nchw[:samples], dtype=np.float32)
     n = len(x)
     labels = None if labels is None else np.asarray(labels[:n])

@@ -132,9 +132,16 @@ def sync_widths(model: "nn.Module") -> None:
 
 
 def heads_per_layer(model: "nn.Module") -> list[dict]:
-    """Per attention layer: its name, heads and head width (for analysis and reports)."""
-    return [{"layer": site.name, "heads": site.heads, "head_size": site.head_size}
+    """Per attention layer: its name, heads and head width (for analysis and reports); torch's
+    nn.MultiheadAttention counted too, as it is before prepare_attention rebuilds it."""
+    from torch import nn
+
+    rows = [{"layer": site.name, "heads": site.heads, "head_size": site.head_size}
             for site in find_attention(model)]
+    rows += [{"layer": name, "heads": m.num_heads, "head_size": m.head_dim}
+             for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    order = {name: position for position, (name, _) in enumerate(model.named_modules())}
+    return sorted(rows, key=lambda row: order.get(row["layer"], 0))
 
 
 @functools.cache

@@ -191,6 +191,7 @@ class Pipeline:
     def _optimize_torch(self, spec: VariantSpec, metadata: dict):
         import torch
 
+        from harness.optimize.attention import heads_per_layer
         from harness.optimize.finetune import FineTuneSettings, fine_tune, torch_top1
         from harness.optimize.profile import count_params_macs
         from harness.optimize.prune import (PruneSettings, masks_held, rewind_weights,
@@ -260,6 +261,9 @@ class Pipeline:
             metadata["sparsity"] = unstructured_prune(model, spec.sparsity)
         params, macs = count_params_macs(model, example)
         metadata["params"], metadata["macs"] = params, macs
+        heads = heads_per_layer(model)
+        if heads:  # a transformer: what heads= left in each attention layer
+            metadata["heads_per_layer"] = [row["heads"] for row in heads]
         if evaluate is not None:
             metadata["torch_accuracy"] = evaluate(model)
         return model.eval()
@@ -291,8 +295,11 @@ class Pipeline:
 
         x = self.data.x_train if self.data.x_train is not None else self.data.x_test
         y = self.data.y_train if self.data.y_train is not None else None
-        if y is None:
-            y = self._torch_baseline_predictions() if x is self.data.x_test else None
+        if y is None:  # no labels: the unpruned model's own decisions on these samples
+            from models.inputs import torch_inputs
+
+            with torch.no_grad():
+                y = self.baseline_model()(*torch_inputs(x[:batch_size * batches])).argmax(1).numpy()
         from models.inputs import torch_inputs
 
         out = []

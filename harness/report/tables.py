@@ -181,6 +181,7 @@ def variants_table(artifacts, max_abs_diff: bool = False) -> pd.DataFrame:
             "variant": a["variant"],
             "params": meta.get("params"),
             "MACs": meta.get("macs"),
+            "heads": _heads_text(meta.get("heads_per_layer")),
             "tflite bytes": a["size_bytes"],
             "zip bytes": meta.get("zip_bytes"),
             "top-1 %": _pct(acc.get("top1")),
@@ -200,7 +201,12 @@ def variants_table(artifacts, max_abs_diff: bool = False) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all")
 
 
-SIZE_COLUMNS = ("variant", "params", "MACs", "tflite bytes", "zip bytes")
+def _heads_text(heads: list[int] | None) -> str | None:
+    """Attention heads per layer, `4/4` (a transformer's variants; None for other models)."""
+    return "/".join(str(h) for h in heads) if heads else None
+
+
+SIZE_COLUMNS = ("variant", "params", "MACs", "heads", "tflite bytes", "zip bytes")
 ACCURACY_COLUMNS = ("variant", "top-1 %", "top-5 %", "Δ top-1 pt", "agreement %",
                     "after prune %", "parity rel diff", "parity cosine")
 
