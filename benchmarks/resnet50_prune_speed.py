@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,31 +23,9 @@ from harness.paths import cache_dir  # noqa: E402
 from harness.optimize.variants import parse_variant  # noqa: E402
 from models.datasets import load_dataset  # noqa: E402
 from models.registry import resolve_model  # noqa: E402
+from benchmarks.host_timing import invoke_timer  # noqa: E402
 
 VARIANTS = ("baseline", "prune=0.35", "prune=0.35,quant=int8")
-
-
-def time_model(path: Path, x: np.ndarray, runs: int, threads: int):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    batch = x[:1].astype(detail["dtype"]) if detail["dtype"] == np.float32 else None
-    if batch is None:
-        scale, zero = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        batch = np.clip(np.round(x[:1] / scale + zero), info.min, info.max).astype(detail["dtype"])
-    interpreter.set_tensor(detail["index"], batch)
-    interpreter.invoke()  # warm-up
-
-    def one_round() -> float:
-        started = time.perf_counter()
-        for _ in range(runs):
-            interpreter.invoke()
-        return (time.perf_counter() - started) / runs * 1000.0
-
-    return one_round
 
 
 def main() -> int:
@@ -65,7 +40,7 @@ def main() -> int:
     pipeline = Pipeline(source, data, cache_dir(), log=lambda m: print(f"  {m}", file=sys.stderr))
     artifacts = [pipeline.build(parse_variant(v)) for v in VARIANTS]
 
-    timers = [time_model(a.path, data.x_test, args.runs, args.threads) for a in artifacts]
+    timers = [invoke_timer(a.path, data.x_test[:1], args.runs, args.threads) for a in artifacts]
     samples: list[list[float]] = [[] for _ in artifacts]
     for _ in range(args.rounds):
         for timer, store in zip(timers, samples):  # interleaved: A B C A B C ...

@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.optimize.convert import set_inputs  # noqa: E402
 from harness.optimize.pipeline import Pipeline  # noqa: E402
 from harness.optimize.variants import parse_variant  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
 from models.datasets import load_dataset  # noqa: E402
 from models.registry import resolve_model  # noqa: E402
+from benchmarks.host_timing import invoke_timer  # noqa: E402
 
 FAMILIES = {
     "bert_tiny": "models.transformer_examples:bert_tiny",
@@ -35,23 +34,6 @@ FAMILIES = {
 }
 VARIANTS = ("baseline", "heads=0.25", "heads=0.25,mlp=0.3")
 PARITY_TARGET = 1e-4
-
-
-def timer(path: Path, sample, runs: int, threads: int):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    set_inputs(interpreter, sample)
-    interpreter.invoke()  # warm-up
-
-    def one_round() -> float:
-        started = time.perf_counter()
-        for _ in range(runs):
-            interpreter.invoke()
-        return (time.perf_counter() - started) / runs * 1000.0
-
-    return one_round
 
 
 def main() -> int:
@@ -65,7 +47,7 @@ def main() -> int:
         source = resolve_model(model)
         data = load_dataset(source, max_test=64, max_train=0)
         artifacts = Pipeline(source, data, cache_dir()).build_all([parse_variant(v) for v in VARIANTS])
-        timers = [timer(a.path, data.x_test[:1], args.runs, args.threads) for a in artifacts]
+        timers = [invoke_timer(a.path, data.x_test[:1], args.runs, args.threads) for a in artifacts]
         rounds = [[t() for t in timers] for _ in range(args.rounds)]
         latency = [statistics.median(r[i] for r in rounds) for i in range(len(artifacts))]
         print(f"\n{family} ({model}), host LiteRT, {args.threads} thread(s), median of {args.rounds} "
