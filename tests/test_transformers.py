@@ -92,6 +92,42 @@ def test_bert_mlp_knob_narrows_only_the_feed_forward(bert):
     assert model.model.bert.config.hidden_size == 128
 
 
+def test_bert_head_dim_knob_keeps_every_head_and_narrows_each(bert):
+    source, baseline = bert
+    model = copy.deepcopy(baseline)
+    structured_prune(model, source.example_inputs(), PruneSettings(ratio=None, head_dim=0.25), model_name=BERT)
+    for site in find_attention(model):
+        assert (site.heads, site.head_size) == (4, 24), site.name  # 32 - 25 % = 24 dims per head
+    assert model.model.bert.config.hidden_size == 128  # the residual width is not touched
+
+
+def test_bert_int8_is_calibrated_on_token_samples(bert, tmp_path):
+    from harness.optimize.quantize import quantize_tflite
+
+    source, model = bert
+    fp32 = tmp_path / "bert.tflite"
+    convert_to_tflite(model, generated_inputs(source.inputs, 2, seed=0), fp32, "bert")
+    result = quantize_tflite(fp32, "int8", generated_inputs(source.inputs, 32, seed=5), tmp_path / "bert-int8.tflite",
+                             parity_inputs=generated_inputs(source.inputs, 32, seed=6))
+    assert result.size_bytes < 0.6 * fp32.stat().st_size
+    assert result.parity["top1_agreement"] >= 0.9 and result.parity["cosine_similarity"] > 0.9
+
+
+def test_analyze_shows_heads_per_layer_and_what_removing_one_costs(bert):
+    from harness.optimize.analyze import analyze_model, format_analysis
+
+    source, _ = bert
+    report = analyze_model(source, load_dataset(source, max_test=64, max_train=0), max_groups=2)
+    assert [(row["layer"], row["heads"], row["head_size"]) for row in report.heads] == [
+        (f"model.bert.encoder.layer.{i}.attention.self", 4, 32) for i in range(2)]
+    for row in report.heads:
+        assert 0 <= row["metric_after"] <= 1 and row["drop"] == pytest.approx(1 - row["metric_after"])
+    assert not any(row.get("error") for row in report.sensitivity)
+    text = format_analysis(report)
+    assert "attention heads (agreement after removing each layer's weakest head alone):" in text
+    assert "2 attention layers of 4 heads" in report.verdict
+
+
 def test_vit_multihead_attention_is_rebuilt_exactly_then_loses_whole_heads(vit, tmp_path):
     source, baseline = vit
     model = copy.deepcopy(baseline)

@@ -21,6 +21,12 @@ from harness.optimize.variants import KNOBS, VariantSpec, parse_variant, parse_v
     ("prune=0.3,importance=taylor,scope=global,steps=3,ft=3,kd=1", "pruned30-taylor-global-x3-ft3-kd"),
     ("prune=0.25,round_to=none,lt=1,ft=1", "pruned25-r1-lt-ft1"),
     ("prune=0.125", "pruned12p5"),
+    ("heads=0.25", "heads25"),
+    ("heads=0.25,mlp=0.3,quant=int8", "heads25-mlp30-int8"),
+    ("head_dim=0.25", "hdim25"),
+    ("prune=0.2,heads=0.5,importance=taylor", "pruned20-heads50-taylor"),
+    ("sparsity=0.8,lt=1", "sparse80-lt"),
+    ("heads=0.25,lt=1,ft=2", "heads25-lt-ft2"),
 ])
 def test_readable_names(text, name):
     assert parse_variant(text).name == name
@@ -36,6 +42,8 @@ def test_readable_names(text, name):
     ("colour=blue", "colour"),
     ("io=int8", "io=int8"),
     ("lt=1", "lt=1"),
+    ("heads=1", "heads=1"),
+    ("mlp=0", "mlp=0"),
     ("kd=1,prune=0.3", "kd=1"),
     ("", "empty"),
 ])
