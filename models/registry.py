@@ -333,7 +333,7 @@ def _resolve_saved_model(name: str, input_shape: tuple[int, ...] | None, weights
     import shutil
     import tempfile
 
-    from models.tensorflow_models import convert_saved_model, tensorflow
+    from models.tensorflow_models import convert_saved_model
 
     path = Path(name).expanduser().resolve()
     if weights is not None:
@@ -341,12 +341,12 @@ def _resolve_saved_model(name: str, input_shape: tuple[int, ...] | None, weights
     scratch = Path(tempfile.mkdtemp(prefix="bench-savedmodel-"))
     atexit.register(shutil.rmtree, scratch, True)
     exported = scratch / "model.tflite"
-    convert_saved_model(path, exported)
+    _, tensorflow_version = convert_saved_model(path, exported)
     as_tflite = _resolve_tflite(str(exported), input_shape, None, inputs)
     return ModelSource(name=name, kind="savedmodel", input_shape=as_tflite.input_shape,
                        num_classes=as_tflite.num_classes, tflite_path=exported,
                        input_layout=as_tflite.input_layout, model_path=path, inputs=as_tflite.inputs,
-                       keras_version=tensorflow().__version__)
+                       keras_version=tensorflow_version)
 
 
 def _resolve_saved_torch(name: str, input_shape: tuple[int, ...] | None, weights: Path | None) -> ModelSource:

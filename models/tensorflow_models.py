@@ -3,18 +3,22 @@
 
 fp32 is the converter's plain conversion; int8 is its representative-dataset path (optimizations
 DEFAULT, the dataset's calibration samples, TFLITE_BUILTINS_INT8 kernels), with float or int8
-I/O. TensorFlow 2.21 shares an environment with this stack (torch, LiteRT); it is imported only
-when a SavedModel is given. Keras 2 `.h5` files need no TensorFlow: Keras 3 reads them.
+I/O. Keras 2 `.h5` files need no TensorFlow: Keras 3 reads them.
+
+bench never imports TensorFlow in its own process (models.isolated says why): each
+conversion runs in a spawned process of its own.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.errors import ModelInputError
+from models.isolated import call_in_own_process
 
 SAVED_MODEL_FILE = "saved_model.pb"
 TENSORFLOW_REMEDY = "pip install 'bench[tensorflow]' (tensorflow-cpu==2.21.0)"
@@ -48,9 +52,17 @@ def saved_model_sha256(path: Path) -> str:
 
 
 def convert_saved_model(path: Path, out_path: Path, *, calibration: np.ndarray | None = None,
-                        int8_io: bool = False) -> str:
+                        int8_io: bool = False) -> tuple[str, str]:
     """The SavedModel as a .tflite at `out_path`; with `calibration` (samples in the model's own
-    layout) full-integer int8 by the representative dataset. Returns how it was made."""
+    layout) full-integer int8 by the representative dataset, in a process of its own. Returns how it was made and TensorFlow's version."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ModelInputError(f"a TensorFlow SavedModel needs TensorFlow: {TENSORFLOW_REMEDY}")
+    return call_in_own_process(_convert_in_this_process, Path(path), Path(out_path), calibration, int8_io,
+                               what=f"TensorFlow converting {str(path)!r}")
+
+
+def _convert_in_this_process(path: Path, out_path: Path, calibration: np.ndarray | None,
+                             int8_io: bool) -> tuple[str, str]:
     tf = tensorflow()
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
@@ -72,4 +84,4 @@ def convert_saved_model(path: Path, out_path: Path, *, calibration: np.ndarray |
                               f"({type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''})") from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(model)
-    return method
+    return method, tf.__version__

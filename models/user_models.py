@@ -429,7 +429,14 @@ def _keras():
 def export_keras(path: Path, out_dir: Path) -> tuple[Path, str]:
     """A Keras 3 .keras file exported to `out_dir`/model.tflite with Keras' own
     `model.export(format="litert")` (torch backend, litert-torch underneath), checked for
-    parity against the Keras model on random inputs. Returns (the .tflite, keras version)."""
+    parity against the Keras model on random inputs. Returns (the .tflite, keras version).
+    Runs in a process of its own: where TensorFlow is installed, Keras loads it (models.isolated)."""
+    from models.isolated import call_in_own_process
+
+    return call_in_own_process(_export_keras_here, Path(path), Path(out_dir), what=f"Keras exporting {str(path)!r}")
+
+
+def _export_keras_here(path: Path, out_dir: Path) -> tuple[Path, str]:
     import contextlib
     import io
     import os

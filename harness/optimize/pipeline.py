@@ -363,8 +363,8 @@ class Pipeline:
         self._stage("converting with TFLiteConverter, int8 from a representative dataset of up to "
                     f"{CALIBRATION_SAMPLES} samples, checking parity")
         samples = to_model_layout(self._calibration_inputs(), self.source.input_shape, self.source.name)
-        method = convert_saved_model(self.source.model_path, out_path, calibration=samples,
-                                     int8_io=spec.io == "int8")
+        method, _ = convert_saved_model(self.source.model_path, out_path, calibration=samples,
+                                        int8_io=spec.io == "int8")
         checks = self.data.x_test[:64]
         parity = parity_figures(tflite_predict(self.source.tflite_path, checks), tflite_predict(out_path, checks))
         metadata["quantization"] = {"mode": "int8", "method": method}
