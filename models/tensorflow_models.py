@@ -54,7 +54,8 @@ def saved_model_sha256(path: Path) -> str:
 def convert_saved_model(path: Path, out_path: Path, *, calibration: np.ndarray | None = None,
                         int8_io: bool = False) -> tuple[str, str]:
     """The SavedModel as a .tflite at `out_path`; with `calibration` (samples in the model's own
-    layout) full-integer int8 by the representative dataset, in a process of its own. Returns how it was made and TensorFlow's version."""
+    layout) full-integer int8 by the representative dataset, in a process of its own. Returns how
+    it was made and TensorFlow's version."""
     if importlib.util.find_spec("tensorflow") is None:
         raise ModelInputError(f"a TensorFlow SavedModel needs TensorFlow: {TENSORFLOW_REMEDY}")
     return call_in_own_process(_convert_in_this_process, Path(path), Path(out_path), calibration, int8_io,

@@ -75,19 +75,13 @@ def test_a_saved_model_is_converted_by_tflite_converter_and_int8_by_its_represen
 def test_a_keras2_h5_file_is_read_by_keras3_without_tensorflow_and_computes_what_keras2_did():
     """A real Keras 2 file (tests/data/keras2/README.md says how it was written): Keras 3 on the
     torch backend reads it and exports the .tflite; TensorFlow is not needed, nor loaded."""
-    from ai_edge_litert.interpreter import Interpreter
+    from harness.optimize.evaluate import tflite_predict
 
     data = Path(__file__).parent / "data" / "keras2"
     source = resolve_model(str(data / "cnn.h5"))
     assert (source.kind, source.input_shape, source.input_layout, source.num_classes) == (
         "keras", (1, 16, 16, 3), "NHWC", 10)
-    interpreter = Interpreter(str(source.tflite_path))
-    interpreter.allocate_tensors()
-    inputs, expected = np.load(data / "inputs.npy"), np.load(data / "keras2_outputs.npy")
-    outputs = []
-    for sample in inputs:
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample[None])
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
-    assert np.abs(np.stack(outputs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    inputs_nhwc, expected = np.load(data / "inputs.npy"), np.load(data / "keras2_outputs.npy")
+    outputs = tflite_predict(source.tflite_path, inputs_nhwc.transpose(0, 3, 1, 2))  # it takes NCHW samples
+    assert np.abs(outputs - expected).max() <= 1e-4 * np.abs(expected).max()
     assert "tensorflow" not in sys.modules
