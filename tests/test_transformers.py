@@ -191,6 +191,9 @@ def test_labelled_jsonl_samples_are_read_padded_and_scored(bert, tmp_path):
 
 
 def test_benchmark_model_is_told_the_vocabulary_and_a_full_mask():
+    # The flags' syntax is LiteRT's benchmark_model: tflite/tools/benchmark/README.md and
+    # benchmark_tflite_model.cc (google-ai-edge/LiteRT @ f674577): input_layer and input_layer_shape
+    # ":"-separated per input, input_layer_value_range "name,low,high:name2,low,high" for integer inputs.
     inputs = [{"name": "serving_default_args_0", "source_name": "input_ids", "dtype": "int64",
                "shape": [1, 64], "value_range": [0, 999]},
               {"name": "serving_default_args_1", "source_name": "attention_mask", "dtype": "int64",
